@@ -1,0 +1,18 @@
+/* arena: one allocation per rank for the weights; tensors are pointers into it */
+#ifndef MPILLAMA_ARENA_H
+#define MPILLAMA_ARENA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char *base;   /* (cap) bytes, 64-byte aligned */
+    size_t cap, used;
+} arena;
+
+void arena_init(arena *a, size_t cap);
+/* n floats, 64-byte aligned; dies when the arena is full (a sizing bug, not an input error) */
+float *arena_floats(arena *a, int64_t n);
+void arena_free(arena *a);
+
+#endif

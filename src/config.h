@@ -1,0 +1,42 @@
+/* config: the model's hyper-parameters, as stored by name in the model file. */
+#ifndef MPILLAMA_CONFIG_H
+#define MPILLAMA_CONFIG_H
+
+#include <stdio.h>
+
+#define CONFIG_MAX_EOS 8
+
+typedef struct {
+    char architecture[32];      /* "llama" */
+    int dim;                    /* model width */
+    int hidden_dim;             /* FFN width */
+    int n_layers;
+    int n_heads;                /* query heads */
+    int n_kv_heads;             /* key/value heads (GQA when < n_heads) */
+    int head_size;              /* usually dim / n_heads */
+    int vocab_size;
+    int max_seq_len;            /* the model's context length */
+    float norm_eps;             /* RMSNorm epsilon */
+    float rope_theta;
+    char rope_scaling_type[16]; /* "none" or "llama3" */
+    float rope_factor;          /* llama3 scaling: factor, low/high frequency factors, */
+    float rope_low_freq_factor; /* original context length */
+    float rope_high_freq_factor;
+    int rope_original_max_pos;
+    int tied_classifier;        /* 1: the classifier is the token embedding */
+    int bos_id;                 /* -1: none */
+    int n_eos;
+    int eos_ids[CONFIG_MAX_EOS];
+} model_config;
+
+/* fill the defaults every converter starts from (Llama, eps 1e-5, theta 10000, no scaling) */
+void config_init_defaults(model_config *c);
+/* returns 0, or -1 after printing "model config: <field> ..." naming the bad field */
+int config_validate(const model_config *c, const char *source);
+void config_print(const model_config *c, FILE *out);
+/* number of query dimensions, key/value dimensions */
+static inline int config_q_dim(const model_config *c) { return c->n_heads * c->head_size; }
+static inline int config_kv_dim(const model_config *c) { return c->n_kv_heads * c->head_size; }
+int config_is_eos(const model_config *c, int token);
+
+#endif

@@ -1,0 +1,152 @@
+#include "convert.h"
+
+#include <getopt.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mfile.h"
+#include "tokenizer.h"
+#include "util.h"
+
+/* reads count floats at the current position; dies naming the file and the tensor */
+static void read_floats(FILE *f, const char *path, const char *what, float *dst, int64_t count) {
+    if ((int64_t)fread(dst, sizeof(float), (size_t)count, f) != count)
+        die("'%s': truncated llama2.c checkpoint (ends inside %s)", path, what);
+}
+
+void convert_llama2c(const char *bin_path, const char *tokenizer_path, const char *out_path) {
+    FILE *f = xfopen(bin_path, "rb");
+    int32_t h[7];
+    if (fread(h, sizeof(int32_t), 7, f) != 7) die("'%s': too short for a llama2.c checkpoint header", bin_path);
+    model_config c;
+    config_init_defaults(&c);
+    c.dim = h[0];
+    c.hidden_dim = h[1];
+    c.n_layers = h[2];
+    c.n_heads = h[3];
+    c.n_kv_heads = h[4];
+    c.tied_classifier = h[5] > 0;
+    c.vocab_size = abs(h[5]);
+    c.max_seq_len = h[6];
+    c.head_size = c.n_heads > 0 ? c.dim / c.n_heads : 0;
+    c.bos_id = 1;
+    c.n_eos = 2; /* llama2.c's story delimiter (BOS) ends a story too */
+    c.eos_ids[0] = 2;
+    c.eos_ids[1] = 1;
+    if (c.n_heads <= 0 || c.dim % c.n_heads != 0)
+        die("'%s': not a llama2.c checkpoint (dim %d, n_heads %d)", bin_path, c.dim, c.n_heads);
+    if (config_validate(&c, bin_path) != 0) die("'%s': not a valid llama2.c checkpoint", bin_path);
+
+    /* the file size must match the header exactly: catches truncation before writing anything */
+    const int64_t D = c.dim, L = c.n_layers, V = c.vocab_size, H = c.hidden_dim, hs = c.head_size;
+    const int64_t q = config_q_dim(&c), kv = config_kv_dim(&c);
+    int64_t floats = V * D + L * (2 * D + q * D + 2 * kv * D + D * q + 3 * H * D) + D +
+                     2 * (int64_t)c.max_seq_len * hs / 2 + (c.tied_classifier ? 0 : V * D);
+    struct stat st;
+    if (stat(bin_path, &st) != 0) die_errno("cannot stat '%s'", bin_path);
+    if (st.st_size != 28 + floats * 4)
+        die("'%s': llama2.c checkpoint is %lld bytes, its header implies %lld (truncated or not this format)",
+            bin_path, (long long)st.st_size, (long long)(28 + floats * 4));
+
+    mfile_tokenizer tok = {0};
+    if (tokenizer_path) {
+        tok_load_llama2c(&tok, tokenizer_path);
+        if (tok.n != c.vocab_size)
+            die("'%s': tokenizer has %d pieces, the model's vocab_size is %d", tokenizer_path, tok.n, c.vocab_size);
+    }
+
+    mfile_writer *w = mfile_create(out_path, &c);
+    int64_t biggest = V * D > H * D ? V * D : H * D;
+    if (q * D > biggest) biggest = q * D;
+    float *buf = xmalloc(sizeof(float) * (size_t)biggest);
+    char name[64];
+    read_floats(f, bin_path, "token_embedding", buf, V * D);
+    mfile_write_f32(w, "tok_embeddings", buf, V, D);
+    /* llama2.c stores each tensor for all layers together: seek per layer so only one layer's
+     * tensor is in memory at a time */
+    struct {
+        const char *name;
+        int64_t rows, cols;
+    } t[9] = {{"attention_norm", D, 0}, {"wq", q, D}, {"wk", kv, D}, {"wv", kv, D}, {"wo", D, q},
+              {"ffn_norm", D, 0}, {"w1", H, D}, {"w2", D, H}, {"w3", H, D}};
+    int64_t base = 28 + V * D * 4, start[9];
+    for (int i = 0; i < 9; i++) {
+        start[i] = base;
+        base += L * t[i].rows * (t[i].cols ? t[i].cols : 1) * 4;
+    }
+    for (int64_t l = 0; l < L; l++) {
+        for (int i = 0; i < 9; i++) {
+            int64_t n = t[i].rows * (t[i].cols ? t[i].cols : 1);
+            if (fseeko(f, start[i] + l * n * 4, SEEK_SET) != 0) die_errno("cannot seek in '%s'", bin_path);
+            snprintf(name, sizeof(name), "layers/%lld/%s", (long long)l, t[i].name);
+            read_floats(f, bin_path, name, buf, n);
+            mfile_write_f32(w, name, buf, t[i].rows, t[i].cols);
+        }
+    }
+    if (fseeko(f, base, SEEK_SET) != 0) die_errno("cannot seek in '%s'", bin_path);
+    read_floats(f, bin_path, "rms_final", buf, D);
+    mfile_write_f32(w, "norm", buf, D, 0);
+    if (!c.tied_classifier) {
+        if (fseeko(f, base + (D + (int64_t)c.max_seq_len * hs) * 4, SEEK_SET) != 0) die_errno("cannot seek in '%s'", bin_path);
+        read_floats(f, bin_path, "wcls", buf, V * D);
+        mfile_write_f32(w, "output", buf, V, D);
+    }
+    if (tokenizer_path) {
+        mfile_write_tokenizer(w, &tok);
+        mfile_tokenizer_free(&tok);
+    }
+    mfile_close_writer(w);
+    free(buf);
+    fclose(f);
+    printf("converted llama2.c checkpoint '%s' -> '%s' (%d layers, dim %d, vocab %d%s)\n", bin_path, out_path,
+           c.n_layers, c.dim, c.vocab_size, tokenizer_path ? ", with tokenizer" : "");
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: mpillama convert SRC -o OUT.h5 [--tokenizer FILE]\n"
+                 "  SRC: a llama2.c checkpoint (.bin) or a Hugging Face model directory\n"
+                 "  --tokenizer FILE: a llama2.c tokenizer.bin to store in the model file\n");
+}
+
+int convert_main(int argc, char **argv) {
+    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
+                                         {"tokenizer", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *out = NULL, *tok = NULL;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:t:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 't': tok = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default:
+            error("convert: unknown or incomplete option '%s' (see 'mpillama convert --help')", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind != argc - 1 || !out) {
+        usage(stderr);
+        return 2;
+    }
+    const char *src = argv[optind];
+    struct stat st;
+    if (stat(src, &st) != 0) die_errno("cannot open source '%s'", src);
+    if (S_ISDIR(st.st_mode)) {
+        convert_hf(src, tok, out);
+        return 0;
+    }
+    /* a single file: HDF5 files are already converted; else it must be a llama2.c checkpoint */
+    FILE *f = xfopen(src, "rb");
+    unsigned char magic[8] = {0};
+    size_t got = fread(magic, 1, 8, f);
+    fclose(f);
+    if (got == 8 && memcmp(magic, "\x89HDF\r\n\x1a\n", 8) == 0)
+        die("'%s' is already an HDF5 file: nothing to convert", src);
+    convert_llama2c(src, tok, out);
+    return 0;
+}

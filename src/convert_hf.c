@@ -1,0 +1,625 @@
+/* convert_hf: a Hugging Face Llama model directory -> the HDF5 model file.
+ *
+ * Reads config.json (cJSON), then the safetensors weights: model.safetensors, or the shards
+ * named by model.safetensors.index.json. Every header is parsed and checked (length, JSON,
+ * dtypes, shapes against the config, data offsets inside the file) before the output is
+ * created, so a bad or truncated input fails with one line naming the file and writes nothing.
+ * Tensors are then streamed one at a time with fseeko/fread in small chunks: peak memory is the
+ * largest tensor as f32 (twice the q/k projection while its rows are permuted) plus a chunk. */
+#include "convert.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "mfile.h"
+#include "tokenizer.h"
+#include "util.h"
+
+#define ST_MAX_RANK 8
+#define ST_MAX_HEADER 100000000ull /* the safetensors library's own limit */
+#define ST_CHUNK (1 << 20)         /* bytes read per fread while streaming a tensor */
+
+/* ---------------------------------------------------------------------------------------------
+ * RoPE layout */
+
+void convert_unpermute_rope(float *out, const float *in, int n_heads, int head_size, long cols) {
+    check(n_heads > 0 && head_size > 0 && head_size % 2 == 0 && cols > 0,
+          "convert_unpermute_rope: bad shape (%d heads, head size %d, %ld cols)", n_heads,
+          head_size, cols);
+    int half = head_size / 2;
+    size_t row_bytes = (size_t)cols * sizeof(float);
+    for (int h = 0; h < n_heads; h++) {
+        const float *src = in + (size_t)h * head_size * cols;
+        float *dst = out + (size_t)h * head_size * cols;
+        for (int i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++)
+                memcpy(dst + (size_t)(2 * i + j) * cols, src + (size_t)(j * half + i) * cols,
+                       row_bytes);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * small helpers */
+
+static char *path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    char *p = xmalloc(n + 1 + strlen(name) + 1);
+    memcpy(p, dir, n);
+    p[n] = '/';
+    strcpy(p + n + 1, name);
+    return p;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* 1 with *out set when item is a JSON number holding an integer in [lo, hi], else 0 */
+static int json_int64(const cJSON *item, int64_t lo, int64_t hi, int64_t *out) {
+    if (!cJSON_IsNumber(item)) return 0;
+    double v = item->valuedouble;
+    if (!(v >= (double)lo && v <= (double)hi) || v != (double)(int64_t)v) return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * config.json */
+
+typedef struct {
+    const char *path; /* config.json, for messages */
+    const cJSON *root;
+} cfg_json;
+
+/* the item, or NULL when absent or JSON null */
+static const cJSON *cfg_item(const cJSON *obj, const char *key) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return (it && !cJSON_IsNull(it)) ? it : NULL;
+}
+
+/* prefix is "" or "rope_scaling." for nested fields, so messages name the full field */
+static int cfg_int(const cfg_json *c, const cJSON *obj, const char *prefix, const char *key,
+                   int required, int def) {
+    const cJSON *it = cfg_item(obj, key);
+    if (!it) {
+        if (required) die("'%s': missing field '%s%s'", c->path, prefix, key);
+        return def;
+    }
+    int64_t v;
+    if (!json_int64(it, INT32_MIN, INT32_MAX, &v))
+        die("'%s': field '%s%s' must be an integer", c->path, prefix, key);
+    return (int)v;
+}
+
+static float cfg_float(const cfg_json *c, const cJSON *obj, const char *prefix, const char *key,
+                       int required, float def) {
+    const cJSON *it = cfg_item(obj, key);
+    if (!it) {
+        if (required) die("'%s': missing field '%s%s'", c->path, prefix, key);
+        return def;
+    }
+    if (!cJSON_IsNumber(it)) die("'%s': field '%s%s' must be a number", c->path, prefix, key);
+    return (float)it->valuedouble;
+}
+
+static int cfg_bool(const cfg_json *c, const char *key, int def) {
+    const cJSON *it = cfg_item(c->root, key);
+    if (!it) return def;
+    if (cJSON_IsBool(it)) return cJSON_IsTrue(it);
+    int64_t v;
+    if (json_int64(it, 0, 1, &v)) return (int)v;
+    die("'%s': field '%s' must be true or false", c->path, key);
+}
+
+static void parse_rope_scaling(const cfg_json *c, model_config *cfg) {
+    const cJSON *rs = cfg_item(c->root, "rope_scaling");
+    if (!rs) return;
+    if (!cJSON_IsObject(rs)) die("'%s': field 'rope_scaling' must be an object or null", c->path);
+    const cJSON *type = cfg_item(rs, "rope_type");
+    const char *type_key = "rope_scaling.rope_type";
+    if (!type) {
+        type = cfg_item(rs, "type");
+        type_key = "rope_scaling.type";
+    }
+    if (!type) die("'%s': missing field 'rope_scaling.rope_type'", c->path);
+    if (!cJSON_IsString(type)) die("'%s': field '%s' must be a string", c->path, type_key);
+    const char *t = type->valuestring;
+    if (strcmp(t, "default") == 0) return; /* HF's name for plain RoPE */
+    if (strcmp(t, "llama3") != 0)
+        die("'%s': rope scaling type '%s' is not supported (only 'llama3')", c->path, t);
+    snprintf(cfg->rope_scaling_type, sizeof cfg->rope_scaling_type, "llama3");
+    const char *p = "rope_scaling.";
+    cfg->rope_factor = cfg_float(c, rs, p, "factor", 1, 0);
+    cfg->rope_low_freq_factor = cfg_float(c, rs, p, "low_freq_factor", 1, 0);
+    cfg->rope_high_freq_factor = cfg_float(c, rs, p, "high_freq_factor", 1, 0);
+    cfg->rope_original_max_pos = cfg_int(c, rs, p, "original_max_position_embeddings", 1, 0);
+}
+
+static void parse_token_ids(const cfg_json *c, model_config *cfg) {
+    const cJSON *bos = cJSON_GetObjectItemCaseSensitive(c->root, "bos_token_id");
+    if (bos) cfg->bos_id = cJSON_IsNull(bos) ? -1 : cfg_int(c, c->root, "", "bos_token_id", 1, -1);
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(c->root, "eos_token_id");
+    if (!eos) return;
+    if (cJSON_IsNull(eos)) {
+        cfg->n_eos = 0;
+    } else if (cJSON_IsArray(eos)) {
+        int n = cJSON_GetArraySize(eos);
+        if (n > CONFIG_MAX_EOS)
+            die("'%s': field 'eos_token_id' lists %d ids, at most %d are supported", c->path, n,
+                CONFIG_MAX_EOS);
+        cfg->n_eos = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, eos) {
+            int64_t v;
+            if (!json_int64(it, 0, INT32_MAX, &v))
+                die("'%s': field 'eos_token_id' must hold non-negative integers", c->path);
+            cfg->eos_ids[cfg->n_eos++] = (int)v;
+        }
+    } else {
+        cfg->n_eos = 1;
+        cfg->eos_ids[0] = cfg_int(c, c->root, "", "eos_token_id", 1, 0);
+    }
+}
+
+/* fills cfg from dir/config.json; dies naming the file (and the field) on any problem */
+static void parse_config(const char *path, model_config *cfg) {
+    size_t len;
+    char *text = util_read_file(path, &len);
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!root) die("'%s': not valid JSON", path);
+    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
+    cfg_json c = {path, root};
+
+    const cJSON *mt = cfg_item(root, "model_type");
+    if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "llama") != 0))
+        die("'%s': model_type '%s' is not supported (only 'llama')", path,
+            cJSON_IsString(mt) ? mt->valuestring : "?");
+    const cJSON *act = cfg_item(root, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
+        die("'%s': hidden_act '%s' is not supported (only 'silu')", path,
+            cJSON_IsString(act) ? act->valuestring : "?");
+    if (cfg_bool(&c, "attention_bias", 0)) die("'%s': attention_bias is not supported", path);
+    if (cfg_bool(&c, "mlp_bias", 0)) die("'%s': mlp_bias is not supported", path);
+
+    config_init_defaults(cfg);
+    cfg->dim = cfg_int(&c, root, "", "hidden_size", 1, 0);
+    cfg->hidden_dim = cfg_int(&c, root, "", "intermediate_size", 1, 0);
+    cfg->n_layers = cfg_int(&c, root, "", "num_hidden_layers", 1, 0);
+    cfg->n_heads = cfg_int(&c, root, "", "num_attention_heads", 1, 0);
+    cfg->n_kv_heads = cfg_int(&c, root, "", "num_key_value_heads", 0, cfg->n_heads);
+    cfg->vocab_size = cfg_int(&c, root, "", "vocab_size", 1, 0);
+    /* no guessing: a wrong context length or epsilon would silently change the results */
+    cfg->max_seq_len = cfg_int(&c, root, "", "max_position_embeddings", 1, 0);
+    cfg->norm_eps = cfg_float(&c, root, "", "rms_norm_eps", 1, 0);
+    cfg->rope_theta = cfg_float(&c, root, "", "rope_theta", 0, 10000.0f);
+    if (cfg_item(root, "head_dim")) {
+        cfg->head_size = cfg_int(&c, root, "", "head_dim", 1, 0);
+    } else {
+        if (cfg->n_heads <= 0 || cfg->dim % cfg->n_heads != 0)
+            die("'%s': hidden_size %d is not a multiple of num_attention_heads %d and head_dim "
+                "is not given", path, cfg->dim, cfg->n_heads);
+        cfg->head_size = cfg->dim / cfg->n_heads;
+    }
+    parse_rope_scaling(&c, cfg);
+    cfg->tied_classifier = cfg_bool(&c, "tie_word_embeddings", 0);
+    parse_token_ids(&c, cfg);
+
+    cJSON_Delete(root);
+    free(text);
+    if (config_validate(cfg, path) != 0) die("'%s': invalid model config", path);
+    if (cfg->head_size % 2 != 0)
+        die("'%s': head_dim %d is odd; rotary embeddings need an even head size", path,
+            cfg->head_size);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * safetensors */
+
+typedef enum { ST_F32, ST_F16, ST_BF16 } st_dtype;
+static const char *const st_dtype_names[] = {"F32", "F16", "BF16"};
+static const int st_dtype_size[] = {4, 2, 2};
+
+typedef struct {
+    char *name;
+    int file;     /* index into st_set.paths */
+    st_dtype dtype;
+    int rank;
+    int64_t shape[ST_MAX_RANK];
+    int64_t numel;
+    int64_t offset; /* absolute byte offset of the data in the file */
+    int64_t nbytes;
+    int used;
+} st_tensor;
+
+typedef struct {
+    char **paths;
+    int n_files;
+    st_tensor *tensors; /* sorted by name after loading */
+    int n_tensors, cap;
+    FILE *fp; /* the file open for reading, fp_file its index (-1: none) */
+    int fp_file;
+    unsigned char *chunk; /* ST_CHUNK bytes */
+} st_set;
+
+static int st_add_file(st_set *s, const char *path) {
+    for (int i = 0; i < s->n_files; i++)
+        if (strcmp(s->paths[i], path) == 0) return i;
+    s->paths = xrealloc(s->paths, (size_t)(s->n_files + 1) * sizeof *s->paths);
+    s->paths[s->n_files] = xstrdup(path);
+    return s->n_files++;
+}
+
+static int64_t file_size(FILE *f, const char *path) {
+    if (fseeko(f, 0, SEEK_END) != 0) die_errno("cannot seek in '%s'", path);
+    off_t size = ftello(f);
+    if (size < 0) die_errno("cannot seek in '%s'", path);
+    if (fseeko(f, 0, SEEK_SET) != 0) die_errno("cannot seek in '%s'", path);
+    return (int64_t)size;
+}
+
+/* parses one entry of a header: {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]} */
+static void st_parse_entry(st_set *s, int file, const cJSON *e, int64_t data_start,
+                           int64_t data_size) {
+    const char *path = s->paths[file], *name = e->string;
+    if (!cJSON_IsObject(e)) die("'%s': safetensors entry '%s' is not an object", path, name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs))
+        die("'%s': safetensors entry '%s' lacks dtype, shape or data_offsets", path, name);
+
+    st_tensor t = {0};
+    int d;
+    for (d = 0; d < 3; d++)
+        if (strcmp(dt->valuestring, st_dtype_names[d]) == 0) break;
+    if (d == 3)
+        die("'%s': tensor '%s' has dtype %s; only F32, F16 and BF16 are supported", path, name,
+            dt->valuestring);
+    t.dtype = (st_dtype)d;
+    t.rank = cJSON_GetArraySize(shape);
+    if (t.rank > ST_MAX_RANK) die("'%s': tensor '%s' has rank %d", path, name, t.rank);
+    t.numel = 1;
+    for (int i = 0; i < t.rank; i++) {
+        if (!json_int64(cJSON_GetArrayItem(shape, i), 0, INT64_C(1) << 40, &t.shape[i]))
+            die("'%s': tensor '%s' has a bad shape", path, name);
+        t.numel *= t.shape[i];
+        if (t.numel > (INT64_C(1) << 40)) die("'%s': tensor '%s' is too large", path, name);
+    }
+    int64_t b, en;
+    if (cJSON_GetArraySize(offs) != 2 || !json_int64(cJSON_GetArrayItem(offs, 0), 0, INT64_MAX, &b) ||
+        !json_int64(cJSON_GetArrayItem(offs, 1), 0, INT64_MAX, &en) || en < b)
+        die("'%s': tensor '%s' has bad data_offsets", path, name);
+    t.nbytes = t.numel * st_dtype_size[d];
+    if (en - b != t.nbytes)
+        die("'%s': tensor '%s' spans %" PRId64 " bytes, its shape and dtype need %" PRId64, path,
+            name, en - b, t.nbytes);
+    if (en > data_size)
+        die("'%s': tensor '%s' ends at byte %" PRId64 " of the data, which has only %" PRId64
+            " bytes (file truncated?)", path, name, en, data_size);
+    t.offset = data_start + b;
+    t.file = file;
+    t.name = xstrdup(name);
+    if (s->n_tensors == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->tensors = xrealloc(s->tensors, (size_t)s->cap * sizeof *s->tensors);
+    }
+    s->tensors[s->n_tensors++] = t;
+}
+
+static void st_read_header(st_set *s, int file) {
+    const char *path = s->paths[file];
+    FILE *f = xfopen(path, "rb");
+    int64_t size = file_size(f, path);
+    unsigned char lenbuf[8];
+    if (size < 8 || fread(lenbuf, 1, 8, f) != 8)
+        die("'%s': not a safetensors file (%" PRId64 " bytes)", path, size);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | lenbuf[i];
+    if (n < 2 || n > (uint64_t)(size - 8))
+        die("'%s': safetensors header length %" PRIu64 " does not fit the file of %" PRId64
+            " bytes (truncated or not safetensors)", path, n, size);
+    if (n > ST_MAX_HEADER)
+        die("'%s': safetensors header length %" PRIu64 " is over the limit of %llu bytes", path,
+            n, ST_MAX_HEADER);
+    char *hdr = xmalloc((size_t)n);
+    if (fread(hdr, 1, (size_t)n, f) != (size_t)n) die_errno("cannot read '%s'", path);
+    fclose(f);
+    cJSON *root = cJSON_ParseWithLength(hdr, (size_t)n);
+    if (!root || !cJSON_IsObject(root)) die("'%s': the safetensors header is not a JSON object", path);
+    int64_t data_start = 8 + (int64_t)n, data_size = size - data_start;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root) {
+        if (strcmp(e->string, "__metadata__") == 0) continue;
+        st_parse_entry(s, file, e, data_start, data_size);
+    }
+    cJSON_Delete(root);
+    free(hdr);
+}
+
+static int st_cmp(const void *a, const void *b) {
+    return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
+}
+
+static st_tensor *st_find(st_set *s, const char *name) {
+    st_tensor key = {0};
+    key.name = (char *)name;
+    return bsearch(&key, s->tensors, (size_t)s->n_tensors, sizeof *s->tensors, st_cmp);
+}
+
+static void st_sort(st_set *s) {
+    qsort(s->tensors, (size_t)s->n_tensors, sizeof *s->tensors, st_cmp);
+    for (int i = 1; i < s->n_tensors; i++)
+        if (strcmp(s->tensors[i - 1].name, s->tensors[i].name) == 0)
+            die("'%s': tensor '%s' appears twice (also in '%s')", s->paths[s->tensors[i].file],
+                s->tensors[i].name, s->paths[s->tensors[i - 1].file]);
+}
+
+/* model.safetensors.index.json: {"weight_map": {tensor: shard file}} */
+static void st_open_index(st_set *s, const char *dir, const char *index_path) {
+    size_t len;
+    char *text = util_read_file(index_path, &len);
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!root || !cJSON_IsObject(root)) die("'%s': not a JSON object", index_path);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(map)) die("'%s': missing field 'weight_map'", index_path);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, map) {
+        if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/'))
+            die("'%s': weight_map entry '%s' is not a shard file name", index_path, e->string);
+        char *p = path_join(dir, e->valuestring);
+        st_add_file(s, p);
+        free(p);
+    }
+    if (s->n_files == 0) die("'%s': weight_map is empty", index_path);
+    for (int i = 0; i < s->n_files; i++) st_read_header(s, i);
+    st_sort(s);
+    cJSON_ArrayForEach(e, map) {
+        st_tensor *t = st_find(s, e->string);
+        char *p = path_join(dir, e->valuestring);
+        if (!t || strcmp(s->paths[t->file], p) != 0)
+            die("'%s': weight_map puts tensor '%s' in '%s', which does not hold it", index_path,
+                e->string, e->valuestring);
+        free(p);
+    }
+    cJSON_Delete(root);
+    free(text);
+}
+
+static void st_close(st_set *s) {
+    if (s->fp) fclose(s->fp);
+    for (int i = 0; i < s->n_tensors; i++) free(s->tensors[i].name);
+    for (int i = 0; i < s->n_files; i++) free(s->paths[i]);
+    free(s->tensors);
+    free(s->paths);
+    free(s->chunk);
+    memset(s, 0, sizeof *s);
+}
+
+static int host_is_little_endian(void) {
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* streams tensor t into out (numel floats), converting to f32 chunk by chunk */
+static void st_load_f32(st_set *s, const st_tensor *t, float *out) {
+    const char *path = s->paths[t->file];
+    if (s->fp_file != t->file) {
+        if (s->fp) fclose(s->fp);
+        s->fp = xfopen(path, "rb");
+        s->fp_file = t->file;
+    }
+    if (!s->chunk) s->chunk = xmalloc(ST_CHUNK);
+    if (fseeko(s->fp, (off_t)t->offset, SEEK_SET) != 0) die_errno("cannot seek in '%s'", path);
+    const int es = st_dtype_size[t->dtype];
+    const int little = host_is_little_endian();
+    int64_t done = 0; /* elements */
+    while (done < t->numel) {
+        int64_t n = t->numel - done;
+        if (n > ST_CHUNK / es) n = ST_CHUNK / es;
+        size_t got = fread(s->chunk, (size_t)es, (size_t)n, s->fp);
+        if (got != (size_t)n) {
+            if (ferror(s->fp)) die_errno("cannot read tensor '%s' from '%s'", t->name, path);
+            die("'%s': file ended inside tensor '%s' (truncated?)", path, t->name);
+        }
+        const unsigned char *c = s->chunk;
+        float *o = out + done;
+        if (t->dtype == ST_F32) {
+            if (little) {
+                memcpy(o, c, (size_t)n * 4);
+            } else {
+                for (int64_t i = 0; i < n; i++) {
+                    uint32_t u = (uint32_t)c[4 * i] | (uint32_t)c[4 * i + 1] << 8 |
+                                 (uint32_t)c[4 * i + 2] << 16 | (uint32_t)c[4 * i + 3] << 24;
+                    memcpy(o + i, &u, 4);
+                }
+            }
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                uint16_t h = (uint16_t)(c[2 * i] | c[2 * i + 1] << 8);
+                o[i] = t->dtype == ST_BF16 ? util_bf16_to_f32(h) : util_f16_to_f32(h);
+            }
+        }
+        done += n;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the conversion */
+
+typedef struct {
+    char hf[160];   /* Hugging Face tensor name */
+    char name[64];  /* dataset in the model file */
+    int64_t rows;   /* shape (rows, cols); cols = 0 for a vector */
+    int64_t cols;
+    int rope_heads; /* > 0: q/k rows to permute from rotate-half to adjacent pairs */
+    st_tensor *t;
+} tensor_spec;
+
+static int add_spec(tensor_spec *v, int n, const char *hf, const char *name, int64_t rows,
+                    int64_t cols, int rope_heads) {
+    tensor_spec *s = &v[n];
+    memset(s, 0, sizeof *s);
+    snprintf(s->hf, sizeof s->hf, "%s", hf);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->rows = rows;
+    s->cols = cols;
+    s->rope_heads = rope_heads;
+    return n + 1;
+}
+
+/* the tensors in the order they are written */
+static int build_specs(const model_config *c, tensor_spec *v) {
+    int n = 0;
+    int64_t dim = c->dim, hid = c->hidden_dim, q = config_q_dim(c), kv = config_kv_dim(c);
+    n = add_spec(v, n, "model.embed_tokens.weight", "tok_embeddings", c->vocab_size, dim, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        char hf[160], name[64];
+#define LAYER(HF, NAME, ROWS, COLS, ROPE)                                  \
+    do {                                                                   \
+        snprintf(hf, sizeof hf, "model.layers.%d.%s.weight", l, HF);       \
+        snprintf(name, sizeof name, "layers/%d/%s", l, NAME);              \
+        n = add_spec(v, n, hf, name, ROWS, COLS, ROPE);                    \
+    } while (0)
+        LAYER("input_layernorm", "attention_norm", dim, 0, 0);
+        LAYER("self_attn.q_proj", "wq", q, dim, c->n_heads);
+        LAYER("self_attn.k_proj", "wk", kv, dim, c->n_kv_heads);
+        LAYER("self_attn.v_proj", "wv", kv, dim, 0);
+        LAYER("self_attn.o_proj", "wo", dim, q, 0);
+        LAYER("post_attention_layernorm", "ffn_norm", dim, 0, 0);
+        LAYER("mlp.gate_proj", "w1", hid, dim, 0);
+        LAYER("mlp.down_proj", "w2", dim, hid, 0);
+        LAYER("mlp.up_proj", "w3", hid, dim, 0);
+#undef LAYER
+    }
+    n = add_spec(v, n, "model.norm.weight", "norm", dim, 0, 0);
+    if (!c->tied_classifier) n = add_spec(v, n, "lm_head.weight", "output", c->vocab_size, dim, 0);
+    return n;
+}
+
+static void format_shape(char *buf, size_t size, const int64_t *shape, int rank) {
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < rank && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, i ? ", " : "", shape[i]);
+    if (used < size) snprintf(buf + used, size - used, "]");
+}
+
+/* finds every spec's tensor and checks its shape; rejects tensors this converter would drop */
+static void match_tensors(st_set *s, tensor_spec *v, int n, const char *dir,
+                          const model_config *cfg) {
+    for (int i = 0; i < n; i++) {
+        st_tensor *t = st_find(s, v[i].hf);
+        if (!t) die("'%s': missing tensor '%s'", dir, v[i].hf);
+        int64_t want[2] = {v[i].rows, v[i].cols};
+        int want_rank = v[i].cols ? 2 : 1;
+        if (t->rank != want_rank || t->shape[0] != want[0] ||
+            (want_rank == 2 && t->shape[1] != want[1])) {
+            char got_s[128], want_s[64];
+            format_shape(got_s, sizeof got_s, t->shape, t->rank);
+            format_shape(want_s, sizeof want_s, want, want_rank);
+            die("'%s': tensor '%s' has shape %s, config.json implies %s", s->paths[t->file],
+                v[i].hf, got_s, want_s);
+        }
+        t->used = 1;
+        v[i].t = t;
+    }
+    for (int i = 0; i < s->n_tensors; i++) {
+        st_tensor *t = &s->tensors[i];
+        if (t->used) continue;
+        size_t len = strlen(t->name);
+        const char *inv = "rotary_emb.inv_freq"; /* a buffer older exports saved; recomputed */
+        if (len >= strlen(inv) && strcmp(t->name + len - strlen(inv), inv) == 0) continue;
+        if (cfg->tied_classifier && strcmp(t->name, "lm_head.weight") == 0) continue;
+        die("'%s': unexpected tensor '%s' (not part of a Llama model with this config.json)",
+            s->paths[t->file], t->name);
+    }
+}
+
+void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path) {
+    struct stat st;
+    if (stat(dir, &st) != 0) die_errno("cannot open '%s'", dir);
+    if (!S_ISDIR(st.st_mode)) die("'%s': not a directory", dir);
+
+    model_config cfg;
+    char *config_path = path_join(dir, "config.json");
+    parse_config(config_path, &cfg);
+
+    st_set s = {0};
+    s.fp_file = -1;
+    char *single = path_join(dir, "model.safetensors");
+    char *index = path_join(dir, "model.safetensors.index.json");
+    if (file_exists(single)) {
+        st_add_file(&s, single);
+        st_read_header(&s, 0);
+        st_sort(&s);
+    } else if (file_exists(index)) {
+        st_open_index(&s, dir, index);
+    } else {
+        die("'%s': no model.safetensors or model.safetensors.index.json (only safetensors "
+            "weights are supported)", dir);
+    }
+
+    int n_specs = 2 + 9 * cfg.n_layers + (cfg.tied_classifier ? 0 : 1);
+    tensor_spec *specs = xcalloc((size_t)n_specs, sizeof *specs);
+    n_specs = build_specs(&cfg, specs);
+    match_tensors(&s, specs, n_specs, dir, &cfg);
+
+    /* the tokenizer is checked before the output is created */
+    mfile_tokenizer tok;
+    memset(&tok, 0, sizeof tok);
+    if (tokenizer_path) {
+        tok_load_llama2c(&tok, tokenizer_path);
+        if (tok.n != cfg.vocab_size)
+            die("'%s': tokenizer has %d pieces, the model's vocab_size is %d", tokenizer_path,
+                tok.n, cfg.vocab_size);
+    }
+
+    mfile_writer *w = mfile_create(out_path, &cfg);
+    for (int i = 0; i < n_specs; i++) {
+        const tensor_spec *sp = &specs[i];
+        float *data = xmalloc((size_t)sp->t->numel * sizeof(float));
+        st_load_f32(&s, sp->t, data);
+        if (sp->rope_heads > 0) {
+            float *perm = xmalloc((size_t)sp->t->numel * sizeof(float));
+            convert_unpermute_rope(perm, data, sp->rope_heads, cfg.head_size, (long)sp->cols);
+            free(data);
+            data = perm;
+        }
+        mfile_write_f32(w, sp->name, data, sp->rows, sp->cols);
+        free(data);
+    }
+    char *tok_json = path_join(dir, "tokenizer.json");
+    if (file_exists(tok_json)) {
+        size_t len;
+        char *text = util_read_file(tok_json, &len);
+        mfile_write_blob(w, "tokenizer.json", text, (int64_t)len);
+        free(text);
+    }
+    if (tokenizer_path) {
+        mfile_write_tokenizer(w, &tok);
+        mfile_tokenizer_free(&tok);
+    }
+    mfile_close_writer(w);
+
+    int64_t out_bytes = stat(out_path, &st) == 0 ? (int64_t)st.st_size : -1;
+    printf("converted %s -> %s: %d tensors, %" PRId64 " bytes\n", dir, out_path, n_specs,
+           out_bytes);
+
+    free(tok_json);
+    free(specs);
+    st_close(&s);
+    free(single);
+    free(index);
+    free(config_path);
+}

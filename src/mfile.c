@@ -1,0 +1,426 @@
+#include "mfile.h"
+
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+struct mfile_writer {
+    hid_t file;
+    char *path;
+};
+
+struct mfile {
+    hid_t file;
+    hid_t dxpl; /* collective transfer */
+    char *path;
+};
+
+void mfile_tokenizer_free(mfile_tokenizer *t) {
+    free(t->bytes);
+    free(t->offsets);
+    free(t->scores);
+    memset(t, 0, sizeof(*t));
+}
+
+/* ---------------------------------------------------------------- attributes */
+
+static void attr_write_int(hid_t obj, const char *name, const int *v, hsize_t n) {
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t a = H5Acreate2(obj, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    check(a >= 0 && H5Awrite(a, H5T_NATIVE_INT, v) >= 0, "cannot write attribute '%s'", name);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+static void attr_write_float(hid_t obj, const char *name, float v) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    check(a >= 0 && H5Awrite(a, H5T_NATIVE_FLOAT, &v) >= 0, "cannot write attribute '%s'", name);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+static void attr_write_str(hid_t obj, const char *name, const char *s) {
+    hid_t ty = H5Tcopy(H5T_C_S1);
+    H5Tset_size(ty, strlen(s) + 1);
+    H5Tset_strpad(ty, H5T_STR_NULLTERM);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT);
+    check(a >= 0 && H5Awrite(a, ty, s) >= 0, "cannot write attribute '%s'", name);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(ty);
+}
+
+/* reads an integer attribute (array of up to cap); returns the count. Dies naming the field. */
+static int attr_read_ints(hid_t obj, const char *path, const char *name, int *v, int cap) {
+    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no config field '%s'", path, name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t sp = H5Aget_space(a);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    if (n < 0 || n > cap) die("'%s': config field '%s' has %lld values (at most %d)", path, name,
+                              (long long)n, cap);
+    check(H5Aread(a, H5T_NATIVE_INT, v) >= 0, "'%s': cannot read config field '%s'", path, name);
+    H5Sclose(sp);
+    H5Aclose(a);
+    return (int)n;
+}
+
+static int attr_read_int(hid_t obj, const char *path, const char *name) {
+    int v = 0;
+    attr_read_ints(obj, path, name, &v, 1);
+    return v;
+}
+
+static float attr_read_float(hid_t obj, const char *path, const char *name) {
+    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no config field '%s'", path, name);
+    float v = 0;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    check(H5Aread(a, H5T_NATIVE_FLOAT, &v) >= 0, "'%s': cannot read config field '%s'", path, name);
+    H5Aclose(a);
+    return v;
+}
+
+static void attr_read_str(hid_t obj, const char *path, const char *name, char *out, size_t cap) {
+    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no attribute '%s'", path, name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t ft = H5Aget_type(a);
+    if (H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) > 0)
+        die("'%s': attribute '%s' is not a fixed-length string", path, name);
+    size_t sz = H5Tget_size(ft);
+    char *buf = xcalloc(sz + 1, 1);
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, sz);
+    check(H5Aread(a, mt, buf) >= 0, "'%s': cannot read attribute '%s'", path, name);
+    snprintf(out, cap, "%s", buf);
+    free(buf);
+    H5Tclose(mt);
+    H5Tclose(ft);
+    H5Aclose(a);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+static hid_t lcpl_with_parents(void) {
+    hid_t p = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(p, 1);
+    return p;
+}
+
+mfile_writer *mfile_create(const char *path, const model_config *c) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) die("cannot create '%s' (is the directory there and writable?)", path);
+    mfile_writer *w = xcalloc(1, sizeof(*w));
+    w->file = f;
+    w->path = xstrdup(path);
+    int v = MFILE_FORMAT_VERSION;
+    attr_write_str(f, "format", MFILE_FORMAT_NAME);
+    attr_write_int(f, "format_version", &v, 1);
+    attr_write_str(f, "architecture", c->architecture);
+    attr_write_int(f, "dim", &c->dim, 1);
+    attr_write_int(f, "hidden_dim", &c->hidden_dim, 1);
+    attr_write_int(f, "n_layers", &c->n_layers, 1);
+    attr_write_int(f, "n_heads", &c->n_heads, 1);
+    attr_write_int(f, "n_kv_heads", &c->n_kv_heads, 1);
+    attr_write_int(f, "head_size", &c->head_size, 1);
+    attr_write_int(f, "vocab_size", &c->vocab_size, 1);
+    attr_write_int(f, "max_seq_len", &c->max_seq_len, 1);
+    attr_write_float(f, "norm_eps", c->norm_eps);
+    attr_write_float(f, "rope_theta", c->rope_theta);
+    attr_write_str(f, "rope_scaling_type", c->rope_scaling_type);
+    attr_write_float(f, "rope_factor", c->rope_factor);
+    attr_write_float(f, "rope_low_freq_factor", c->rope_low_freq_factor);
+    attr_write_float(f, "rope_high_freq_factor", c->rope_high_freq_factor);
+    attr_write_int(f, "rope_original_max_pos", &c->rope_original_max_pos, 1);
+    attr_write_int(f, "tied_classifier", &c->tied_classifier, 1);
+    attr_write_int(f, "bos_id", &c->bos_id, 1);
+    attr_write_int(f, "eos_ids", c->eos_ids, (hsize_t)(c->n_eos > 0 ? c->n_eos : 0));
+    attr_write_str(f, "mpillama_version", MPILLAMA_VERSION);
+    return w;
+}
+
+static void write_dataset(mfile_writer *w, const char *name, hid_t ftype, hid_t mtype,
+                          const void *data, int rank, const hsize_t *dims) {
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t lcpl = lcpl_with_parents();
+    hid_t d = H5Dcreate2(w->file, name, ftype, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    if (d < 0) die("'%s': cannot create dataset '%s'", w->path, name);
+    if (H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        die("'%s': cannot write dataset '%s' (disk full?)", w->path, name);
+    H5Dclose(d);
+    H5Pclose(lcpl);
+    H5Sclose(sp);
+}
+
+void mfile_write_f32(mfile_writer *w, const char *name, const float *data, int64_t rows,
+                     int64_t cols) {
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    write_dataset(w, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, cols > 0 ? 2 : 1, dims);
+}
+
+void mfile_write_tokenizer(mfile_writer *w, const mfile_tokenizer *t) {
+    hid_t lcpl = lcpl_with_parents();
+    hid_t g = H5Gcreate2(w->file, "tokenizer", lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    check(g >= 0, "'%s': cannot create group 'tokenizer'", w->path);
+    attr_write_str(g, "type", t->type);
+    attr_write_int(g, "n", &t->n, 1);
+    attr_write_int(g, "max_token_length", &t->max_token_length, 1);
+    H5Gclose(g);
+    H5Pclose(lcpl);
+    hsize_t nb = (hsize_t)t->offsets[t->n], no = (hsize_t)t->n + 1, ns = (hsize_t)t->n;
+    write_dataset(w, "tokenizer/bytes", H5T_STD_U8LE, H5T_NATIVE_UCHAR, t->bytes, 1, &nb);
+    write_dataset(w, "tokenizer/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, t->offsets, 1, &no);
+    write_dataset(w, "tokenizer/scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->scores, 1, &ns);
+}
+
+void mfile_write_blob(mfile_writer *w, const char *name, const char *data, int64_t len) {
+    char full[512];
+    snprintf(full, sizeof(full), "source/%s", name);
+    hsize_t n = (hsize_t)len;
+    write_dataset(w, full, H5T_STD_U8LE, H5T_NATIVE_UCHAR, data, 1, &n);
+}
+
+void mfile_close_writer(mfile_writer *w) {
+    if (H5Fclose(w->file) < 0) die("'%s': cannot close the file (disk full?)", w->path);
+    free(w->path);
+    free(w);
+}
+
+/* ---------------------------------------------------------------- reading */
+
+mfile *mfile_open(const char *path, MPI_Comm comm) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (access(path, R_OK) != 0) die_errno("cannot open model '%s'", path);
+#if H5_VERSION_GE(1, 12, 0)
+    if (H5Fis_accessible(path, H5P_DEFAULT) <= 0)
+#else
+    if (H5Fis_hdf5(path) <= 0)
+#endif
+        die("'%s' is not an HDF5 file (convert a checkpoint with 'mpillama convert')", path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    check(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0, "cannot set the MPI-IO driver");
+    H5Pset_all_coll_metadata_ops(fapl, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (f < 0) die("cannot open model '%s' with parallel HDF5", path);
+    mfile *m = xcalloc(1, sizeof(*m));
+    m->file = f;
+    m->path = xstrdup(path);
+    m->dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(m->dxpl, H5FD_MPIO_COLLECTIVE);
+
+    char fmt[64] = "";
+    if (H5Aexists(f, "format") <= 0) die("'%s' is not an mpillama model file (no 'format' attribute)", path);
+    attr_read_str(f, path, "format", fmt, sizeof(fmt));
+    if (strcmp(fmt, MFILE_FORMAT_NAME) != 0)
+        die("'%s' has format '%s', expected '%s'", path, fmt, MFILE_FORMAT_NAME);
+    int ver = attr_read_int(f, path, "format_version");
+    if (ver != MFILE_FORMAT_VERSION)
+        die("'%s' has format version %d, this mpillama reads version %d: convert the checkpoint again",
+            path, ver, MFILE_FORMAT_VERSION);
+    return m;
+}
+
+void mfile_close(mfile *f) {
+    H5Pclose(f->dxpl);
+    H5Fclose(f->file);
+    free(f->path);
+    free(f);
+}
+
+const char *mfile_path(const mfile *f) { return f->path; }
+
+void mfile_read_config(mfile *m, model_config *c) {
+    hid_t f = m->file;
+    const char *p = m->path;
+    memset(c, 0, sizeof(*c));
+    attr_read_str(f, p, "architecture", c->architecture, sizeof(c->architecture));
+    c->dim = attr_read_int(f, p, "dim");
+    c->hidden_dim = attr_read_int(f, p, "hidden_dim");
+    c->n_layers = attr_read_int(f, p, "n_layers");
+    c->n_heads = attr_read_int(f, p, "n_heads");
+    c->n_kv_heads = attr_read_int(f, p, "n_kv_heads");
+    c->head_size = attr_read_int(f, p, "head_size");
+    c->vocab_size = attr_read_int(f, p, "vocab_size");
+    c->max_seq_len = attr_read_int(f, p, "max_seq_len");
+    c->norm_eps = attr_read_float(f, p, "norm_eps");
+    c->rope_theta = attr_read_float(f, p, "rope_theta");
+    attr_read_str(f, p, "rope_scaling_type", c->rope_scaling_type, sizeof(c->rope_scaling_type));
+    c->rope_factor = attr_read_float(f, p, "rope_factor");
+    c->rope_low_freq_factor = attr_read_float(f, p, "rope_low_freq_factor");
+    c->rope_high_freq_factor = attr_read_float(f, p, "rope_high_freq_factor");
+    c->rope_original_max_pos = attr_read_int(f, p, "rope_original_max_pos");
+    c->tied_classifier = attr_read_int(f, p, "tied_classifier");
+    c->bos_id = attr_read_int(f, p, "bos_id");
+    c->n_eos = attr_read_ints(f, p, "eos_ids", c->eos_ids, CONFIG_MAX_EOS);
+    if (config_validate(c, p) != 0) die("'%s': invalid model config", p);
+}
+
+int mfile_has(mfile *m, const char *name) {
+    /* check each path component: H5Lexists fails on a missing intermediate group */
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", name);
+    for (char *s = buf;; s++) {
+        if (*s == '/' || *s == 0) {
+            char c = *s;
+            *s = 0;
+            if (H5Lexists(m->file, buf, H5P_DEFAULT) <= 0) return 0;
+            if (!c) break;
+            *s = c;
+        }
+    }
+    return 1;
+}
+
+int mfile_shape(mfile *m, const char *name, int64_t dims[2]) {
+    if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
+    hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
+    check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
+    hid_t sp = H5Dget_space(d);
+    int rank = H5Sget_simple_extent_ndims(sp);
+    hsize_t h[2] = {0, 0};
+    if (rank < 1 || rank > 2) die("'%s': tensor '%s' has rank %d (expected 1 or 2)", m->path, name, rank);
+    H5Sget_simple_extent_dims(sp, h, NULL);
+    dims[0] = (int64_t)h[0];
+    dims[1] = rank == 2 ? (int64_t)h[1] : 1;
+    H5Sclose(sp);
+    H5Dclose(d);
+    return rank;
+}
+
+int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, int64_t col0,
+                       int64_t ncols, float *out) {
+    if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
+    hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
+    check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
+    hid_t fs = H5Dget_space(d);
+    int rank = H5Sget_simple_extent_ndims(fs);
+    hsize_t dims[2] = {0, 1};
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    if (rank == 1) dims[1] = 1;
+    hid_t ms;
+    if (nrows > 0 && ncols > 0) {
+        if (row0 < 0 || col0 < 0 || (hsize_t)(row0 + nrows) > dims[0] || (hsize_t)(col0 + ncols) > dims[1])
+            die("'%s': tensor '%s' is %llux%llu, cannot read rows %lld+%lld cols %lld+%lld", m->path,
+                name, (unsigned long long)dims[0], (unsigned long long)dims[1], (long long)row0,
+                (long long)nrows, (long long)col0, (long long)ncols);
+        hsize_t start[2] = {(hsize_t)row0, (hsize_t)col0}, count[2] = {(hsize_t)nrows, (hsize_t)ncols};
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        hsize_t n = (hsize_t)(nrows * ncols);
+        ms = H5Screate_simple(1, &n, NULL);
+    } else {
+        H5Sselect_none(fs);
+        hsize_t one = 1;
+        ms = H5Screate_simple(1, &one, NULL);
+        H5Sselect_none(ms);
+    }
+    float dummy;
+    if (H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, m->dxpl, nrows > 0 && ncols > 0 ? (void *)out : (void *)&dummy) < 0)
+        die("'%s': cannot read tensor '%s' (file truncated or corrupt?)", m->path, name);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    return nrows > 0 && ncols > 0 ? nrows * ncols * (int64_t)sizeof(float) : 0;
+}
+
+/* reads a whole 1-D dataset collectively into a malloc'd buffer of elem-size items */
+static void *read_whole(mfile *m, const char *name, hid_t mtype, size_t elem, hsize_t *n_out) {
+    hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
+    if (d < 0) die("'%s': model file has no dataset '%s'", m->path, name);
+    hid_t fs = H5Dget_space(d);
+    hsize_t n = 0;
+    H5Sget_simple_extent_dims(fs, &n, NULL);
+    void *buf = xmalloc(n * elem + 1);
+    if (n > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, m->dxpl, buf) < 0)
+        die("'%s': cannot read dataset '%s'", m->path, name);
+    H5Sclose(fs);
+    H5Dclose(d);
+    *n_out = n;
+    return buf;
+}
+
+int mfile_read_tokenizer(mfile *m, mfile_tokenizer *t) {
+    memset(t, 0, sizeof(*t));
+    if (!mfile_has(m, "tokenizer")) return 0;
+    hid_t g = H5Gopen2(m->file, "tokenizer", H5P_DEFAULT);
+    attr_read_str(g, m->path, "type", t->type, sizeof(t->type));
+    t->n = attr_read_int(g, m->path, "n");
+    t->max_token_length = attr_read_int(g, m->path, "max_token_length");
+    H5Gclose(g);
+    hsize_t nb, no, ns;
+    t->bytes = read_whole(m, "tokenizer/bytes", H5T_NATIVE_UCHAR, 1, &nb);
+    t->offsets = read_whole(m, "tokenizer/offsets", H5T_NATIVE_INT64, 8, &no);
+    t->scores = read_whole(m, "tokenizer/scores", H5T_NATIVE_FLOAT, 4, &ns);
+    if (t->n < 0 || no != (hsize_t)t->n + 1 || ns != (hsize_t)t->n || t->offsets[0] != 0 ||
+        (hsize_t)t->offsets[t->n] != nb)
+        die("'%s': tokenizer datasets are inconsistent", m->path);
+    for (int i = 0; i < t->n; i++)
+        if (t->offsets[i + 1] < t->offsets[i]) die("'%s': tokenizer offsets are not increasing", m->path);
+    return 1;
+}
+
+int mfile_read_blob(mfile *m, const char *name, char **data, int64_t *len) {
+    char full[512];
+    snprintf(full, sizeof(full), "source/%s", name);
+    if (!mfile_has(m, full)) return 0;
+    hsize_t n;
+    *data = read_whole(m, full, H5T_NATIVE_UCHAR, 1, &n);
+    (*data)[n] = 0;
+    *len = (int64_t)n;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- info */
+
+typedef struct {
+    FILE *out;
+    int64_t bytes;
+    int count;
+} visit_state;
+
+#if H5_VERSION_GE(1, 12, 0)
+#define OINFO_T H5O_info2_t
+#define OVISIT H5Ovisit3
+#else
+#define OINFO_T H5O_info_t
+#define OVISIT H5Ovisit2
+#endif
+
+static herr_t visit_cb(hid_t obj, const char *name, const OINFO_T *info, void *data) {
+    visit_state *s = data;
+    if (info->type != H5O_TYPE_DATASET) return 0;
+    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d), ty = H5Dget_type(d);
+    hsize_t dims[2] = {0, 0};
+    int rank = H5Sget_simple_extent_ndims(sp);
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    const char *tn = "?";
+    size_t sz = H5Tget_size(ty);
+    if (H5Tget_class(ty) == H5T_FLOAT) tn = sz == 4 ? "f32" : sz == 2 ? "bf16/f16" : "f64";
+    else if (H5Tget_class(ty) == H5T_INTEGER) tn = sz == 1 ? "u8" : sz == 8 ? "i64" : "i32";
+    int64_t nb = (int64_t)H5Sget_simple_extent_npoints(sp) * (int64_t)sz;
+    if (rank == 2)
+        fprintf(s->out, "  %-28s %-5s [%llu, %llu] %lld bytes\n", name, tn, (unsigned long long)dims[0],
+                (unsigned long long)dims[1], (long long)nb);
+    else
+        fprintf(s->out, "  %-28s %-5s [%llu] %lld bytes\n", name, tn, (unsigned long long)dims[0],
+                (long long)nb);
+    s->bytes += nb;
+    s->count++;
+    H5Tclose(ty);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return 0;
+}
+
+void mfile_print_tensors(mfile *m, FILE *out) {
+    visit_state s = {out, 0, 0};
+    fprintf(out, "datasets:\n");
+    OVISIT(m->file, H5_INDEX_NAME, H5_ITER_INC, visit_cb, &s, H5O_INFO_BASIC);
+    fprintf(out, "total: %d datasets, %lld bytes (%.2f MiB)\n", s.count, (long long)s.bytes,
+            s.bytes / 1048576.0);
+}

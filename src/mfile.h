@@ -1,0 +1,63 @@
+/* mfile: the HDF5 model file (docs/FORMAT.md). Writing is serial (converters); reading is
+ * parallel through the MPI-IO driver: every rank of the communicator calls the read functions
+ * in the same order (collective metadata and transfers), each selecting its own slice. */
+#ifndef MPILLAMA_MFILE_H
+#define MPILLAMA_MFILE_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define MFILE_FORMAT_NAME "mpillama"
+#define MFILE_FORMAT_VERSION 1
+
+/* tokenizer as stored in the file: pieces as raw bytes with offsets, plus a score per piece */
+typedef struct {
+    char type[32];           /* "llama2c-bpe" (SentencePiece-style, merges by score) */
+    int n;                   /* number of pieces (= vocab_size) */
+    int max_token_length;
+    char *bytes;             /* (offsets[n]) all pieces concatenated */
+    int64_t *offsets;        /* (n + 1) piece i is bytes[offsets[i] .. offsets[i+1]) */
+    float *scores;           /* (n) */
+} mfile_tokenizer;
+void mfile_tokenizer_free(mfile_tokenizer *t);
+
+/* ---- writing ---- */
+typedef struct mfile_writer mfile_writer;
+/* creates (truncates) path and writes the format attributes and the config */
+mfile_writer *mfile_create(const char *path, const model_config *cfg);
+/* writes one f32 tensor of shape (rows, cols) (cols = 0 for a vector) under name, e.g.
+ * "layers/3/wq"; groups are created as needed */
+void mfile_write_f32(mfile_writer *w, const char *name, const float *data, int64_t rows, int64_t cols);
+void mfile_write_tokenizer(mfile_writer *w, const mfile_tokenizer *t);
+/* stores a source file (e.g. a Hugging Face tokenizer.json) verbatim under "source/<name>" */
+void mfile_write_blob(mfile_writer *w, const char *name, const char *data, int64_t len);
+void mfile_close_writer(mfile_writer *w);
+
+/* ---- reading ---- */
+typedef struct mfile mfile;
+/* opens collectively over comm; checks the format name and version. Dies with a one-line
+ * message naming the path when the file is missing, not HDF5 or of another version. */
+mfile *mfile_open(const char *path, MPI_Comm comm);
+void mfile_close(mfile *f);
+const char *mfile_path(const mfile *f);
+void mfile_read_config(mfile *f, model_config *cfg);
+/* 1 when the file holds a dataset of that name */
+int mfile_has(mfile *f, const char *name);
+/* shape of a dataset: returns the rank (1 or 2), dims[0..rank) */
+int mfile_shape(mfile *f, const char *name, int64_t dims[2]);
+/* collective: reads rows [row0, row0+nrows) x cols [col0, col0+ncols) of a 2-D dataset (or
+ * elements [row0, row0+nrows) of a 1-D one, ncols = 1, col0 = 0) into out, row-major.
+ * A rank that needs nothing passes nrows = 0 and still calls. Returns bytes read. */
+int64_t mfile_read_f32(mfile *f, const char *name, int64_t row0, int64_t nrows, int64_t col0,
+                       int64_t ncols, float *out);
+/* returns 0 when the file has no tokenizer; otherwise fills t (every rank) */
+int mfile_read_tokenizer(mfile *f, mfile_tokenizer *t);
+/* 1 with *data malloc'd when source/<name> exists */
+int mfile_read_blob(mfile *f, const char *name, char **data, int64_t *len);
+
+/* info: prints datasets with shape and dtype and the total bytes (serial, rank 0) */
+void mfile_print_tensors(mfile *f, FILE *out);
+
+#endif

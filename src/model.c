@@ -1,0 +1,212 @@
+#include "model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "util.h"
+
+/* reads rows [r0, r0+nr) x cols [c0, c0+nc) of name into dst when mine, else joins with nothing */
+static void load_part(model *m, mfile *f, const char *name, int mine, float *dst, int64_t r0,
+                      int64_t nr, int64_t c0, int64_t nc) {
+    m->bytes_read += mfile_read_f32(f, name, r0, mine ? nr : 0, c0, mine ? nc : 0, dst);
+}
+
+static void check_shape(mfile *f, const char *name, int64_t rows, int64_t cols) {
+    int64_t dims[2];
+    mfile_shape(f, name, dims);
+    if (dims[0] != rows || dims[1] != cols)
+        die("'%s': tensor '%s' is [%lld, %lld], the config says [%lld, %lld]", mfile_path(f), name,
+            (long long)dims[0], (long long)dims[1], (long long)rows, (long long)cols);
+}
+
+void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d) {
+    memset(m, 0, sizeof(*m));
+    m->cfg = *cfg;
+    plan_rank_share(g, cfg, d->world_rank, &m->share);
+    const plan_rank *r = &m->share;
+    const int64_t dim = cfg->dim, hs = cfg->head_size;
+    const int64_t qd = (int64_t)r->n_heads_local * hs, kvd = (int64_t)r->n_kv_local * hs, hl = r->hidden_local;
+    int tied_shared = cfg->tied_classifier && r->has_embedding && r->has_classifier;
+
+    arena_init(&m->weights, (size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local));
+    if (r->has_embedding) m->tok_embeddings = arena_floats(&m->weights, r->vocab_local * dim);
+    m->layers = xcalloc(r->n_layers_local > 0 ? r->n_layers_local : 1, sizeof(model_layer));
+    for (int l = 0; l < r->n_layers_local; l++) {
+        model_layer *L = &m->layers[l];
+        L->attention_norm = arena_floats(&m->weights, dim);
+        L->wq = arena_floats(&m->weights, qd * dim);
+        L->wk = arena_floats(&m->weights, kvd * dim);
+        L->wv = arena_floats(&m->weights, kvd * dim);
+        L->wo = arena_floats(&m->weights, dim * qd);
+        L->ffn_norm = arena_floats(&m->weights, dim);
+        L->w1 = arena_floats(&m->weights, hl * dim);
+        L->w2 = arena_floats(&m->weights, dim * hl);
+        L->w3 = arena_floats(&m->weights, hl * dim);
+    }
+    if (r->has_classifier) {
+        m->norm = arena_floats(&m->weights, dim);
+        m->classifier = tied_shared ? m->tok_embeddings : arena_floats(&m->weights, r->vocab_local * dim);
+    }
+
+    /* every rank walks every tensor in the same order (collective metadata and reads) */
+    check_shape(f, "tok_embeddings", cfg->vocab_size, dim);
+    if (cfg->tied_classifier && r->has_classifier && !r->has_embedding)
+        load_part(m, f, "tok_embeddings", 1, m->classifier, r->vocab0, r->vocab_local, 0, dim);
+    else
+        load_part(m, f, "tok_embeddings", r->has_embedding, m->tok_embeddings, r->vocab0, r->vocab_local, 0, dim);
+    char name[128];
+    for (int gl = 0; gl < cfg->n_layers; gl++) {
+        int l = gl - r->layer0, mine = l >= 0 && l < r->n_layers_local;
+        model_layer *L = mine ? &m->layers[l] : &(model_layer){0};
+#define LOAD(t, dst, rows, cols, r0, nr, c0, nc)                      \
+    do {                                                              \
+        snprintf(name, sizeof(name), "layers/%d/" t, gl);             \
+        check_shape(f, name, rows, cols);                             \
+        load_part(m, f, name, mine, dst, r0, nr, c0, nc);             \
+    } while (0)
+        LOAD("attention_norm", L->attention_norm, dim, 1, 0, dim, 0, 1);
+        LOAD("wq", L->wq, config_q_dim(cfg), dim, r->head0 * hs, qd, 0, dim);
+        LOAD("wk", L->wk, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
+        LOAD("wv", L->wv, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
+        LOAD("wo", L->wo, dim, config_q_dim(cfg), 0, dim, r->head0 * hs, qd);
+        LOAD("ffn_norm", L->ffn_norm, dim, 1, 0, dim, 0, 1);
+        LOAD("w1", L->w1, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
+        LOAD("w2", L->w2, dim, cfg->hidden_dim, 0, dim, r->hidden0, hl);
+        LOAD("w3", L->w3, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
+#undef LOAD
+    }
+    check_shape(f, "norm", dim, 1);
+    load_part(m, f, "norm", r->has_classifier, m->norm, 0, dim, 0, 1);
+    if (!cfg->tied_classifier) {
+        check_shape(f, "output", cfg->vocab_size, dim);
+        load_part(m, f, "output", r->has_classifier, m->classifier, r->vocab0, r->vocab_local, 0, dim);
+    }
+
+    m->vocab_counts = xmalloc(sizeof(int) * g->tp);
+    m->vocab_offsets = xmalloc(sizeof(int) * g->tp);
+    for (int t = 0; t < g->tp; t++) plan_split(cfg->vocab_size, g->tp, t, &m->vocab_offsets[t], &m->vocab_counts[t]);
+    m->inv_freq = xmalloc(sizeof(float) * (cfg->head_size / 2));
+    kern_rope_freqs(m->inv_freq, cfg->head_size, cfg->rope_theta, strcmp(cfg->rope_scaling_type, "llama3") == 0,
+                    cfg->rope_factor, cfg->rope_low_freq_factor, cfg->rope_high_freq_factor, cfg->rope_original_max_pos);
+}
+
+void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
+    const plan_rank *r = &m->share;
+    const model_config *c = &m->cfg;
+    const int64_t hs = c->head_size, kvd = (int64_t)r->n_kv_local * hs, qd = (int64_t)r->n_heads_local * hs;
+    m->n_slots = n_slots;
+    m->seq_len = seq_len;
+    m->max_tokens = max_tokens;
+    int64_t kv = (int64_t)r->n_layers_local * n_slots * seq_len * kvd;
+    m->key_cache = xcalloc((size_t)kv, sizeof(float));
+    m->value_cache = xcalloc((size_t)kv, sizeof(float));
+    m->kv_bytes = 2 * kv * (int64_t)sizeof(float);
+    m->x = xmalloc(sizeof(float) * max_tokens * c->dim);
+    m->xb = xmalloc(sizeof(float) * max_tokens * c->dim);
+    m->q = xmalloc(sizeof(float) * max_tokens * qd);
+    m->k = xmalloc(sizeof(float) * max_tokens * kvd);
+    m->v = xmalloc(sizeof(float) * max_tokens * kvd);
+    m->att_out = xmalloc(sizeof(float) * max_tokens * qd);
+    m->hb = xmalloc(sizeof(float) * max_tokens * r->hidden_local);
+    m->hb2 = xmalloc(sizeof(float) * max_tokens * r->hidden_local);
+    m->att = xmalloc(sizeof(float) * r->n_heads_local * seq_len);
+    if (r->has_classifier) {
+        m->logits_local = xmalloc(sizeof(float) * max_tokens * r->vocab_local);
+        m->gather_scratch = xmalloc(sizeof(float) * max_tokens * c->vocab_size);
+    }
+}
+
+void model_free(model *m) {
+    arena_free(&m->weights);
+    free(m->layers);
+    free(m->vocab_counts);
+    free(m->vocab_offsets);
+    free(m->inv_freq);
+    free(m->key_cache);
+    free(m->value_cache);
+    free(m->x);
+    free(m->xb);
+    free(m->q);
+    free(m->k);
+    free(m->v);
+    free(m->att_out);
+    free(m->hb);
+    free(m->hb2);
+    free(m->att);
+    free(m->logits_local);
+    free(m->gather_scratch);
+    memset(m, 0, sizeof(*m));
+}
+
+void model_forward(model *m, dist_ctx *d, const model_batch *b, float *logits) {
+    const model_config *c = &m->cfg;
+    const plan_rank *r = &m->share;
+    const int n = b->n, dim = c->dim, hs = c->head_size;
+    const int qd = r->n_heads_local * hs, kvd = r->n_kv_local * hs, hl = r->hidden_local;
+    check(n > 0 && n <= m->max_tokens, "batch of %d tokens exceeds the scratch for %d", n, m->max_tokens);
+    for (int t = 0; t < n; t++)
+        check(b->pos[t] >= 0 && b->pos[t] < m->seq_len && b->slot[t] >= 0 && b->slot[t] < m->n_slots,
+              "token %d: position %d / slot %d outside the KV cache", t, b->pos[t], b->slot[t]);
+    double t0 = util_now();
+
+    if (r->has_embedding) {
+        for (int t = 0; t < n; t++) {
+            int tok = b->token[t] - r->vocab0;
+            float *x = m->x + (int64_t)t * dim;
+            if (tok >= 0 && tok < r->vocab_local) memcpy(x, m->tok_embeddings + (int64_t)tok * dim, sizeof(float) * dim);
+            else memset(x, 0, sizeof(float) * dim);
+        }
+        m->t_compute += util_now() - t0;
+        dist_allreduce_sum(d, m->x, (int64_t)n * dim); /* vocab-parallel embedding */
+    } else {
+        dist_recv_prev(d, m->x, (int64_t)n * dim);
+    }
+
+    kern_attn_dims ad = {r->n_heads_local, r->n_kv_local, hs, m->seq_len, c->n_heads / c->n_kv_heads,
+                         r->head0, r->kv_head0};
+    for (int l = 0; l < r->n_layers_local; l++) {
+        const model_layer *L = &m->layers[l];
+        float *kc = m->key_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
+        float *vc = m->value_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
+        t0 = util_now();
+        kern_rmsnorm(m->xb, m->x, L->attention_norm, n, dim, c->norm_eps);
+        kern_matmul(m->q, m->xb, L->wq, n, dim, qd);
+        kern_matmul(m->k, m->xb, L->wk, n, dim, kvd);
+        kern_matmul(m->v, m->xb, L->wv, n, dim, kvd);
+        kern_rope(m->q, b->pos, m->inv_freq, n, r->n_heads_local, hs);
+        kern_rope(m->k, b->pos, m->inv_freq, n, r->n_kv_local, hs);
+        for (int t = 0; t < n; t++) {
+            int64_t off = ((int64_t)b->slot[t] * m->seq_len + b->pos[t]) * kvd;
+            memcpy(kc + off, m->k + (int64_t)t * kvd, sizeof(float) * kvd);
+            memcpy(vc + off, m->v + (int64_t)t * kvd, sizeof(float) * kvd);
+        }
+        kern_attention(m->att_out, m->q, kc, vc, b->pos, b->slot, n, &ad, m->att);
+        kern_matmul(m->xb, m->att_out, L->wo, n, qd, dim);
+        m->t_compute += util_now() - t0;
+        dist_allreduce_sum(d, m->xb, (int64_t)n * dim);
+        t0 = util_now();
+        kern_add(m->x, m->xb, (int64_t)n * dim);
+        kern_rmsnorm(m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps);
+        kern_matmul(m->hb, m->xb, L->w1, n, dim, hl);
+        kern_matmul(m->hb2, m->xb, L->w3, n, dim, hl);
+        kern_swiglu(m->hb, m->hb2, (int64_t)n * hl);
+        kern_matmul(m->xb, m->hb, L->w2, n, hl, dim);
+        m->t_compute += util_now() - t0;
+        dist_allreduce_sum(d, m->xb, (int64_t)n * dim);
+        kern_add(m->x, m->xb, (int64_t)n * dim);
+    }
+
+    if (!r->has_classifier) dist_send_next(d, m->x, (int64_t)n * dim);
+    int nw = 0;
+    for (int t = 0; t < n; t++) nw += b->want[t] != 0;
+    if (r->has_classifier) {
+        t0 = util_now();
+        for (int t = 0, j = 0; t < n; t++)
+            if (b->want[t]) kern_rmsnorm(m->xb + (int64_t)j++ * dim, m->x + (int64_t)t * dim, m->norm, 1, dim, c->norm_eps);
+        kern_matmul(m->logits_local, m->xb, m->classifier, nw, dim, r->vocab_local);
+        m->t_compute += util_now() - t0;
+    }
+    dist_gather_logits(d, m->logits_local, nw, r->vocab_local, m->vocab_counts, m->vocab_offsets, c->vocab_size,
+                       m->gather_scratch, logits);
+}

@@ -1,0 +1,70 @@
+/* model: one rank's share of a Llama model (its stage's layers, its heads and FFN columns) and
+ * the batched forward pass across the grid. Calls kernels for math and dist for communication. */
+#ifndef MPILLAMA_MODEL_H
+#define MPILLAMA_MODEL_H
+
+#include "arena.h"
+#include "config.h"
+#include "dist.h"
+#include "mfile.h"
+#include "plan.h"
+
+typedef struct {
+    float *attention_norm; /* (dim) */
+    float *wq;             /* (n_heads_local * head_size, dim) */
+    float *wk;             /* (n_kv_local * head_size, dim) */
+    float *wv;             /* (n_kv_local * head_size, dim) */
+    float *wo;             /* (dim, n_heads_local * head_size): input columns of this rank's heads */
+    float *ffn_norm;       /* (dim) */
+    float *w1;             /* (hidden_local, dim) gate */
+    float *w2;             /* (dim, hidden_local): input columns */
+    float *w3;             /* (hidden_local, dim) up */
+} model_layer;
+
+/* n tokens processed together; every rank holds the same batch */
+typedef struct {
+    int n;
+    int *token;           /* (n) */
+    int *pos;             /* (n) position within its sequence */
+    int *slot;            /* (n) KV cache slot of its sequence */
+    int *want;            /* (n) 1 when the logits of this token are wanted */
+} model_batch;
+
+typedef struct {
+    model_config cfg;
+    plan_rank share;
+    arena weights;
+    float *tok_embeddings; /* (vocab_local, dim), first stage */
+    model_layer *layers;   /* (n_layers_local) */
+    float *norm;           /* (dim), last stage */
+    float *classifier;     /* (vocab_local, dim), last stage; = tok_embeddings when tied, pp = 1 */
+    int *vocab_counts;     /* (tp) classifier rows of each tp rank */
+    int *vocab_offsets;    /* (tp) */
+    /* run state */
+    int n_slots, seq_len, max_tokens;
+    float *key_cache;      /* (n_layers_local, n_slots, seq_len, n_kv_local * head_size) */
+    float *value_cache;    /* same */
+    float *x;              /* (max_tokens, dim) residual stream */
+    float *xb;             /* (max_tokens, dim) */
+    float *q;              /* (max_tokens, n_heads_local * head_size) */
+    float *k, *v;          /* (max_tokens, n_kv_local * head_size) */
+    float *att_out;        /* (max_tokens, n_heads_local * head_size) */
+    float *hb, *hb2;       /* (max_tokens, hidden_local) */
+    float *att;            /* (n_heads_local, seq_len) */
+    float *logits_local;   /* (max_tokens, vocab_local), last stage */
+    float *gather_scratch; /* (max_tokens, vocab), last stage */
+    float *inv_freq;       /* (head_size / 2) */
+    int64_t bytes_read, kv_bytes;
+    double t_compute;      /* seconds in kernels */
+} model;
+
+/* collective over the world: every rank reads its own slice of every tensor */
+void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d);
+/* allocates the KV cache (n_slots sequences of seq_len) and scratch for max_tokens per call */
+void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens);
+void model_free(model *m);
+/* runs the batch through every stage. World rank 0 receives logits (n_want, vocab) in batch
+ * order of the wanted tokens. Collective over the world. */
+void model_forward(model *m, dist_ctx *d, const model_batch *b, float *logits);
+
+#endif

@@ -1,0 +1,132 @@
+#include "plan.h"
+
+#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+
+void plan_split(int n, int parts, int i, int *start, int *count) {
+    int base = n / parts, rem = n % parts;
+    *start = i * base + (i < rem ? i : rem);
+    *count = base + (i < rem ? 1 : 0);
+}
+
+int plan_check_grid(const model_config *c, int pp, int tp, char *why, size_t cap) {
+    why[0] = 0;
+    if (pp < 1 || tp < 1) {
+        snprintf(why, cap, "pp and tp must be >= 1");
+        return -1;
+    }
+    if (pp > c->n_layers || pp > PLAN_MAX_PP) {
+        snprintf(why, cap, "pp %d exceeds the model's %d layers", pp, c->n_layers);
+        return -1;
+    }
+    if (c->n_heads % tp != 0) {
+        snprintf(why, cap, "tp %d does not divide n_heads %d", tp, c->n_heads);
+        return -1;
+    }
+    if (c->n_kv_heads >= tp ? c->n_kv_heads % tp != 0 : tp % c->n_kv_heads != 0) {
+        snprintf(why, cap, "tp %d and n_kv_heads %d: one must divide the other", tp, c->n_kv_heads);
+        return -1;
+    }
+    if (tp > c->hidden_dim || tp > c->vocab_size) {
+        snprintf(why, cap, "tp %d exceeds hidden_dim or vocab_size", tp);
+        return -1;
+    }
+    return 0;
+}
+
+void plan_list_valid(const model_config *c, int world, char *buf, size_t cap) {
+    size_t used = 0;
+    char why[256];
+    buf[0] = 0;
+    for (int tp = 1; tp <= world; tp++) {
+        if (world % tp) continue;
+        int pp = world / tp;
+        if (plan_check_grid(c, pp, tp, why, sizeof(why)) != 0) continue;
+        used += snprintf(buf + used, used < cap ? cap - used : 0, "%s--pp %d --tp %d", used ? ", " : "", pp, tp);
+    }
+    if (!buf[0]) snprintf(buf, cap, "none");
+}
+
+/* bytes of one layer, of the first-stage extra (embedding), of the last-stage extra */
+static int64_t layer_bytes(const model_config *c) {
+    int64_t d = c->dim, q = config_q_dim(c), kv = config_kv_dim(c), h = c->hidden_dim;
+    return 4 * (2 * d + q * d + 2 * kv * d + d * q + 3 * h * d);
+}
+
+void plan_make(plan_grid *g, const model_config *c, int pp, int tp) {
+    memset(g, 0, sizeof(*g));
+    g->pp = pp;
+    g->tp = tp;
+    int L = c->n_layers;
+    int64_t lb = layer_bytes(c), emb = 4LL * c->vocab_size * c->dim;
+    int64_t first = emb, last = 4LL * c->dim + (c->tied_classifier && pp > 1 ? emb : c->tied_classifier ? 0 : emb);
+    /* best[s][l]: minimal max stage cost placing layers [0, l) on stages [0, s) (DP, L small) */
+    static int64_t best[PLAN_MAX_PP + 1][1025];
+    static int cut[PLAN_MAX_PP + 1][1025];
+    if (L > 1024) { /* beyond the DP table: even split */
+        for (int s = 0; s <= pp; s++) {
+            int st, n;
+            plan_split(L, pp, s < pp ? s : pp - 1, &st, &n);
+            g->layer_start[s] = s < pp ? st : L;
+        }
+        return;
+    }
+    for (int s = 0; s <= pp; s++)
+        for (int l = 0; l <= L; l++) best[s][l] = INT64_MAX;
+    best[0][0] = 0;
+    for (int s = 1; s <= pp; s++) {
+        for (int l = s; l <= L - (pp - s); l++) {
+            for (int k = s - 1; k < l; k++) {
+                if (best[s - 1][k] == INT64_MAX) continue;
+                int64_t cost = (l - k) * lb + (s == 1 ? first : 0) + (s == pp ? last : 0);
+                int64_t m = cost > best[s - 1][k] ? cost : best[s - 1][k];
+                if (m < best[s][l]) {
+                    best[s][l] = m;
+                    cut[s][l] = k;
+                }
+            }
+        }
+    }
+    g->layer_start[pp] = L;
+    for (int s = pp, l = L; s > 0; s--) {
+        l = cut[s][l];
+        g->layer_start[s - 1] = l;
+    }
+}
+
+void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, plan_rank *r) {
+    memset(r, 0, sizeof(*r));
+    int tp = g->tp;
+    r->world_rank = world_rank;
+    r->stage = world_rank / tp;
+    r->tp_rank = world_rank % tp;
+    r->layer0 = g->layer_start[r->stage];
+    r->n_layers_local = g->layer_start[r->stage + 1] - r->layer0;
+    r->n_heads_local = c->n_heads / tp;
+    r->head0 = r->tp_rank * r->n_heads_local;
+    if (c->n_kv_heads >= tp) {
+        r->n_kv_local = c->n_kv_heads / tp;
+        r->kv_head0 = r->tp_rank * r->n_kv_local;
+    } else { /* replicated: tp / n_kv_heads ranks share each KV head */
+        r->n_kv_local = 1;
+        r->kv_head0 = r->tp_rank / (tp / c->n_kv_heads);
+    }
+    plan_split(c->hidden_dim, tp, r->tp_rank, &r->hidden0, &r->hidden_local);
+    plan_split(c->vocab_size, tp, r->tp_rank, &r->vocab0, &r->vocab_local);
+    r->has_embedding = r->stage == 0;
+    r->has_classifier = r->stage == g->pp - 1;
+    int64_t d = c->dim, hs = c->head_size;
+    int64_t per_layer = 2 * d + r->n_heads_local * hs * d * 2 + 2 * r->n_kv_local * hs * d + 3 * (int64_t)r->hidden_local * d;
+    int64_t b = per_layer * r->n_layers_local;
+    if (r->has_embedding) b += (int64_t)r->vocab_local * d;
+    if (r->has_classifier) {
+        b += d;
+        if (!(c->tied_classifier && r->has_embedding)) b += (int64_t)r->vocab_local * d;
+    }
+    r->weight_bytes = 4 * b;
+}
+
+int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch) {
+    return 2LL * 4 * r->n_layers_local * (int64_t)batch * max_seq * r->n_kv_local * c->head_size;
+}

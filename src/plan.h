@@ -1,0 +1,44 @@
+/* plan: how a model is laid over a pp x tp grid. Pure arithmetic, no MPI: `info --plan` uses it
+ * without launching ranks. World rank r is stage r / tp, tensor-parallel rank r % tp, so the
+ * ranks of one stage are consecutive (on one node when tp <= ranks per node). */
+#ifndef MPILLAMA_PLAN_H
+#define MPILLAMA_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define PLAN_MAX_PP 1024
+
+typedef struct {
+    int pp, tp;
+    int layer_start[PLAN_MAX_PP + 1]; /* stage s owns layers [layer_start[s], layer_start[s+1]) */
+} plan_grid;
+
+/* one rank's share of the model */
+typedef struct {
+    int world_rank, stage, tp_rank;
+    int layer0, n_layers_local;  /* this stage's layers */
+    int head0, n_heads_local;    /* query heads */
+    int kv_head0, n_kv_local;    /* key/value heads (replicated when tp > n_kv_heads) */
+    int hidden0, hidden_local;   /* FFN columns (uneven split allowed) */
+    int vocab0, vocab_local;     /* embedding rows (first stage) and classifier rows (last stage) */
+    int has_embedding, has_classifier;
+    int64_t weight_bytes;        /* f32 bytes this rank reads and holds */
+} plan_rank;
+
+/* 0 when (pp, tp) can run the model; otherwise -1 with the reason in why */
+int plan_check_grid(const model_config *c, int pp, int tp, char *why, size_t cap);
+/* lists the valid "PPxTP" pairs for world ranks into buf (", "-separated, "none" if none) */
+void plan_list_valid(const model_config *c, int world, char *buf, size_t cap);
+/* layers split into pp contiguous ranges balanced by bytes (embedding counted on the first
+ * stage, final norm and classifier on the last). The grid must have passed plan_check_grid. */
+void plan_make(plan_grid *g, const model_config *c, int pp, int tp);
+void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, plan_rank *r);
+/* KV cache bytes of one rank for batch slots of max_seq positions */
+int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch);
+/* even split of n items into parts: part i gets [*start, *start + *count) */
+void plan_split(int n, int parts, int i, int *start, int *count);
+
+#endif

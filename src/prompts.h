@@ -1,0 +1,27 @@
+/* prompts: reads the prompt file (rank 0). JSONL (one object a line: custom_id, and prompt text
+ * or prompt_ids) or plain text (one prompt a line, custom_id = line number). A bad line becomes
+ * an item with an error, so the rest of the file still runs. */
+#ifndef MPILLAMA_PROMPTS_H
+#define MPILLAMA_PROMPTS_H
+
+typedef struct {
+    char *custom_id;   /* never NULL: the line number when the line gave none */
+    int line;          /* 1-based line in the file */
+    char *text;        /* prompt text, or NULL */
+    int *ids;          /* (n_ids) prompt_ids as given, or NULL */
+    int n_ids;
+    char *error;       /* malformed line: why (then text and ids are NULL) */
+    /* per-request overrides; < 0 (or NaN for floats) when absent */
+    int max_tokens;
+    float temperature;
+    int top_k;
+    float top_p;
+    long long seed;    /* -1 = absent */
+    int has_seed;
+} prompt_item;
+
+/* reads every prompt; dies naming the path when it cannot be read. Returns the count. */
+int prompts_read(const char *path, prompt_item **items);
+void prompts_free(prompt_item *items, int n);
+
+#endif

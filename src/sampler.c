@@ -1,0 +1,72 @@
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "kernels.h"
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t sampler_seed_for(uint64_t job_seed, const char *custom_id) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *s = (const unsigned char *)custom_id; *s; s++) h = (h ^ *s) * 1099511628211ULL;
+    uint64_t s = splitmix64(job_seed ^ splitmix64(h));
+    return s ? s : 1;
+}
+
+float sampler_random(uint64_t *state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (float)((*state * 0x2545F4914F6CDD1DULL) >> 40) / 16777216.0f;
+}
+
+int sampler_argmax(const float *logits, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+static int cmp_candidate(const void *a, const void *b) {
+    const sampler_candidate *x = a, *y = b;
+    if (x->prob > y->prob) return -1;
+    if (x->prob < y->prob) return 1;
+    return x->index - y->index; /* stable order for ties */
+}
+
+int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *c) {
+    if (p->temperature <= 0.0f) return sampler_argmax(logits, n);
+    for (int i = 0; i < n; i++) logits[i] /= p->temperature;
+    kern_softmax(logits, n);
+    for (int i = 0; i < n; i++) {
+        c[i].prob = logits[i];
+        c[i].index = i;
+    }
+    qsort(c, (size_t)n, sizeof(*c), cmp_candidate);
+    int keep = n;
+    if (p->top_k > 0 && p->top_k < keep) keep = p->top_k;
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        float cum = 0.0f;
+        for (int i = 0; i < keep; i++) {
+            cum += c[i].prob;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    float total = 0.0f;
+    for (int i = 0; i < keep; i++) total += c[i].prob;
+    float r = sampler_random(rng) * total, cum = 0.0f;
+    for (int i = 0; i < keep; i++) {
+        cum += c[i].prob;
+        if (r < cum) return c[i].index;
+    }
+    return c[keep - 1].index;
+}
