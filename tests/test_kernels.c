@@ -1,0 +1,144 @@
+/* each optimised kernel against its plain reference twin on random inputs (max |diff| and
+ * normalised error reported); exits 1 on any mismatch */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+static unsigned long long rng = 88172645463325252ULL;
+static float frand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+static void fill(float *x, long n) {
+    for (long i = 0; i < n; i++) x[i] = frand();
+}
+
+static int failures = 0, passes = 0;
+
+/* normalised mean squared error (ggml's test-backend-ops measure) and max abs diff */
+static void compare(const char *what, const float *got, const float *want, long n, double tol) {
+    double num = 0, den = 0, mx = 0;
+    for (long i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+        if (fabs(d) > mx || isnan(d)) mx = isnan(d) ? INFINITY : fabs(d);
+    }
+    double nmse = den > 0 ? num / den : num;
+    int ok = nmse <= tol && isfinite(mx);
+    printf("%-44s nmse %.2e  max|diff| %.2e  %s\n", what, nmse, mx, ok ? "ok" : "FAIL");
+    if (ok) passes++;
+    else failures++;
+}
+
+static void test_matmul(int n, int i, int o) {
+    float *x = malloc(sizeof(float) * n * i), *w = malloc(sizeof(float) * o * i);
+    float *a = malloc(sizeof(float) * n * o), *b = malloc(sizeof(float) * n * o);
+    fill(x, (long)n * i);
+    fill(w, (long)o * i);
+    kern_matmul(a, x, w, n, i, o);
+    kern_matmul_ref(b, x, w, n, i, o);
+    char name[64];
+    snprintf(name, sizeof(name), "matmul n=%d in=%d out=%d", n, i, o);
+    compare(name, a, b, (long)n * o, 1e-10);
+    free(x), free(w), free(a), free(b);
+}
+
+static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_head0, int hs, int seq, int slots) {
+    kern_attn_dims d = {n_heads, n_kv, hs, seq, kv_mul, head0, kv_head0};
+    int n = 5;
+    int pos[5] = {0, 3, seq - 1, 7, 1}, slot[5] = {0, slots - 1, 1 % slots, 0, slots - 1};
+    long kvsize = (long)slots * seq * n_kv * hs;
+    float *kc = malloc(sizeof(float) * kvsize), *vc = malloc(sizeof(float) * kvsize);
+    float *q = malloc(sizeof(float) * n * n_heads * hs);
+    float *a = malloc(sizeof(float) * n * n_heads * hs), *b = malloc(sizeof(float) * n * n_heads * hs);
+    float *att = malloc(sizeof(float) * n_heads * seq);
+    fill(kc, kvsize);
+    fill(vc, kvsize);
+    fill(q, (long)n * n_heads * hs);
+    kern_attention(a, q, kc, vc, pos, slot, n, &d, att);
+    kern_attention_ref(b, q, kc, vc, pos, slot, n, &d, att);
+    char name[96];
+    snprintf(name, sizeof(name), "attention heads=%d kv=%d mul=%d off=%d/%d hs=%d", n_heads, n_kv, kv_mul, head0, kv_head0, hs);
+    compare(name, a, b, (long)n * n_heads * hs, 1e-10);
+    free(kc), free(vc), free(q), free(a), free(b), free(att);
+}
+
+/* RoPE: rotating by pos then by -pos restores the input; pos 0 is the identity; norms kept */
+static void test_rope(void) {
+    int hs = 16, nh = 3, n = 4, pos[4] = {0, 1, 17, 1000};
+    float inv[8], x[4 * 3 * 16], y[4 * 3 * 16];
+    kern_rope_freqs(inv, hs, 10000.0f, 0, 1, 1, 4, 0);
+    fill(x, n * nh * hs);
+    memcpy(y, x, sizeof(x));
+    kern_rope(y, pos, inv, n, nh, hs);
+    double err = 0;
+    for (int i = 0; i < nh * hs; i++) err = fmax(err, fabs(y[i] - x[i])); /* pos 0 */
+    for (int t = 0; t < n; t++)
+        for (int p = 0; p < nh * hs; p += 2) {
+            float *a = x + t * nh * hs + p, *b = y + t * nh * hs + p;
+            err = fmax(err, fabs(sqrtf(a[0] * a[0] + a[1] * a[1]) - sqrtf(b[0] * b[0] + b[1] * b[1])));
+        }
+    /* the angle of pair j at position p is p * theta^(-2j/hs) */
+    float a = atan2f(y[1 * nh * hs + 2 * 3 + 1], y[1 * nh * hs + 2 * 3]) - atan2f(x[1 * nh * hs + 7], x[1 * nh * hs + 6]);
+    float want = 1.0f * powf(10000.0f, -6.0f / 16.0f);
+    a = remainderf(a - want, 2 * (float)M_PI);
+    err = fmax(err, fabs(a));
+    int ok = err < 1e-4;
+    printf("%-44s max err %.2e  %s\n", "rope identity/norm/angle", err, ok ? "ok" : "FAIL");
+    ok ? passes++ : failures++;
+}
+
+/* Llama 3 scaling: high frequencies unchanged, low ones divided by factor, smooth between */
+static void test_rope_llama3(void) {
+    int hs = 128;
+    float plain[64], scaled[64];
+    kern_rope_freqs(plain, hs, 500000.0f, 0, 1, 1, 4, 0);
+    kern_rope_freqs(scaled, hs, 500000.0f, 1, 32.0f, 1.0f, 4.0f, 8192);
+    int ok = 1;
+    for (int j = 0; j < 64; j++) {
+        float wl = 2 * (float)M_PI / plain[j];
+        if (wl < 8192 / 4.0f && scaled[j] != plain[j]) ok = 0;
+        if (wl > 8192 / 1.0f && fabsf(scaled[j] - plain[j] / 32.0f) > 1e-12f) ok = 0;
+        if (scaled[j] > plain[j] || scaled[j] < plain[j] / 32.0f * 0.999f) ok = 0;
+    }
+    printf("%-44s %s\n", "rope llama3 frequency scaling", ok ? "ok" : "FAIL");
+    ok ? passes++ : failures++;
+}
+
+static void test_misc(void) {
+    float x[6] = {1, 2, 3, -1, 0, 5}, w[3] = {1, 0.5f, 2}, o[6];
+    kern_rmsnorm(o, x, w, 2, 3, 0);
+    float r0 = sqrtf((1 + 4 + 9) / 3.0f), r1 = sqrtf((1 + 0 + 25) / 3.0f);
+    float want[6] = {1 / r0, 0.5f * 2 / r0, 2 * 3 / r0, -1 / r1, 0, 2 * 5 / r1};
+    compare("rmsnorm (two rows, by hand)", o, want, 6, 1e-12);
+    float g[3] = {0, 1, -2}, u[3] = {3, 2, 1}, sw[3];
+    for (int i = 0; i < 3; i++) sw[i] = g[i] / (1 + expf(-g[i])) * u[i];
+    kern_swiglu(g, u, 3);
+    compare("swiglu", g, sw, 3, 1e-12);
+    float l[4] = {1, 2, 3, 4};
+    float lsm = kern_log_softmax_at(l, 4, 2);
+    float want_l = 3 - logf(expf(1) + expf(2) + expf(3) + expf(4));
+    compare("log_softmax", &lsm, &want_l, 1, 1e-12);
+}
+
+int main(void) {
+    test_matmul(1, 64, 172);
+    test_matmul(7, 64, 172);
+    test_matmul(33, 172, 64);
+    test_matmul(128, 256, 512);
+    test_attention(8, 4, 2, 0, 0, 8, 32, 3);   /* GQA, whole model on one rank */
+    test_attention(2, 1, 2, 4, 2, 8, 32, 2);   /* a tp rank's share: heads 4-5, kv head 2 */
+    test_attention(1, 1, 8, 3, 0, 16, 64, 1);  /* replicated kv head (tp > n_kv_heads) */
+    test_attention(4, 4, 1, 0, 0, 64, 128, 4); /* MHA, larger heads */
+    test_rope();
+    test_rope_llama3();
+    test_misc();
+    printf("%d passed, %d failed\n", passes, failures);
+    return failures ? 1 : 0;
+}
