@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "affinity.h"
 #include "dist.h"
 #include "kernels.h"
 #include "mfile.h"
@@ -510,6 +511,16 @@ typedef struct {
 /* opens the model, picks the grid, loads every rank's share; -1 when the grid is impossible */
 static int setup(run_setup *su, run_opts *o) {
     dist_ctx_init(&su->d);
+    affinity_info aff;
+    affinity_bind(su->d.node_rank, su->d.node_size, &aff);
+    if (o->verbose) /* the binding map, one line per rank, in rank order */
+        for (int r = 0; r < su->d.world_size; r++) {
+            if (r == su->d.world_rank)
+                fprintf(stderr, "mpillama: rank %d (node rank %d of %d): cores %s (%d), %d BLAS threads%s\n", r,
+                        su->d.node_rank, su->d.node_size, aff.cpuset, aff.cores, aff.threads,
+                        aff.kept_existing ? ", binding kept from the launcher" : "");
+            dist_barrier(&su->d);
+        }
     su->f = mfile_open(o->model, su->d.world);
     mfile_read_config(su->f, &su->cfg);
     su->tok = NULL;
