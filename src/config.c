@@ -19,9 +19,10 @@ void config_init_defaults(model_config *c) {
     c->eos_ids[0] = 2;
 }
 
-#define BAD(...) return error(__VA_ARGS__)
+#define BAD(...) return snprintf(why, cap, __VA_ARGS__), -1
 
-int config_validate(const model_config *c, const char *src) {
+int config_validate(const model_config *c, const char *src, char *why, size_t cap) {
+    why[0] = 0;
     if (strcmp(c->architecture, "llama") != 0) BAD("'%s': architecture '%s' is not supported (llama only)", src, c->architecture);
     if (c->dim <= 0) BAD("'%s': config field 'dim' is %d, must be > 0", src, c->dim);
     if (c->hidden_dim <= 0) BAD("'%s': config field 'hidden_dim' is %d, must be > 0", src, c->hidden_dim);

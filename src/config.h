@@ -31,8 +31,8 @@ typedef struct {
 
 /* fill the defaults every converter starts from (Llama, eps 1e-5, theta 10000, no scaling) */
 void config_init_defaults(model_config *c);
-/* returns 0, or -1 after printing "model config: <field> ..." naming the bad field */
-int config_validate(const model_config *c, const char *source);
+/* returns 0, or -1 with "'<source>': config field '<field>' ..." in why */
+int config_validate(const model_config *c, const char *source, char *why, size_t cap);
 void config_print(const model_config *c, FILE *out);
 /* number of query dimensions, key/value dimensions */
 static inline int config_q_dim(const model_config *c) { return c->n_heads * c->head_size; }

@@ -37,7 +37,8 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
     c.eos_ids[1] = 1;
     if (c.n_heads <= 0 || c.dim % c.n_heads != 0)
         die("'%s': not a llama2.c checkpoint (dim %d, n_heads %d)", bin_path, c.dim, c.n_heads);
-    if (config_validate(&c, bin_path) != 0) die("'%s': not a valid llama2.c checkpoint", bin_path);
+    char why[512];
+    if (config_validate(&c, bin_path, why, sizeof(why)) != 0) die("%s (not a valid llama2.c checkpoint?)", why);
 
     /* the file size must match the header exactly: catches truncation before writing anything */
     const int64_t D = c.dim, L = c.n_layers, V = c.vocab_size, H = c.hidden_dim, hs = c.head_size;

@@ -9,7 +9,6 @@
 #include "convert.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -216,7 +215,8 @@ static void parse_config(const char *path, model_config *cfg) {
 
     cJSON_Delete(root);
     free(text);
-    if (config_validate(cfg, path) != 0) die("'%s': invalid model config", path);
+    char why[512];
+    if (config_validate(cfg, path, why, sizeof(why)) != 0) die("%s", why);
     if (cfg->head_size % 2 != 0)
         die("'%s': head_dim %d is odd; rotary embeddings need an even head size", path,
             cfg->head_size);

@@ -5,6 +5,7 @@
 #include "convert.h"
 #include "dist.h"
 #include "runner.h"
+#include "synth.h"
 #include "util.h"
 
 static void usage(FILE *out) {
@@ -16,6 +17,7 @@ static void usage(FILE *out) {
             "  generate --model M.h5 --prompts IN --output OUT.jsonl [options]   completions\n"
             "  score --model M.h5 --prompts IN --output OUT.jsonl [options]      teacher-forced log-probs\n"
             "  info M.h5 [--plan --pp P --tp T]        config, tensors, per-rank plan\n"
+            "  synth --shape NAME -o M.h5 [--layers N] [--seed S]   random weights in a model's shapes\n"
             "  version\n"
             "'mpillama COMMAND --help' lists a command's options.\n",
             MPILLAMA_VERSION);
@@ -32,6 +34,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "generate")) rc = runner_generate_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "score")) rc = runner_score_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "info")) rc = runner_info_main(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "synth")) rc = synth_main(argc - 1, argv + 1); /* collective: every rank writes */
     else if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("mpillama %s\n", MPILLAMA_VERSION);
         rc = 0;

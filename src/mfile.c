@@ -110,13 +110,9 @@ static hid_t lcpl_with_parents(void) {
     return p;
 }
 
-mfile_writer *mfile_create(const char *path, const model_config *c) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) die("cannot create '%s' (is the directory there and writable?)", path);
-    mfile_writer *w = xcalloc(1, sizeof(*w));
-    w->file = f;
-    w->path = xstrdup(path);
+/* the root attributes of docs/FORMAT.md: format, version and the config (shared by the serial
+ * and the parallel writer; with the MPI-IO driver every rank calls it with the same values) */
+static void write_config_attrs(hid_t f, const model_config *c) {
     int v = MFILE_FORMAT_VERSION;
     attr_write_str(f, "format", MFILE_FORMAT_NAME);
     attr_write_int(f, "format_version", &v, 1);
@@ -140,6 +136,16 @@ mfile_writer *mfile_create(const char *path, const model_config *c) {
     attr_write_int(f, "bos_id", &c->bos_id, 1);
     attr_write_int(f, "eos_ids", c->eos_ids, (hsize_t)(c->n_eos > 0 ? c->n_eos : 0));
     attr_write_str(f, "mpillama_version", MPILLAMA_VERSION);
+}
+
+mfile_writer *mfile_create(const char *path, const model_config *c) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) die("cannot create '%s' (is the directory there and writable?)", path);
+    mfile_writer *w = xcalloc(1, sizeof(*w));
+    w->file = f;
+    w->path = xstrdup(path);
+    write_config_attrs(f, c);
     return w;
 }
 
@@ -257,7 +263,8 @@ void mfile_read_config(mfile *m, model_config *c) {
     c->tied_classifier = attr_read_int(f, p, "tied_classifier");
     c->bos_id = attr_read_int(f, p, "bos_id");
     c->n_eos = attr_read_ints(f, p, "eos_ids", c->eos_ids, CONFIG_MAX_EOS);
-    if (config_validate(c, p) != 0) die("'%s': invalid model config", p);
+    char why[512];
+    if (config_validate(c, p, why, sizeof(why)) != 0) die("%s", why);
 }
 
 int mfile_has(mfile *m, const char *name) {
@@ -423,4 +430,81 @@ void mfile_print_tensors(mfile *m, FILE *out) {
     OVISIT(m->file, H5_INDEX_NAME, H5_ITER_INC, visit_cb, &s, H5O_INFO_BASIC);
     fprintf(out, "total: %d datasets, %lld bytes (%.2f MiB)\n", s.count, (long long)s.bytes,
             s.bytes / 1048576.0);
+}
+
+/* ---------------------------------------------------------------- parallel writing */
+
+mfile_writer *mfile_create_parallel(const char *path, const model_config *c, MPI_Comm comm) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    check(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0, "cannot set the MPI-IO driver");
+    H5Pset_all_coll_metadata_ops(fapl, 1);
+    H5Pset_coll_metadata_write(fapl, 1);
+    /* objects of 1 MiB or more start on a 1 MiB boundary: whole file-system stripes per rank */
+    H5Pset_alignment(fapl, (hsize_t)1 << 20, (hsize_t)1 << 20);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (f < 0) die("cannot create '%s' with parallel HDF5 (is the directory there and writable?)", path);
+    mfile_writer *w = xcalloc(1, sizeof(*w));
+    w->file = f;
+    w->path = xstrdup(path);
+    write_config_attrs(f, c);
+    return w;
+}
+
+void mfile_create_f32(mfile_writer *w, const char *name, int64_t rows, int64_t cols) {
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    hid_t sp = H5Screate_simple(cols > 0 ? 2 : 1, dims, NULL);
+    hid_t lcpl = lcpl_with_parents();
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    /* space is allocated at creation (parallel HDF5 requires it) and never filled: every
+     * element is written afterwards */
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+    hid_t d = H5Dcreate2(w->file, name, H5T_IEEE_F32LE, sp, lcpl, dcpl, H5P_DEFAULT);
+    if (d < 0) die("'%s': cannot create dataset '%s' (disk full?)", w->path, name);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Pclose(lcpl);
+    H5Sclose(sp);
+}
+
+void mfile_write_f32_rows(mfile_writer *w, const char *name, int64_t row0, int64_t nrows,
+                          const float *data) {
+    hid_t d = H5Dopen2(w->file, name, H5P_DEFAULT);
+    if (d < 0) die("'%s': no dataset '%s' to write (create it with mfile_create_f32)", w->path, name);
+    hid_t fs = H5Dget_space(d);
+    int rank = H5Sget_simple_extent_ndims(fs);
+    hsize_t dims[2] = {0, 1};
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    if (rank == 1) dims[1] = 1;
+    hid_t ms;
+    if (nrows > 0) {
+        if (row0 < 0 || (hsize_t)(row0 + nrows) > dims[0])
+            die("'%s': tensor '%s' has %llu rows, cannot write rows %lld+%lld", w->path, name,
+                (unsigned long long)dims[0], (long long)row0, (long long)nrows);
+        hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, dims[1]};
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        hsize_t n = (hsize_t)nrows * dims[1];
+        ms = H5Screate_simple(1, &n, NULL);
+    } else {
+        H5Sselect_none(fs);
+        hsize_t one = 1;
+        ms = H5Screate_simple(1, &one, NULL);
+        H5Sselect_none(ms);
+    }
+    /* collective on a file opened with the MPI-IO driver: every rank calls, each with its own
+     * (possibly empty) row block */
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    hid_t fapl = H5Fget_access_plist(w->file);
+    if (H5Pget_driver(fapl) == H5FD_MPIO) H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    H5Pclose(fapl);
+    float dummy = 0;
+    if (H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, dxpl, nrows > 0 ? (const void *)data : (const void *)&dummy) < 0)
+        die("'%s': cannot write tensor '%s' rows %lld+%lld (disk full?)", w->path, name,
+            (long long)row0, (long long)nrows);
+    H5Pclose(dxpl);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
 }

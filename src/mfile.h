@@ -60,4 +60,19 @@ int mfile_read_blob(mfile *f, const char *name, char **data, int64_t *len);
 /* info: prints datasets with shape and dtype and the total bytes (serial, rank 0) */
 void mfile_print_tensors(mfile *f, FILE *out);
 
+/* ---- parallel writing (synth) ----
+ * mfile_create_parallel: collective over comm; creates (truncates) path with the MPI-IO driver
+ * and writes the same root attributes as mfile_create. Then every rank calls mfile_create_f32
+ * for the same datasets in the same order, and mfile_write_f32_rows any number of times per
+ * dataset, the same number on every rank; mfile_close_writer (collective) closes it. */
+mfile_writer *mfile_create_parallel(const char *path, const model_config *cfg, MPI_Comm comm);
+/* creates an f32 dataset of shape (rows, cols) (cols = 0 for a vector), space allocated, not
+ * filled; collective on a parallel writer (also works on a serial one) */
+void mfile_create_f32(mfile_writer *w, const char *name, int64_t rows, int64_t cols);
+/* writes rows [row0, row0+nrows) of a dataset made by mfile_create_f32 from data ((nrows x
+ * cols) row-major; elements of a vector). Collective transfer on a parallel writer: each rank
+ * passes its own disjoint row block; a rank with nothing to write passes nrows = 0 and calls. */
+void mfile_write_f32_rows(mfile_writer *w, const char *name, int64_t row0, int64_t nrows,
+                          const float *data);
+
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "trace.h"
 #include "util.h"
 
 /* reads rows [r0, r0+nr) x cols [c0, c0+nc) of name into dst when mine, else joins with nothing */
@@ -113,7 +114,7 @@ void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
     m->att = xmalloc(sizeof(float) * r->n_heads_local * seq_len);
     if (r->has_classifier) {
         m->logits_local = xmalloc(sizeof(float) * max_tokens * r->vocab_local);
-        m->gather_scratch = xmalloc(sizeof(float) * max_tokens * c->vocab_size);
+        if (m->share.tp_rank == 0) m->gather_scratch = xmalloc(sizeof(float) * max_tokens * c->vocab_size);
     }
 }
 
@@ -139,7 +140,21 @@ void model_free(model *m) {
     memset(m, 0, sizeof(*m));
 }
 
-void model_forward(model *m, dist_ctx *d, const model_batch *b, float *logits) {
+void model_embed(model *m, dist_ctx *d, const model_batch *b) {
+    const plan_rank *r = &m->share;
+    const int n = b->n, dim = m->cfg.dim;
+    double t0 = trace_now();
+    for (int t = 0; t < n; t++) {
+        int tok = b->token[t] - r->vocab0;
+        float *x = m->x + (int64_t)t * dim;
+        if (tok >= 0 && tok < r->vocab_local) memcpy(x, m->tok_embeddings + (int64_t)tok * dim, sizeof(float) * dim);
+        else memset(x, 0, sizeof(float) * dim);
+    }
+    trace_end(TN_EMBED, TRACE_COMPUTE, t0, n);
+    dist_allreduce_sum(d, m->x, (int64_t)n * dim); /* vocab-parallel embedding */
+}
+
+void model_layers(model *m, dist_ctx *d, const model_batch *b) {
     const model_config *c = &m->cfg;
     const plan_rank *r = &m->share;
     const int n = b->n, dim = c->dim, hs = c->head_size;
@@ -148,28 +163,14 @@ void model_forward(model *m, dist_ctx *d, const model_batch *b, float *logits) {
     for (int t = 0; t < n; t++)
         check(b->pos[t] >= 0 && b->pos[t] < m->seq_len && b->slot[t] >= 0 && b->slot[t] < m->n_slots,
               "token %d: position %d / slot %d outside the KV cache", t, b->pos[t], b->slot[t]);
-    double t0 = util_now();
-
-    if (r->has_embedding) {
-        for (int t = 0; t < n; t++) {
-            int tok = b->token[t] - r->vocab0;
-            float *x = m->x + (int64_t)t * dim;
-            if (tok >= 0 && tok < r->vocab_local) memcpy(x, m->tok_embeddings + (int64_t)tok * dim, sizeof(float) * dim);
-            else memset(x, 0, sizeof(float) * dim);
-        }
-        m->t_compute += util_now() - t0;
-        dist_allreduce_sum(d, m->x, (int64_t)n * dim); /* vocab-parallel embedding */
-    } else {
-        dist_recv_prev(d, m->x, (int64_t)n * dim);
-    }
-
     kern_attn_dims ad = {r->n_heads_local, r->n_kv_local, hs, m->seq_len, c->n_heads / c->n_kv_heads,
                          r->head0, r->kv_head0};
     for (int l = 0; l < r->n_layers_local; l++) {
         const model_layer *L = &m->layers[l];
+        const int gl = r->layer0 + l;
         float *kc = m->key_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
         float *vc = m->value_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
-        t0 = util_now();
+        double t0 = trace_now();
         kern_rmsnorm(m->xb, m->x, L->attention_norm, n, dim, c->norm_eps);
         kern_matmul(m->q, m->xb, L->wq, n, dim, qd);
         kern_matmul(m->k, m->xb, L->wk, n, dim, kvd);
@@ -181,32 +182,36 @@ void model_forward(model *m, dist_ctx *d, const model_batch *b, float *logits) {
             memcpy(kc + off, m->k + (int64_t)t * kvd, sizeof(float) * kvd);
             memcpy(vc + off, m->v + (int64_t)t * kvd, sizeof(float) * kvd);
         }
+        t0 = trace_end(TN_MATMUL, TRACE_COMPUTE, t0, gl);
         kern_attention(m->att_out, m->q, kc, vc, b->pos, b->slot, n, &ad, m->att);
+        t0 = trace_end(TN_ATTENTION, TRACE_COMPUTE, t0, gl);
         kern_matmul(m->xb, m->att_out, L->wo, n, qd, dim);
-        m->t_compute += util_now() - t0;
+        trace_end(TN_MATMUL, TRACE_COMPUTE, t0, gl);
         dist_allreduce_sum(d, m->xb, (int64_t)n * dim);
-        t0 = util_now();
+        t0 = trace_now();
         kern_add(m->x, m->xb, (int64_t)n * dim);
         kern_rmsnorm(m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps);
         kern_matmul(m->hb, m->xb, L->w1, n, dim, hl);
         kern_matmul(m->hb2, m->xb, L->w3, n, dim, hl);
         kern_swiglu(m->hb, m->hb2, (int64_t)n * hl);
         kern_matmul(m->xb, m->hb, L->w2, n, hl, dim);
-        m->t_compute += util_now() - t0;
+        trace_end(TN_FFN, TRACE_COMPUTE, t0, gl);
         dist_allreduce_sum(d, m->xb, (int64_t)n * dim);
         kern_add(m->x, m->xb, (int64_t)n * dim);
     }
+}
 
-    if (!r->has_classifier) dist_send_next(d, m->x, (int64_t)n * dim);
+int model_logits(model *m, dist_ctx *d, const model_batch *b, float *out) {
+    const model_config *c = &m->cfg;
+    const int n = b->n, dim = c->dim;
     int nw = 0;
-    for (int t = 0; t < n; t++) nw += b->want[t] != 0;
-    if (r->has_classifier) {
-        t0 = util_now();
-        for (int t = 0, j = 0; t < n; t++)
-            if (b->want[t]) kern_rmsnorm(m->xb + (int64_t)j++ * dim, m->x + (int64_t)t * dim, m->norm, 1, dim, c->norm_eps);
-        kern_matmul(m->logits_local, m->xb, m->classifier, nw, dim, r->vocab_local);
-        m->t_compute += util_now() - t0;
-    }
-    dist_gather_logits(d, m->logits_local, nw, r->vocab_local, m->vocab_counts, m->vocab_offsets, c->vocab_size,
-                       m->gather_scratch, logits);
+    double t0 = trace_now();
+    for (int t = 0; t < n; t++)
+        if (b->want[t]) kern_rmsnorm(m->xb + (int64_t)nw++ * dim, m->x + (int64_t)t * dim, m->norm, 1, dim, c->norm_eps);
+    if (nw == 0) return 0;
+    kern_matmul(m->logits_local, m->xb, m->classifier, nw, dim, m->share.vocab_local);
+    trace_end(TN_CLASSIFIER, TRACE_COMPUTE, t0, nw);
+    dist_gather_logits(d, m->logits_local, nw, m->share.vocab_local, m->vocab_counts, m->vocab_offsets, c->vocab_size,
+                       m->gather_scratch, out);
+    return nw;
 }

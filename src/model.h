@@ -52,10 +52,9 @@ typedef struct {
     float *hb, *hb2;       /* (max_tokens, hidden_local) */
     float *att;            /* (n_heads_local, seq_len) */
     float *logits_local;   /* (max_tokens, vocab_local), last stage */
-    float *gather_scratch; /* (max_tokens, vocab), last stage */
+    float *gather_scratch; /* (max_tokens, vocab), last stage's tp rank 0 */
     float *inv_freq;       /* (head_size / 2) */
     int64_t bytes_read, kv_bytes;
-    double t_compute;      /* seconds in kernels */
 } model;
 
 /* collective over the world: every rank reads its own slice of every tensor */
@@ -63,8 +62,12 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
 /* allocates the KV cache (n_slots sequences of seq_len) and scratch for max_tokens per call */
 void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens);
 void model_free(model *m);
-/* runs the batch through every stage. World rank 0 receives logits (n_want, vocab) in batch
- * order of the wanted tokens. Collective over the world. */
-void model_forward(model *m, dist_ctx *d, const model_batch *b, float *logits);
+/* first stage: the batch's token embeddings into x (vocab-parallel, summed over tp) */
+void model_embed(model *m, dist_ctx *d, const model_batch *b);
+/* this stage's layers on x (n, dim) in place; two all-reduces per layer over the stage's tp ranks */
+void model_layers(model *m, dist_ctx *d, const model_batch *b);
+/* last stage: final norm and classifier for the wanted tokens; the stage's tp rank 0 gets the
+ * logits (n_want, vocab) in out. Returns n_want. */
+int model_logits(model *m, dist_ctx *d, const model_batch *b, float *out);
 
 #endif

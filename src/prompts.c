@@ -61,27 +61,77 @@ static void parse_json_line(prompt_item *it, const char *line) {
         it->error = xstrdup("no 'prompt' or 'prompt_ids'");
     }
     cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "max_tokens"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0) it->error = fmt_error("'%s' must be a non-negative integer", "max_tokens");
-        else it->max_tokens = (int)v->valuedouble;
+    static const char *const known[] = {"custom_id", "prompt", "prompt_ids", "max_tokens", "temperature", "top_k",
+                                        "top_p", "min_p", "repetition_penalty", "frequency_penalty",
+                                        "presence_penalty", "seed", "stop", "stop_token_ids", "ignore_eos", NULL};
+    cJSON_ArrayForEach(v, o) {
+        int k = 0;
+        while (known[k] && strcmp(known[k], v->string)) k++;
+        if (!known[k]) {
+            it->error = fmt_error("unknown field '%s'", v->string);
+            goto done;
+        }
     }
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "temperature"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0) it->error = fmt_error("'%s' must be a number >= 0", "temperature");
-        else it->temperature = (float)v->valuedouble;
+#define NUM(field, lo, hi, dst)                                                                    \
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, field))) {                                        \
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= (lo) && v->valuedouble <= (hi))) {           \
+            char b_[160];                                                                          \
+            snprintf(b_, sizeof(b_), "'%s' must be a number in [%g, %g]", field, (double)(lo), (double)(hi)); \
+            it->error = xstrdup(b_);                                                               \
+            goto done;                                                                             \
+        }                                                                                          \
+        dst = v->valuedouble;                                                                      \
     }
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "top_k"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0) it->error = fmt_error("'%s' must be a non-negative integer", "top_k");
-        else it->top_k = (int)v->valuedouble;
+    NUM("max_tokens", 0, 1e9, it->max_tokens);
+    NUM("temperature", 0, 100, it->temperature);
+    NUM("top_k", 0, 1e9, it->top_k);
+    NUM("top_p", 1e-6, 1, it->top_p);
+    NUM("min_p", 0, 1, it->min_p);
+    NUM("repetition_penalty", 1e-3, 100, it->repetition_penalty);
+    NUM("frequency_penalty", -2, 2, it->frequency_penalty);
+    NUM("presence_penalty", -2, 2, it->presence_penalty);
+    NUM("seed", 0, 9007199254740991.0, it->seed);
+#undef NUM
+    if (cJSON_GetObjectItemCaseSensitive(o, "seed")) it->has_seed = 1;
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "ignore_eos"))) {
+        if (!cJSON_IsBool(v)) {
+            it->error = xstrdup("'ignore_eos' must be true or false");
+            goto done;
+        }
+        it->ignore_eos = cJSON_IsTrue(v);
     }
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "top_p"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble <= 0 || v->valuedouble > 1) it->error = fmt_error("'%s' must be in (0, 1]", "top_p");
-        else it->top_p = (float)v->valuedouble;
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "stop"))) {
+        if (cJSON_IsString(v)) {
+            it->stop = xmalloc(sizeof(char *));
+            it->stop[it->n_stop++] = xstrdup(v->valuestring);
+        } else if (cJSON_IsArray(v)) {
+            it->stop = xmalloc(sizeof(char *) * (size_t)(cJSON_GetArraySize(v) + 1));
+            cJSON *e;
+            cJSON_ArrayForEach(e, v) {
+                if (!cJSON_IsString(e) || !e->valuestring[0]) {
+                    it->error = xstrdup("'stop' must be a string or an array of non-empty strings");
+                    goto done;
+                }
+                it->stop[it->n_stop++] = xstrdup(e->valuestring);
+            }
+        } else {
+            it->error = xstrdup("'stop' must be a string or an array of strings");
+            goto done;
+        }
     }
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "seed"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0) it->error = fmt_error("'%s' must be a non-negative integer", "seed");
-        else {
-            it->seed = (long long)v->valuedouble;
-            it->has_seed = 1;
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, "stop_token_ids"))) {
+        if (!cJSON_IsArray(v)) {
+            it->error = xstrdup("'stop_token_ids' must be an array of token ids");
+            goto done;
+        }
+        it->stop_token_ids = xmalloc(sizeof(int) * (size_t)(cJSON_GetArraySize(v) + 1));
+        cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 2e9 || e->valuedouble != floor(e->valuedouble)) {
+                it->error = xstrdup("'stop_token_ids' must hold non-negative integers");
+                goto done;
+            }
+            it->stop_token_ids[it->n_stop_ids++] = (int)e->valuedouble;
         }
     }
 done:
@@ -123,6 +173,11 @@ int prompts_read(const char *path, prompt_item **out) {
         it->temperature = NAN;
         it->top_k = -1;
         it->top_p = NAN;
+        it->min_p = NAN;
+        it->repetition_penalty = NAN;
+        it->frequency_penalty = NAN;
+        it->presence_penalty = NAN;
+        it->ignore_eos = -1;
         if ((size_t)len != strlen(line)) it->error = xstrdup("line holds a NUL byte");
         else if (jsonl) parse_json_line(it, line);
         else it->text = xstrdup(line);
@@ -140,6 +195,9 @@ void prompts_free(prompt_item *items, int n) {
         free(items[i].text);
         free(items[i].ids);
         free(items[i].error);
+        for (int k = 0; k < items[i].n_stop; k++) free(items[i].stop[k]);
+        free(items[i].stop);
+        free(items[i].stop_token_ids);
     }
     free(items);
 }

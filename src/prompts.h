@@ -11,13 +11,22 @@ typedef struct {
     int *ids;          /* (n_ids) prompt_ids as given, or NULL */
     int n_ids;
     char *error;       /* malformed line: why (then text and ids are NULL) */
-    /* per-request overrides; < 0 (or NaN for floats) when absent */
+    /* per-request overrides of the command line: < 0 (ints) or NaN (floats) when absent */
     int max_tokens;
     float temperature;
     int top_k;
     float top_p;
-    long long seed;    /* -1 = absent */
+    float min_p;
+    float repetition_penalty;
+    float frequency_penalty;
+    float presence_penalty;
+    int ignore_eos;    /* -1 absent, 0, 1 */
+    long long seed;
     int has_seed;
+    char **stop;       /* (n_stop) stop strings, or NULL */
+    int n_stop;
+    int *stop_token_ids; /* (n_stop_ids) */
+    int n_stop_ids;
 } prompt_item;
 
 /* reads every prompt; dies naming the path when it cannot be read. Returns the count. */

@@ -40,6 +40,26 @@ static int cmp_candidate(const void *a, const void *b) {
     return x->index - y->index; /* stable order for ties */
 }
 
+void sampler_penalize(float *logits, const sampler_params *p, const int *ids, int n_prompt, int n, int *seen) {
+    if (p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f) {
+        for (int i = 0; i < n; i++) {
+            int t = ids[i];
+            if (seen[t] & 1) continue;
+            seen[t] |= 1;
+            logits[t] = logits[t] > 0 ? logits[t] / p->repetition_penalty : logits[t] * p->repetition_penalty;
+        }
+    }
+    if (p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f) {
+        for (int i = n_prompt; i < n; i++) {
+            int t = ids[i];
+            logits[t] -= p->frequency_penalty;
+            if (!(seen[t] & 2)) logits[t] -= p->presence_penalty;
+            seen[t] |= 2;
+        }
+    }
+    for (int i = 0; i < n; i++) seen[ids[i]] = 0;
+}
+
 int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *c) {
     if (p->temperature <= 0.0f) return sampler_argmax(logits, n);
     for (int i = 0; i < n; i++) logits[i] /= p->temperature;
@@ -48,9 +68,38 @@ int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng,
         c[i].prob = logits[i];
         c[i].index = i;
     }
-    qsort(c, (size_t)n, sizeof(*c), cmp_candidate);
     int keep = n;
-    if (p->top_k > 0 && p->top_k < keep) keep = p->top_k;
+    if (p->min_p > 0.0f) { /* drop the tail before sorting: it can be most of the vocabulary */
+        float mx = 0.0f;
+        for (int i = 0; i < n; i++) mx = c[i].prob > mx ? c[i].prob : mx;
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (c[i].prob >= p->min_p * mx) c[k++] = c[i];
+        keep = k;
+    }
+    if (p->top_k > 0 && p->top_k < keep) { /* partial selection: only the top k get sorted */
+        int k = p->top_k;
+        /* quickselect on prob (ties by index) so that c[0..k) holds the k best */
+        int lo = 0, hi = keep - 1;
+        while (lo < hi) {
+            sampler_candidate pivot = c[(lo + hi) / 2];
+            int i = lo, j = hi;
+            while (i <= j) {
+                while (cmp_candidate(&c[i], &pivot) < 0) i++;
+                while (cmp_candidate(&c[j], &pivot) > 0) j--;
+                if (i <= j) {
+                    sampler_candidate t = c[i];
+                    c[i++] = c[j];
+                    c[j--] = t;
+                }
+            }
+            if (k - 1 <= j) hi = j;
+            else if (k - 1 >= i) lo = i;
+            else break;
+        }
+        keep = k;
+    }
+    qsort(c, (size_t)keep, sizeof(*c), cmp_candidate);
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
         float cum = 0.0f;
         for (int i = 0; i < keep; i++) {

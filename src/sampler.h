@@ -6,9 +6,13 @@
 #include <stdint.h>
 
 typedef struct {
-    float temperature;  /* 0 = greedy (argmax) */
-    int top_k;          /* 0 = off */
-    float top_p;        /* 1 = off */
+    float temperature;         /* 0 = greedy (argmax) */
+    int top_k;                 /* 0 = off */
+    float top_p;               /* 1 = off */
+    float min_p;               /* 0 = off: keep tokens with p >= min_p * p_max */
+    float repetition_penalty;  /* 1 = off: logits of seen tokens divided (> 0) or multiplied (< 0) */
+    float frequency_penalty;   /* 0 = off: minus penalty x count in the completion */
+    float presence_penalty;    /* 0 = off: minus penalty once per token in the completion */
 } sampler_params;
 
 typedef struct {
@@ -21,6 +25,10 @@ uint64_t sampler_seed_for(uint64_t job_seed, const char *custom_id);
 /* xorshift64*: uniform float in [0, 1) */
 float sampler_random(uint64_t *state);
 int sampler_argmax(const float *logits, int n);
+/* applies the repetition penalty over prompt + completion and the frequency / presence
+ * penalties over the completion (ids[n_prompt..n)), in place. seen: (vocab) zeroed scratch,
+ * returned zeroed. */
+void sampler_penalize(float *logits, const sampler_params *p, const int *ids, int n_prompt, int n, int *seen);
 /* samples from logits (n), which it overwrites. scratch: n candidates. */
 int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *scratch);
 

@@ -8,6 +8,9 @@
  *      a piece of highest score (ties: leftmost pair first), using a linked list of symbols
  *      and a max-heap of candidate pairs, so that the cost is O(n log n) in the text length;
  *   3. a final symbol that is not a piece is emitted as its bytes' <0xNN> tokens.
+ * When no piece has a space after a non-space byte (true of the Llama 2 and llama2.c
+ * vocabularies), no merge can cross the start of a run of spaces, and step 2 runs on each such
+ * word separately: the same result, with heaps small enough to stay in cache.
  * The llama2.c exporter stores SentencePiece's space symbol U+2581 as a plain ' '; tok_init
  * accepts either form and keeps ' '. */
 #include "tokenizer.h"

@@ -14,7 +14,9 @@ void tok_load_llama2c(mfile_tokenizer *out, const char *path);
  * Pieces may store the space as ' ' (llama2.c) or as U+2581 (SentencePiece). Dies on a type
  * other than "llama2c-bpe" or on inconsistent offsets. */
 tokenizer *tok_init(const mfile_tokenizer *t);
+/* frees t; NULL is a no-op */
 void tok_free(tokenizer *t);
+/* number of pieces, ids are 0 .. tok_vocab_size(t) - 1 */
 int tok_vocab_size(const tokenizer *t);
 /* encodes text; adds bos_id first when bos_id >= 0. Writes at most max_ids ids and returns the
  * number the text needs (may exceed max_ids: the caller then reports the prompt too long).

@@ -13,51 +13,67 @@ void util_set_rank(int rank) { g_rank = rank; }
 int util_rank(void) { return g_rank; }
 void util_set_abort(void (*abort_fn)(int)) { g_abort = abort_fn; }
 
-static void __attribute__((noreturn)) finish_die(void) {
+/* prints the whole message with one write, so that ranks dying together don't interleave, and
+ * aborts. Ranks other than 0 wait a moment first: when every rank meets the same bad input,
+ * rank 0's abort ends the job and its one message is what the user reads. */
+static void __attribute__((noreturn)) finish_die(const char *msg) {
     fflush(stdout);
+    if (g_rank != 0) {
+        struct timespec ts = {0, 300 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    fputs(msg, stderr);
     fflush(stderr);
     if (g_abort) g_abort(1);
     exit(1);
 }
 
+static void vformat(char *buf, size_t cap, const char *prefix, const char *fmt, va_list ap, const char *suffix) {
+    size_t n = (size_t)snprintf(buf, cap, "%s", prefix);
+    if (n < cap) n += (size_t)vsnprintf(buf + n, cap - n, fmt, ap);
+    if (n < cap) snprintf(buf + n, cap - n, "%s\n", suffix);
+    else snprintf(buf + cap - 5, 5, "...\n");
+}
+
 void util_die(const char *file, int line, const char *fmt, ...) {
+    char prefix[256], buf[4096];
+    snprintf(prefix, sizeof(prefix), "[rank %d] %s:%d: ", g_rank, file, line);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "[rank %d] %s:%d: ", g_rank, file, line);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vformat(buf, sizeof(buf), prefix, fmt, ap, "");
     va_end(ap);
-    finish_die();
+    finish_die(buf);
 }
 
 void util_die_errno(const char *file, int line, const char *fmt, ...) {
     int e = errno;
+    char prefix[256], suffix[256], buf[4096];
+    snprintf(prefix, sizeof(prefix), "[rank %d] %s:%d: ", g_rank, file, line);
+    snprintf(suffix, sizeof(suffix), ": %s", strerror(e));
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "[rank %d] %s:%d: ", g_rank, file, line);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, ": %s\n", strerror(e));
+    vformat(buf, sizeof(buf), prefix, fmt, ap, suffix);
     va_end(ap);
-    finish_die();
+    finish_die(buf);
 }
 
 int error(const char *fmt, ...) {
+    char buf[4096];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "mpillama: error: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vformat(buf, sizeof(buf), "mpillama: error: ", fmt, ap, "");
     va_end(ap);
+    fputs(buf, stderr);
     return -1;
 }
 
 void warning(const char *fmt, ...) {
+    char buf[4096];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "mpillama: warning: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vformat(buf, sizeof(buf), "mpillama: warning: ", fmt, ap, "");
     va_end(ap);
+    fputs(buf, stderr);
 }
 
 void *xmalloc(size_t n) {
