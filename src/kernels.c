@@ -16,10 +16,9 @@ void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, flo
 
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o) {
     if (n <= 0 || o <= 0) return;
-    if (n == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, o, i, 1.0f, w, i, in, 1, 0.0f, out, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o, i, 1.0f, in, i, w, i, 0.0f, out, o);
+    for (int r = 0; r < n; r += KERN_ROWS)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, KERN_ROWS, o, i, 1.0f, in + (int64_t)r * i, i, w, i,
+                    0.0f, out + (int64_t)r * o, o);
 }
 
 void kern_rope_freqs(float *inv_freq, int head_size, float theta, int llama3, float factor,

@@ -8,7 +8,13 @@
 
 /* out (n, d) = in (n, d) / rms(in row) * w (d) */
 void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, float eps);
-/* out (n, o) = in (n, i) @ w (o, i)^T; BLAS: sgemv for n == 1, sgemm otherwise */
+/* out (n, o) = in (n, i) @ w (o, i)^T through BLAS sgemm, always in calls of exactly KERN_ROWS
+ * rows: every row then takes the same code path whatever the batch, so a token's result does not
+ * depend on which other tokens share its batch (BLAS picks kernels by shape). in and out must hold
+ * kern_rows(n) rows; the rows past n are computed from whatever they hold and ignored.
+ * KERN_ROWS = 8 keeps a single row's cost near sgemv's (the weights are read once either way). */
+#define KERN_ROWS 8
+static inline int kern_rows(int n) { return (n + KERN_ROWS - 1) / KERN_ROWS * KERN_ROWS; }
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o);
 void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, int o);
 /* rotates adjacent pairs (2j, 2j+1) of every head of x (n, n_heads * head_size) in place by

@@ -22,6 +22,9 @@ void mfile_tokenizer_free(mfile_tokenizer *t) {
     free(t->bytes);
     free(t->offsets);
     free(t->scores);
+    free(t->kinds);
+    free(t->merges);
+    free(t->pattern);
     memset(t, 0, sizeof(*t));
 }
 
@@ -175,12 +178,25 @@ void mfile_write_tokenizer(mfile_writer *w, const mfile_tokenizer *t) {
     attr_write_str(g, "type", t->type);
     attr_write_int(g, "n", &t->n, 1);
     attr_write_int(g, "max_token_length", &t->max_token_length, 1);
+    /* the later, optional fields (a reader of the first layout ignores them) */
+    attr_write_int(g, "bos_id", &t->bos_id, 1);
+    attr_write_int(g, "eos_id", &t->eos_id, 1);
+    attr_write_int(g, "add_dummy_prefix", &t->add_dummy_prefix, 1);
+    attr_write_int(g, "remove_extra_whitespaces", &t->remove_extra_whitespaces, 1);
+    attr_write_int(g, "ignore_merges", &t->ignore_merges, 1);
+    if (t->pattern && t->pattern[0]) attr_write_str(g, "pattern", t->pattern);
+    if (t->chat_template[0]) attr_write_str(g, "chat_template", t->chat_template);
     H5Gclose(g);
     H5Pclose(lcpl);
     hsize_t nb = (hsize_t)t->offsets[t->n], no = (hsize_t)t->n + 1, ns = (hsize_t)t->n;
     write_dataset(w, "tokenizer/bytes", H5T_STD_U8LE, H5T_NATIVE_UCHAR, t->bytes, 1, &nb);
     write_dataset(w, "tokenizer/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, t->offsets, 1, &no);
     write_dataset(w, "tokenizer/scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->scores, 1, &ns);
+    if (t->kinds) write_dataset(w, "tokenizer/kinds", H5T_STD_U8LE, H5T_NATIVE_UCHAR, t->kinds, 1, &ns);
+    if (t->n_merges > 0) {
+        hsize_t nm[2] = {(hsize_t)t->n_merges, 2};
+        write_dataset(w, "tokenizer/merges", H5T_STD_I32LE, H5T_NATIVE_INT32, t->merges, 2, nm);
+    }
 }
 
 void mfile_write_blob(mfile_writer *w, const char *name, const char *data, int64_t len) {
@@ -334,13 +350,15 @@ int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, 
     return nrows > 0 && ncols > 0 ? nrows * ncols * (int64_t)sizeof(float) : 0;
 }
 
-/* reads a whole 1-D dataset collectively into a malloc'd buffer of elem-size items */
+/* reads a whole dataset (1-D, or any rank as its elements in order) collectively into a
+ * malloc'd buffer of elem-size items */
 static void *read_whole(mfile *m, const char *name, hid_t mtype, size_t elem, hsize_t *n_out) {
     hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
     if (d < 0) die("'%s': model file has no dataset '%s'", m->path, name);
     hid_t fs = H5Dget_space(d);
-    hsize_t n = 0;
-    H5Sget_simple_extent_dims(fs, &n, NULL);
+    hssize_t points = H5Sget_simple_extent_npoints(fs); /* all elements, of any rank */
+    if (points < 0) die("'%s': cannot read the shape of dataset '%s'", m->path, name);
+    hsize_t n = (hsize_t)points;
     void *buf = xmalloc(n * elem + 1);
     if (n > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, m->dxpl, buf) < 0)
         die("'%s': cannot read dataset '%s'", m->path, name);
@@ -350,6 +368,24 @@ static void *read_whole(mfile *m, const char *name, hid_t mtype, size_t elem, hs
     return buf;
 }
 
+/* an optional int attribute of the tokenizer group: def when absent */
+static int tok_attr_int(hid_t g, const char *path, const char *name, int def) {
+    return H5Aexists(g, name) > 0 ? attr_read_int(g, path, name) : def;
+}
+
+/* an optional string attribute of any length, malloc'd; NULL when absent */
+static char *tok_attr_str(hid_t g, const char *path, const char *name) {
+    if (H5Aexists(g, name) <= 0) return NULL;
+    hid_t a = H5Aopen(g, name, H5P_DEFAULT);
+    hid_t ft = H5Aget_type(a);
+    size_t sz = H5Tget_size(ft);
+    char *out = xcalloc(sz + 1, 1);
+    attr_read_str(g, path, name, out, sz + 1);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return out;
+}
+
 int mfile_read_tokenizer(mfile *m, mfile_tokenizer *t) {
     memset(t, 0, sizeof(*t));
     if (!mfile_has(m, "tokenizer")) return 0;
@@ -357,13 +393,29 @@ int mfile_read_tokenizer(mfile *m, mfile_tokenizer *t) {
     attr_read_str(g, m->path, "type", t->type, sizeof(t->type));
     t->n = attr_read_int(g, m->path, "n");
     t->max_token_length = attr_read_int(g, m->path, "max_token_length");
+    t->bos_id = tok_attr_int(g, m->path, "bos_id", -1);
+    t->eos_id = tok_attr_int(g, m->path, "eos_id", -1);
+    t->add_dummy_prefix = tok_attr_int(g, m->path, "add_dummy_prefix", 1);
+    t->remove_extra_whitespaces = tok_attr_int(g, m->path, "remove_extra_whitespaces", 0);
+    t->ignore_merges = tok_attr_int(g, m->path, "ignore_merges", 0);
+    t->pattern = tok_attr_str(g, m->path, "pattern");
+    char *tmpl = tok_attr_str(g, m->path, "chat_template");
+    if (tmpl) snprintf(t->chat_template, sizeof t->chat_template, "%s", tmpl);
+    free(tmpl);
     H5Gclose(g);
-    hsize_t nb, no, ns;
+    hsize_t nb, no, ns, nk = 0, nm = 0;
     t->bytes = read_whole(m, "tokenizer/bytes", H5T_NATIVE_UCHAR, 1, &nb);
     t->offsets = read_whole(m, "tokenizer/offsets", H5T_NATIVE_INT64, 8, &no);
     t->scores = read_whole(m, "tokenizer/scores", H5T_NATIVE_FLOAT, 4, &ns);
+    if (mfile_has(m, "tokenizer/kinds"))
+        t->kinds = read_whole(m, "tokenizer/kinds", H5T_NATIVE_UCHAR, 1, &nk);
+    if (mfile_has(m, "tokenizer/merges")) {
+        t->merges = read_whole(m, "tokenizer/merges", H5T_NATIVE_INT32, 4, &nm);
+        t->n_merges = (int)(nm / 2);
+    }
     if (t->n < 0 || no != (hsize_t)t->n + 1 || ns != (hsize_t)t->n || t->offsets[0] != 0 ||
-        (hsize_t)t->offsets[t->n] != nb)
+        (hsize_t)t->offsets[t->n] != nb || (t->kinds && nk != (hsize_t)t->n) || nm % 2 != 0 ||
+        nm / 2 > INT32_MAX)
         die("'%s': tokenizer datasets are inconsistent", m->path);
     for (int i = 0; i < t->n; i++)
         if (t->offsets[i + 1] < t->offsets[i]) die("'%s': tokenizer offsets are not increasing", m->path);

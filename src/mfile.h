@@ -12,14 +12,37 @@
 #define MFILE_FORMAT_NAME "mpillama"
 #define MFILE_FORMAT_VERSION 1
 
-/* tokenizer as stored in the file: pieces as raw bytes with offsets, plus a score per piece */
+/* kinds of pieces (tokenizer/kinds); the values are SentencePiece's piece types minus one */
+enum {
+    MFILE_PIECE_NORMAL = 0,  /* ordinary text, takes part in merges */
+    MFILE_PIECE_UNKNOWN = 1, /* <unk> */
+    MFILE_PIECE_CONTROL = 2, /* special tokens: BOS, EOS, <|eot_id|>, ... */
+    MFILE_PIECE_USER = 3,    /* user-defined: always matched whole in the text */
+    MFILE_PIECE_UNUSED = 4,  /* a hole in the id space; never produced, decodes to "" */
+    MFILE_PIECE_BYTE = 5     /* SentencePiece byte fallback <0xNN> */
+};
+
+/* tokenizer as stored in the file (docs/FORMAT.md, "Tokenizer"): pieces as raw bytes with
+ * offsets, a score per piece, and optional fields that files written before them lack (the
+ * reader then fills the defaults given here) */
 typedef struct {
-    char type[32];           /* "llama2c-bpe" (SentencePiece-style, merges by score) */
+    char type[32];           /* "llama2c-bpe", "sentencepiece-bpe" (merges by score) or
+                              * "byte-bpe" (byte-level, merges by rank) */
     int n;                   /* number of pieces (= vocab_size) */
     int max_token_length;
     char *bytes;             /* (offsets[n]) all pieces concatenated */
     int64_t *offsets;        /* (n + 1) piece i is bytes[offsets[i] .. offsets[i+1]) */
-    float *scores;           /* (n) */
+    float *scores;           /* (n) merge priority, higher first (byte-bpe: -rank) */
+    unsigned char *kinds;    /* (n) MFILE_PIECE_*; NULL: derived from the text (llama2c-bpe) */
+    int32_t *merges;         /* (n_merges, 2) byte-bpe pair merges, row = rank; NULL: merge by
+                              * score (tiktoken and SentencePiece) */
+    int n_merges;
+    int bos_id, eos_id;      /* -1: none (default: derived from the pieces <s> and </s>) */
+    int add_dummy_prefix;    /* prepend a space to the text (default 1) */
+    int remove_extra_whitespaces; /* SentencePiece whitespace squeezing (default 0) */
+    int ignore_merges;       /* byte-bpe: a chunk that is a piece is taken whole (default 0) */
+    char *pattern;           /* byte-bpe split regex (PCRE2, UTF + UCP), malloc'd; NULL none */
+    char chat_template[32];  /* "llama2", "llama3", "chatml" or "" (default: none known) */
 } mfile_tokenizer;
 void mfile_tokenizer_free(mfile_tokenizer *t);
 

@@ -103,17 +103,19 @@ void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
     m->key_cache = xcalloc((size_t)kv, sizeof(float));
     m->value_cache = xcalloc((size_t)kv, sizeof(float));
     m->kv_bytes = 2 * kv * (int64_t)sizeof(float);
-    m->x = xmalloc(sizeof(float) * max_tokens * c->dim);
-    m->xb = xmalloc(sizeof(float) * max_tokens * c->dim);
-    m->q = xmalloc(sizeof(float) * max_tokens * qd);
-    m->k = xmalloc(sizeof(float) * max_tokens * kvd);
-    m->v = xmalloc(sizeof(float) * max_tokens * kvd);
-    m->att_out = xmalloc(sizeof(float) * max_tokens * qd);
-    m->hb = xmalloc(sizeof(float) * max_tokens * r->hidden_local);
-    m->hb2 = xmalloc(sizeof(float) * max_tokens * r->hidden_local);
+    /* matmul operands hold whole KERN_ROWS blocks (kernels.h), zeroed so padding rows are finite */
+    const size_t rows = (size_t)kern_rows(max_tokens);
+    m->x = xcalloc(rows * c->dim, sizeof(float));
+    m->xb = xcalloc(rows * c->dim, sizeof(float));
+    m->q = xcalloc(rows * qd, sizeof(float));
+    m->k = xcalloc(rows * kvd, sizeof(float));
+    m->v = xcalloc(rows * kvd, sizeof(float));
+    m->att_out = xcalloc(rows * qd, sizeof(float));
+    m->hb = xcalloc(rows * r->hidden_local, sizeof(float));
+    m->hb2 = xcalloc(rows * r->hidden_local, sizeof(float));
     m->att = xmalloc(sizeof(float) * r->n_heads_local * seq_len);
     if (r->has_classifier) {
-        m->logits_local = xmalloc(sizeof(float) * max_tokens * r->vocab_local);
+        m->logits_local = xcalloc(rows * r->vocab_local, sizeof(float));
         if (m->share.tp_rank == 0) m->gather_scratch = xmalloc(sizeof(float) * max_tokens * c->vocab_size);
     }
 }

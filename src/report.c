@@ -133,6 +133,13 @@ void report_write_summary(const char *path, const report_run *run, const report_
     cJSON_Delete(s);
 }
 
+static int cmp_span(const void *a, const void *b) {
+    const trace_span *x = a, *y = b;
+    if (x->t0 != y->t0) return x->t0 < y->t0 ? -1 : 1;
+    if (x->dur != y->dur) return x->dur > y->dur ? -1 : 1;
+    return 0;
+}
+
 void report_write_trace(const char *path, const report_rank *ranks, int n, const trace_span *spans) {
     FILE *f = fopen(path, "wb");
     if (!f) die_errno("cannot write '%s'", path);
@@ -146,14 +153,22 @@ void report_write_trace(const char *path, const report_rank *ranks, int n, const
                 ranks[r].rank, ranks[r].rank);
         first = 0;
     }
-    const trace_span *sp = spans;
+    const trace_span *base = spans;
     for (int r = 0; r < n; r++) {
-        for (int i = 0; i < ranks[r].n_spans; i++, sp++) {
+        /* spans were recorded as they ended; a track lists them by start (outer first on ties) */
+        int ns = ranks[r].n_spans;
+        trace_span *sorted = xmalloc(sizeof(trace_span) * (size_t)(ns ? ns : 1));
+        memcpy(sorted, base, sizeof(trace_span) * (size_t)ns);
+        qsort(sorted, (size_t)ns, sizeof(trace_span), cmp_span);
+        base += ns;
+        const trace_span *sp = sorted;
+        for (int i = 0; i < ns; i++, sp++) {
             fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": %d, \"tid\": 0",
                     trace_names[sp->name], trace_category_names[sp->cat], sp->t0 * 1e6, sp->dur * 1e6, ranks[r].rank);
             if (sp->arg >= 0) fprintf(f, ", \"args\": {\"%s\": %d}", sp->name >= TN_ATTENTION && sp->name <= TN_FFN ? "layer" : "n", sp->arg);
             fputc('}', f);
         }
+        free(sorted);
     }
     fprintf(f, "\n]}\n");
     if (ferror(f) || fclose(f) != 0) die_errno("cannot write '%s'", path);

@@ -607,7 +607,7 @@ static int drive(run_state *rs) {
         if (g_stop_signal && !stopping) {
             stopping = 1;
             deadline = util_now() + rs->o->grace;
-            fprintf(stderr, "mpillama: signal %d: taking no new prompts; finishing in-flight ones for up to %.0f s\n",
+            fprintf(stderr, "mpillama: signal %d: taking no new prompts; finishing in-flight ones for up to %g s\n",
                     (int)g_stop_signal, rs->o->grace);
         }
         int expired = stopping && util_now() >= deadline;

@@ -37,8 +37,9 @@ static void compare(const char *what, const float *got, const float *want, long 
 }
 
 static void test_matmul(int n, int i, int o) {
-    float *x = malloc(sizeof(float) * n * i), *w = malloc(sizeof(float) * o * i);
-    float *a = malloc(sizeof(float) * n * o), *b = malloc(sizeof(float) * n * o);
+    int rows = kern_rows(n); /* kern_matmul's operands hold whole blocks */
+    float *x = calloc((size_t)rows * i, sizeof(float)), *w = malloc(sizeof(float) * o * i);
+    float *a = malloc(sizeof(float) * rows * o), *b = malloc(sizeof(float) * n * o);
     fill(x, (long)n * i);
     fill(w, (long)o * i);
     kern_matmul(a, x, w, n, i, o);
@@ -47,6 +48,27 @@ static void test_matmul(int n, int i, int o) {
     snprintf(name, sizeof(name), "matmul n=%d in=%d out=%d", n, i, o);
     compare(name, a, b, (long)n * o, 1e-10);
     free(x), free(w), free(a), free(b);
+}
+
+/* batch invariance: a row's result is bit-identical whatever else shares its batch (alone, or at
+ * any position of a larger batch), so completions do not depend on the batch size */
+static void test_row_invariance(int i, int o) {
+    int n = 21, rows = kern_rows(n);
+    float *x = calloc((size_t)rows * i, sizeof(float)), *w = malloc(sizeof(float) * o * i);
+    float *all = malloc(sizeof(float) * rows * o), *one = malloc(sizeof(float) * KERN_ROWS * o);
+    float *xi = calloc((size_t)KERN_ROWS * i, sizeof(float));
+    fill(x, (long)n * i);
+    fill(w, (long)o * i);
+    kern_matmul(all, x, w, n, i, o);
+    int same = 1;
+    for (int r = 0; r < n; r++) {
+        memcpy(xi, x + (long)r * i, sizeof(float) * i);
+        kern_matmul(one, xi, w, 1, i, o);
+        if (memcmp(one, all + (long)r * o, sizeof(float) * o) != 0) same = 0;
+    }
+    printf("%-44s %s\n", "matmul rows bit-identical alone and batched", same ? "ok" : "FAIL");
+    same ? passes++ : failures++;
+    free(x), free(w), free(all), free(one), free(xi);
 }
 
 static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_head0, int hs, int seq, int slots) {
@@ -132,6 +154,9 @@ int main(void) {
     test_matmul(7, 64, 172);
     test_matmul(33, 172, 64);
     test_matmul(128, 256, 512);
+    test_row_invariance(64, 172);
+    test_row_invariance(64, 32);
+    test_row_invariance(512, 1024);
     test_attention(8, 4, 2, 0, 0, 8, 32, 3);   /* GQA, whole model on one rank */
     test_attention(2, 1, 2, 4, 2, 8, 32, 2);   /* a tp rank's share: heads 4-5, kv head 2 */
     test_attention(1, 1, 8, 3, 0, 16, 64, 1);  /* replicated kv head (tp > n_kv_heads) */
