@@ -2,10 +2,12 @@
 log-probs within 1e-4 and identical greedy ids, on stories260K (when ../shared has it) and on
 synthetic llama2.c checkpoints written by make_llama2c_model.py: one KV head (replicated when
 tp > 1), a layer count no pp divides, an untied classifier with 6 heads (tp 3 and 6), and a larger
-model whose timings are printed. Each rank must read exactly its planned bytes (--verbose) and,
-on more than one rank, less than the whole model. The 1x1 runs of the synthetic models are also
-checked against a float64 numpy reference. Impossible grids must fail fast (no hang) and list
-the valid ones."""
+model whose timings are printed; plus a few runs that schedule differently (small --batch,
+--prefill-chunk, --micro-batches). Each rank must read exactly its planned bytes (--verbose) and,
+on more than one rank, less than the whole model. The 1x1 runs are also checked against a float64
+numpy reference of the forward pass (log-probs, greedy argmax; the smallest greedy margin is
+reported: a near tie would make the grid comparison flaky). Impossible grids must fail fast (no
+hang) and list the valid ones. Rows of the table are printed as they pass."""
 import os
 import re
 import signal
@@ -190,23 +192,41 @@ for m in models:
     m["whole"] = weight_bytes_of(m["h5"])
 
 # ---------------------------------------------------------------- grids
-table = []  # (model, grid, ranks, max |dlogprob|, greedy, max rank bytes / whole, score s, generate s, decode tok/s)
-timings = []
+# besides every grid with the default scheduling, a few runs that schedule differently (fewer
+# slots than prompts, so that some wait; prompts prefilled in small chunks; micro-batch counts
+# other than pp): the same answers are expected
+VARIANTS = {
+    "kv1": [(2, 4, ["--batch", "1", "--prefill-chunk", "3"])],
+    "uneven7": [(3, 2, ["--batch", "3", "--prefill-chunk", "5", "--micro-batches", "3"])],
+    "untied6h": [(1, 3, ["--batch", "2", "--prefill-chunk", "4", "--micro-batches", "2"]),
+                 (3, 1, ["--batch", "2", "--prefill-chunk", "6", "--micro-batches", "1"])],
+    "big": [(4, 1, ["--batch", "2", "--prefill-chunk", "7", "--micro-batches", "2"])],
+}
+SHORT = {"--batch": "b", "--prefill-chunk": "c", "--micro-batches": "m"}
+HEADER = "%-11s %-11s %5s %14s %13s %8s %8s %11s" % ("model", "grid", "ranks", "max|dlogprob|", "max rank/all",
+                                                   "score s", "gen s", "decode t/s")
+ROW = "%-11s %-11s %5d %14.2e %13.3f %8.2f %8.2f %11.1f"
+table = []  # (model, grid, ranks, max |dlogprob| vs 1x1, max rank bytes / whole, score s, generate s, decode tok/s)
 for m in models:
     name, cfg = m["name"], m["cfg"]
     base_score = base_gen = None
-    grids = [(pp, tp) for n in WORLDS for pp, tp in c.valid_grids(cfg["heads"], cfg["kv_heads"], cfg["layers"], n)]
-    assert grids[0] == (1, 1)
-    for pp, tp in grids:
+    grids = [(pp, tp, []) for n in WORLDS for pp, tp in c.valid_grids(cfg["heads"], cfg["kv_heads"], cfg["layers"], n)]
+    grids += VARIANTS.get(name, [])
+    assert grids[0] == (1, 1, [])
+    for pp, tp, extra in grids:
+        if not table:
+            print(HEADER)
         n = pp * tp
-        tag = "%s %dx%d" % (name, pp, tp)
-        grid = ["--pp", str(pp), "--tp", str(tp), "--verbose"]
-        so = os.path.join(args.work, "%s_score_%dx%d.jsonl" % (name, pp, tp))
-        go = os.path.join(args.work, "%s_gen_%dx%d.jsonl" % (name, pp, tp))
-        err_s, dt_s = must_run(n, ["score", "--model", m["h5"], "--prompts", m["prompts_file"], "--output", so] + grid,
-                               tag + " score")
-        err_g, dt_g = must_run(n, ["generate", "--model", m["h5"], "--prompts", m["prompts_file"], "--output", go,
-                                   "--temperature", "0", "--max-tokens", str(MAX_TOKENS)] + grid, tag + " generate")
+        label = "%dx%d" % (pp, tp) + "".join(SHORT[extra[i]] + extra[i + 1] for i in range(0, len(extra), 2))
+        tag = "%s %s" % (name, label)
+        opts = ["--pp", str(pp), "--tp", str(tp)] + extra
+        so = os.path.join(args.work, "%s_score_%s.jsonl" % (name, label))
+        go = os.path.join(args.work, "%s_gen_%s.jsonl" % (name, label))
+        score_cmd = ["score", "--model", m["h5"], "--prompts", m["prompts_file"], "--output", so] + opts
+        gen_cmd = ["generate", "--model", m["h5"], "--prompts", m["prompts_file"], "--output", go, "--temperature", "0",
+                   "--max-tokens", str(MAX_TOKENS)] + opts
+        err_s, dt_s = must_run(n, score_cmd + ["--verbose"], tag + " score")
+        err_g, dt_g = must_run(n, gen_cmd + ["--verbose"], tag + " generate")
         biggest = check_bytes(err_s, name, pp, tp, m["whole"], cfg["layers"])
         check_bytes(err_g, name, pp, tp, m["whole"], cfg["layers"])
         score = {r["custom_id"]: r for r in c.read_jsonl(so)}
@@ -222,14 +242,13 @@ for m in models:
             if len(score[cid]["logprobs"]) != len(p["prompt_ids"]) - 1:
                 c.fail("%s prompt %s: %d log-probs for %d tokens" % (tag, cid, len(score[cid]["logprobs"]),
                                                                       len(p["prompt_ids"])))
-        if (pp, tp) == (1, 1):
+        if (pp, tp, extra) == (1, 1, []):
             base_score, base_gen = score, gen
             if m["bin"]:
                 d, margin = check_reference(name, m["bin"], m["prompts"], score, gen)
                 m["ref"] = (d, margin)
                 n_checks += len(m["prompts"])
-            lens = [len(gen[p["custom_id"]]["completion_ids"]) for p in m["prompts"]]
-            m["completion_lens"] = lens
+            m["completion_lens"] = [len(gen[p["custom_id"]]["completion_ids"]) for p in m["prompts"]]
         worst = 0.0
         for p in m["prompts"]:
             cid = p["custom_id"]
@@ -238,22 +257,22 @@ for m in models:
             if d > TOL:
                 k = max(range(len(a)), key=lambda i: abs(a[i] - b[i]))
                 c.fail("%s prompt %s (%d tokens): log-prob of token %d is %.6f, 1x1 gives %.6f (|d| %.3g > %g)\n"
-                       "command: %s -n %d --oversubscribe %s score --model %s --prompts %s --output OUT --pp %d --tp %d"
+                       "command: %s -n %d --oversubscribe %s %s"
                        % (tag, cid, len(p["prompt_ids"]), k + 1, a[k], b[k], d, TOL, args.mpiexec, n, args.mpillama,
-                          m["h5"], m["prompts_file"], pp, tp))
+                          " ".join(score_cmd)))
             worst = max(worst, d)
             g, g1 = gen[cid]["completion_ids"], base_gen[cid]["completion_ids"]
             if g != g1:
                 k = first_diff(g, g1)
-                c.fail("%s prompt %s (%d tokens): greedy ids differ from 1x1 at index %d:\n  %dx%d: %s\n    1x1: %s\n"
-                       "command: %s -n %d --oversubscribe %s generate --model %s --prompts %s --output OUT "
-                       "--temperature 0 --max-tokens %d --pp %d --tp %d"
-                       % (tag, cid, len(p["prompt_ids"]), k, pp, tp, g, g1, args.mpiexec, n, args.mpillama, m["h5"],
-                          m["prompts_file"], MAX_TOKENS, pp, tp))
+                c.fail("%s prompt %s (%d tokens): greedy ids differ from 1x1 at index %d:\n  %s: %s\n  1x1: %s\n"
+                       "command: %s -n %d --oversubscribe %s %s"
+                       % (tag, cid, len(p["prompt_ids"]), k, label, g, g1, args.mpiexec, n, args.mpillama,
+                          " ".join(gen_cmd)))
             n_checks += 2
         dec = re.search(r"decode ([0-9.]+) tok/s", err_g)
-        table.append((name, "%dx%d" % (pp, tp), n, worst, biggest / m["whole"], dt_s, dt_g,
+        table.append((name, label, n, worst, biggest / m["whole"], dt_s, dt_g,
                       float(dec.group(1)) if dec else float("nan")))
+        print(ROW % table[-1], flush=True)
 
 # ---------------------------------------------------------------- impossible grids
 def valid_list(cfg, n):
@@ -288,6 +307,8 @@ for name, n, pp, tp in bad_cases:
     n_checks += 1
 
 # ---------------------------------------------------------------- report
+print("(grid: PPxTP, then bN cN mN for --batch, --prefill-chunk, --micro-batches when not the default; max rank/all:\n"
+      " the largest rank's weight bytes over the whole model's; times: the whole mpirun, oversubscribed)")
 print("models:")
 for m in models:
     cfg = m["cfg"]
@@ -297,12 +318,8 @@ for m in models:
     print("  %-11s dim %d hidden %d layers %d heads %d kv %d vocab %d %s: %s; completions %s tokens%s" %
           (m["name"], cfg["dim"], cfg["hidden"], cfg["layers"], cfg["heads"], cfg["kv_heads"], cfg["vocab"],
            "untied" if cfg["untied"] else "tied", m["why"], m["completion_lens"], extra))
-print("%-11s %-5s %5s %14s %13s %8s %8s %11s" % ("model", "grid", "ranks", "max|dlogprob|", "max rank/all", "score s",
-                                                 "gen s", "decode t/s"))
-for name, g, n, worst, frac, ds, dg, dec in table:
-    print("%-11s %-5s %5d %14.2e %13.3f %8.2f %8.2f %11.1f" % (name, g, n, worst, frac, ds, dg, dec))
 print("impossible grids refused:")
 for what, rc, dt, valid in bad_rows:
     print("  %-36s exit %d in %.1f s; valid: %s" % (what, rc, dt, valid))
-print("greedy ids identical to 1x1 on all %d grid runs; wall time %.0f s" % (len(table), time.time() - t_begin))
+print("greedy ids and log-probs match 1x1 on all %d runs; wall time %.0f s" % (len(table), time.time() - t_begin))
 print("%d passed, 0 failed" % n_checks)
