@@ -4,8 +4,10 @@
 
 #include "convert.h"
 #include "dist.h"
+#include "machine.h"
 #include "runner.h"
 #include "synth.h"
+#include "tokenize_cmd.h"
 #include "util.h"
 
 static void usage(FILE *out) {
@@ -18,6 +20,8 @@ static void usage(FILE *out) {
             "  score --model M.h5 --prompts IN --output OUT.jsonl [options]      teacher-forced log-probs\n"
             "  info M.h5 [--plan --pp P --tp T]        config, tensors, per-rank plan\n"
             "  synth --shape NAME -o M.h5 [--layers N] [--seed S]   random weights in a model's shapes\n"
+            "  machine                                 this node's memory bandwidth and sgemm GFLOP/s (JSON)\n"
+            "  tokenize (--model M.h5 | --tokenizer FILE) [options]   JSON lines: text <-> ids\n"
             "  version\n"
             "'mpillama COMMAND --help' lists a command's options.\n",
             MPILLAMA_VERSION);
@@ -34,6 +38,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "generate")) rc = runner_generate_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "score")) rc = runner_score_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "info")) rc = runner_info_main(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "machine")) rc = machine_main(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "tokenize")) rc = tokenize_main(argc - 1, argv + 1); /* serial: rank 0 only */
     else if (!strcmp(cmd, "synth")) rc = synth_main(argc - 1, argv + 1); /* collective: every rank writes */
     else if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("mpillama %s\n", MPILLAMA_VERSION);

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """A throw-away Slurm cluster on this machine, for tests and for trying the slurm/ templates.
 
-Runs as root, without systemd: its own munged (socket and key in the work dir), slurmctld and
-one slurmd per node, all with a slurm.conf generated in WORK/etc. No accounting daemon.
+Runs as root, without systemd: its own munged, slurmctld and one slurmd per node, with a
+slurm.conf generated in WORK/etc and logs in WORK/log. What holds Unix sockets (munge, state,
+spool, TmpFS) lives in a short directory /tmp/mplsXXXXXX made here (socket paths are limited to
+108 bytes; WORK may be deep), removed by stop(). No accounting daemon.
 
   one node   (netns=False): every daemon in this machine's network namespace, on 127.0.0.1.
   N nodes    (netns=True):  network namespaces made here: "ctl" (slurmctld, the client commands
@@ -21,6 +23,7 @@ Command line (as root):
   minicluster.py run WORK -- CMD...                         run a client command (sbatch, squeue...)
   minicluster.py down WORK                                  stop everything started by `up`
 """
+import glob
 import json
 import os
 import shutil
@@ -28,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "squeue", "sinfo", "scancel")
@@ -40,9 +44,19 @@ class Error(Exception):
     pass
 
 
+# the daemons live in sbin, which a user's PATH may lack
+for _d in ("/usr/sbin", "/sbin"):
+    if _d not in os.environ.get("PATH", "").split(":"):
+        os.environ["PATH"] = os.environ.get("PATH", "/usr/bin:/bin") + ":" + _d
+
+
 def missing_tools(netns=False):
     need = list(DAEMONS) + (["ip", "nsenter", "unshare"] if netns else [])
-    return [t for t in need if not shutil.which(t)]
+    out = [t for t in need if not shutil.which(t)]
+    # Debian's mpi/pmix plugin dlopens pmix2/lib/libpmix.so, which comes with libpmix-dev
+    if glob.glob("/usr/lib/*/slurm-wlm/mpi_pmix*.so") and not glob.glob("/usr/lib/*/pmix2/lib/libpmix.so"):
+        out.append("libpmix.so (libpmix-dev)")
+    return out
 
 
 def _free_port():
@@ -66,11 +80,15 @@ class Cluster:
         self.cpus = cpus
         self.log = log
         self.conf = os.path.join(self.work, "etc", "slurm.conf")
+        self.run_dir = None      # made by start()
         self.procs = []          # (name, Popen)
         self.namespaces = []     # names made by ip netns add
         tag = "mpl%d" % os.getpid()
         self.ns_ctl = tag + "ctl"
-        self.node_names = ["mpln%d" % (i + 1) for i in range(nodes)]
+        # in this machine's namespace the node is this host, by its name (else mpirun in the
+        # allocation takes the node for another host and starts an orted there through srun)
+        self.node_names = (["mpln%d" % (i + 1) for i in range(nodes)] if netns
+                           else [socket.gethostname().split(".")[0]])
         self.ns_nodes = [tag + "n%d" % (i + 1) for i in range(nodes)]
         self.ctl_host = "mplctl" if netns else socket.gethostname().split(".")[0]
 
@@ -95,26 +113,30 @@ class Cluster:
             return pre + ["unshare", "--uts", "--", "/bin/sh", "-c", 'hostname "$0" && exec "$@"', hostname] + argv
         return pre + argv
 
-    def client(self, argv, env=None, timeout=60, check=True):
+    def client(self, argv, env=None, timeout=60, check=True, cwd=None):
         """a client command (sbatch, scontrol, ...) where it can reach slurmctld"""
         cmd = self._in_ns(self.ns_ctl if self.netns else None, argv)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(env))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(env),
+                           cwd=cwd or self.work)
         if check and r.returncode != 0:
             raise Error("%s: exit %d\n%s%s" % (" ".join(argv), r.returncode, r.stdout, r.stderr))
         return r
 
     # ------------------------------------------------------------------ set-up
     def _dirs(self):
-        for d in ("etc", "munge-key", "munge", "state", "spool", "log", "run", "tmp"):
+        for d in ("etc", "log"):
             os.makedirs(os.path.join(self.work, d), exist_ok=True)
-        os.chmod(os.path.join(self.work, "munge-key"), 0o700)
-        os.chmod(os.path.join(self.work, "munge"), 0o755)
-        for n in self.node_names:
-            os.makedirs(os.path.join(self.work, "spool", n), exist_ok=True)
-            os.makedirs(os.path.join(self.work, "tmp", n), exist_ok=True)
+        self.run_dir = tempfile.mkdtemp(prefix="mpls", dir="/tmp")
+        os.chmod(self.run_dir, 0o755)
+        self._save()
+        for d in ["munge-key", "munge", "state", "spool", "run", "tmp"] + \
+                 ["spool/" + n for n in self.node_names] + ["tmp/" + n for n in self.node_names]:
+            os.makedirs(os.path.join(self.run_dir, d), exist_ok=True)
+        os.chmod(os.path.join(self.run_dir, "munge-key"), 0o700)
+        os.chmod(os.path.join(self.run_dir, "munge"), 0o755)
 
     def _write_conf(self):
-        w = self.work
+        w, r = self.work, self.run_dir
         if self.netns:
             ctl = "%s(%s)" % (self.ctl_host, CTL_ADDR)
             addrs = ["%s.%d" % (SUBNET, i + 1) for i in range(self.n_nodes)]
@@ -135,13 +157,13 @@ SlurmdPort={d_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={w}/munge/munge.socket,cred_expire=10
+AuthInfo=socket={r}/munge/munge.socket,cred_expire=10
 CredType=cred/munge
-StateSaveLocation={w}/state
-SlurmdSpoolDir={w}/spool/%n
-TmpFS={w}/tmp/%n
-SlurmctldPidFile={w}/run/slurmctld.pid
-SlurmdPidFile={w}/run/slurmd-%n.pid
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool/%n
+TmpFS={r}/tmp/%n
+SlurmctldPidFile={r}/run/slurmctld.pid
+SlurmdPidFile={r}/run/slurmd-%n.pid
 SlurmctldLogFile={w}/log/slurmctld.log
 SlurmdLogFile={w}/log/slurmd-%n.log
 SlurmctldDebug=info
@@ -167,12 +189,9 @@ MinJobAge=600
 MaxArraySize=1000
 {nodes}
 PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-""".format(ctl=ctl, ctl_port=ctl_port, d_port=d_port, w=w, nodes=nodes)
+""".format(ctl=ctl, ctl_port=ctl_port, d_port=d_port, w=w, r=r, nodes=nodes)
         with open(self.conf, "w") as f:
             f.write(conf)
-        # PMIx: the clients' temporary files under each node's TmpFS (they would collide in /tmp)
-        with open(os.path.join(w, "etc", "mpi.conf"), "w") as f:
-            f.write("PMIxCliTmpDirBase=%s/tmp\n" % w)
 
     def _start(self, name, argv, ns=None, hostname=None):
         logf = open(os.path.join(self.work, "log", name + ".out"), "w")
@@ -207,19 +226,20 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     def _save(self):
         with open(os.path.join(self.work, "cluster.json"), "w") as f:
-            json.dump({"pids": [[n, p.pid] for n, p in self.procs], "namespaces": self.namespaces}, f)
+            json.dump({"pids": [[n, p.pid] for n, p in self.procs], "namespaces": self.namespaces,
+                       "run_dir": self.run_dir}, f)
 
     def start(self, timeout=60):
         t0 = time.time()
         self._dirs()
         self._write_conf()
-        key = os.path.join(self.work, "munge-key", "munge.key")
+        key = os.path.join(self.run_dir, "munge-key", "munge.key")
         _sh(["mungekey", "-c", "-f", "-k", key]) if shutil.which("mungekey") else open(key, "wb").write(os.urandom(128))
         os.chmod(key, 0o600)
-        sock = os.path.join(self.work, "munge", "munge.socket")
+        sock = os.path.join(self.run_dir, "munge", "munge.socket")
         self._start("munged", ["munged", "-F", "-f", "-S", sock, "--key-file=" + key,
-                               "--pid-file=" + os.path.join(self.work, "run", "munged.pid"),
-                               "--seed-file=" + os.path.join(self.work, "run", "munged.seed"),
+                               "--pid-file=" + os.path.join(self.run_dir, "run", "munged.pid"),
+                               "--seed-file=" + os.path.join(self.run_dir, "run", "munged.seed"),
                                "--log-file=" + os.path.join(self.work, "log", "munged.log")])
         self._wait(lambda: os.path.exists(sock), 10, "munged's socket")
         if self.netns:
@@ -265,7 +285,7 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     # ------------------------------------------------------------------ jobs
     def sbatch(self, script, args=(), opts=(), env=None, cwd=None):
-        r = self.client(["sbatch", "--parsable"] + list(opts) + [script] + list(args), env=env)
+        r = self.client(["sbatch", "--parsable"] + list(opts) + [script] + list(args), env=env, cwd=cwd)
         return r.stdout.strip().split(";")[0]
 
     def jobs(self, jobid):
@@ -303,7 +323,7 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     # ------------------------------------------------------------------ tear-down
     def stop(self):
-        stop(self.work, self.procs, self.namespaces, self.log)
+        stop(self.work, self.procs, self.namespaces, self.log, self.run_dir)
 
 
 def _marked_pids(work):
@@ -322,7 +342,7 @@ def _marked_pids(work):
     return out
 
 
-def stop(work, procs=None, namespaces=None, log=print):
+def stop(work, procs=None, namespaces=None, log=print, run_dir=None):
     work = os.path.abspath(work)
     state = os.path.join(work, "cluster.json")
     pids = [p.pid for _, p in procs] if procs is not None else []
@@ -331,6 +351,7 @@ def stop(work, procs=None, namespaces=None, log=print):
             s = json.load(f)
         pids = [pid for _, pid in s["pids"]]
         namespaces = s["namespaces"]
+        run_dir = s.get("run_dir")
     # daemons first (slurmd ends its steps' stepds), then anything left that carries the mark
     for pid in reversed(pids):
         try:
@@ -367,6 +388,8 @@ def stop(work, procs=None, namespaces=None, log=print):
         r = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True)
         if r.returncode != 0:
             log("minicluster: ip netns del %s: %s" % (ns, r.stderr.strip()))
+    if run_dir and os.path.basename(run_dir).startswith("mpls"):
+        shutil.rmtree(run_dir, ignore_errors=True)
     if os.path.exists(state):
         os.remove(state)
 
@@ -379,15 +402,14 @@ def main(argv):
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--netns", action="store_true")
     p.add_argument("--cpus", type=int, default=8)
-    p.add_argument("cmd", nargs=argparse.REMAINDER)
-    a = p.parse_args(argv)
+    cmd = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if a.action == "down":
         stop(a.work)
         return 0
     if a.action == "run":
         with open(os.path.join(a.work, "cluster.json")) as f:
             ns = json.load(f)["namespaces"]
-        cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
         env = dict(os.environ, SLURM_CONF=os.path.join(os.path.abspath(a.work), "etc", "slurm.conf"))
         env[MARK] = os.path.abspath(a.work)
         if ns:

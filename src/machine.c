@@ -1,0 +1,47 @@
+#include "machine.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static double best_of(double a, double b) { return a > b ? a : b; }
+
+void machine_measure(machine_limits *m) {
+    memset(m, 0, sizeof(*m));
+    m->threads = openblas_get_num_threads();
+    /* triad over 3 x 128 MiB, best of 5 (bandwidth counted as 3 arrays moved) */
+    size_t n = 32u << 20;
+    float *a = xmalloc(n * 4), *b = xmalloc(n * 4), *c = xmalloc(n * 4);
+    for (size_t i = 0; i < n; i++) b[i] = 1.0f, c[i] = 2.0f, a[i] = 0.0f;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = util_now();
+        for (size_t i = 0; i < n; i++) a[i] = b[i] + 0.5f * c[i];
+        double dt = util_now() - t0;
+        m->mem_gbs = best_of(m->mem_gbs, 3.0 * n * 4 / dt / 1e9);
+    }
+    if (a[n / 2] != 2.0f) warning("machine: triad gave a wrong value");
+    free(a), free(b), free(c);
+    int k = 1024;
+    float *x = xmalloc(sizeof(float) * k * k), *y = xmalloc(sizeof(float) * k * k), *z = xmalloc(sizeof(float) * k * k);
+    for (int i = 0; i < k * k; i++) x[i] = (float)(i % 7) * 0.1f, y[i] = (float)(i % 5) * 0.1f;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = util_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, k, k, 1.0f, x, k, y, k, 0.0f, z, k);
+        double dt = util_now() - t0;
+        m->sgemm_gflops = best_of(m->sgemm_gflops, 2.0 * k * k * (double)k / dt / 1e9);
+    }
+    free(x), free(y), free(z);
+}
+
+int machine_main(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    if (util_rank() != 0) return 0;
+    machine_limits m;
+    machine_measure(&m);
+    printf("{\"mem_gbs\": %.2f, \"sgemm_gflops\": %.2f, \"blas_threads\": %d}\n", m.mem_gbs, m.sgemm_gflops, m.threads);
+    return 0;
+}
