@@ -1,4 +1,4 @@
-/* mfile: the HDF5 model file (docs/FORMAT.md). Writing is serial (converters); reading is
+/* mfile: the HDF5 model file (docs/FORMAT.md). Converters write serially, synth in parallel; reading is
  * parallel through the MPI-IO driver: every rank of the communicator calls the read functions
  * in the same order (collective metadata and transfers), each selecting its own slice. */
 #ifndef MPILLAMA_MFILE_H
