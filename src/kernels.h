@@ -8,11 +8,12 @@
 
 /* out (n, d) = in (n, d) / rms(in row) * w (d) */
 void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, float eps);
-/* out (n, o) = in (n, i) @ w (o, i)^T through BLAS sgemm, always in calls of exactly KERN_ROWS
- * rows: every row then takes the same code path whatever the batch, so a token's result does not
- * depend on which other tokens share its batch (BLAS picks kernels by shape). in and out must hold
- * kern_rows(n) rows; the rows past n are computed from whatever they hold and ignored.
- * KERN_ROWS = 8 keeps a single row's cost near sgemv's (the weights are read once either way). */
+/* out (n, o) = in (n, i) @ w (o, i)^T through BLAS sgemm, batch-invariant: a token's result is
+ * bit-identical whatever other tokens share its batch (tested in test_kernels), so completions
+ * don't depend on the batch size. BLAS picks kernels, blockings and thread splits by shape (and
+ * OpenBLAS's Haswell kernels give different roundings for different row counts), so every call
+ * has exactly KERN_ROWS rows: in and out must hold kern_rows(n) rows; the rows past n are
+ * computed and ignored. */
 #define KERN_ROWS 8
 static inline int kern_rows(int n) { return (n + KERN_ROWS - 1) / KERN_ROWS * KERN_ROWS; }
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o);

@@ -52,8 +52,8 @@ static void test_matmul(int n, int i, int o) {
 
 /* batch invariance: a row's result is bit-identical whatever else shares its batch (alone, or at
  * any position of a larger batch), so completions do not depend on the batch size */
-static void test_row_invariance(int i, int o) {
-    int n = 21, rows = kern_rows(n);
+static void test_row_invariance(int i, int o, int n) {
+    int rows = kern_rows(n);
     float *x = calloc((size_t)rows * i, sizeof(float)), *w = malloc(sizeof(float) * o * i);
     float *all = malloc(sizeof(float) * rows * o), *one = malloc(sizeof(float) * KERN_ROWS * o);
     float *xi = calloc((size_t)KERN_ROWS * i, sizeof(float));
@@ -66,7 +66,7 @@ static void test_row_invariance(int i, int o) {
         kern_matmul(one, xi, w, 1, i, o);
         if (memcmp(one, all + (long)r * o, sizeof(float) * o) != 0) same = 0;
     }
-    printf("%-44s %s\n", "matmul rows bit-identical alone and batched", same ? "ok" : "FAIL");
+    printf("matmul %4dx%-4d n=%-3d rows bit-identical alone/batched %s\n", o, i, n, same ? "ok" : "FAIL");
     same ? passes++ : failures++;
     free(x), free(w), free(all), free(one), free(xi);
 }
@@ -154,9 +154,12 @@ int main(void) {
     test_matmul(7, 64, 172);
     test_matmul(33, 172, 64);
     test_matmul(128, 256, 512);
-    test_row_invariance(64, 172);
-    test_row_invariance(64, 32);
-    test_row_invariance(512, 1024);
+    test_row_invariance(64, 172, 21);
+    test_row_invariance(64, 32, 21);
+    test_row_invariance(512, 1024, 21);
+    test_row_invariance(1024, 1024, 37);
+    test_row_invariance(1024, 2816, 150);
+    test_row_invariance(2816, 1024, 70);
     test_attention(8, 4, 2, 0, 0, 8, 32, 3);   /* GQA, whole model on one rank */
     test_attention(2, 1, 2, 4, 2, 8, 32, 2);   /* a tp rank's share: heads 4-5, kv head 2 */
     test_attention(1, 1, 8, 3, 0, 16, 64, 1);  /* replicated kv head (tp > n_kv_heads) */
