@@ -53,9 +53,10 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
 
     mfile_tokenizer tok = {0};
     if (tokenizer_path) {
-        tok_load_llama2c(&tok, tokenizer_path);
+        tok_load_file(&tok, tokenizer_path); /* any supported kind, detected from the content */
         if (tok.n != c.vocab_size)
             die("'%s': tokenizer has %d pieces, the model's vocab_size is %d", tokenizer_path, tok.n, c.vocab_size);
+        tok_free(tok_init(&tok)); /* a tokenizer that would not build fails before any output */
     }
 
     mfile_writer *w = mfile_create(out_path, &c);
@@ -108,7 +109,10 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
 static void usage(FILE *out) {
     fprintf(out, "usage: mpillama convert SRC -o OUT.h5 [--tokenizer FILE]\n"
                  "  SRC: a llama2.c checkpoint (.bin) or a Hugging Face model directory\n"
-                 "  --tokenizer FILE: a llama2.c tokenizer.bin to store in the model file\n");
+                 "  --tokenizer FILE: the tokenizer to store in the model file: a llama2.c\n"
+                 "    tokenizer.bin, a SentencePiece or tiktoken (Llama 3) tokenizer.model, or a\n"
+                 "    Hugging Face tokenizer.json (detected from the content). A Hugging Face\n"
+                 "    directory's own tokenizer.json / tokenizer.model is stored without it.\n");
 }
 
 int convert_main(int argc, char **argv) {

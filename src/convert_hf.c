@@ -575,15 +575,29 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
     n_specs = build_specs(&cfg, specs);
     match_tensors(&s, specs, n_specs, dir, &cfg);
 
-    /* the tokenizer is checked before the output is created */
+    /* the tokenizer is checked before the output is created: the one given, else the
+     * directory's own (tokenizer.json or tokenizer.model, with tokenizer_config.json) */
     mfile_tokenizer tok;
     memset(&tok, 0, sizeof tok);
+    int have_tok = 0;
     if (tokenizer_path) {
-        tok_load_llama2c(&tok, tokenizer_path);
+        tok_load_file(&tok, tokenizer_path);
         if (tok.n != cfg.vocab_size)
             die("'%s': tokenizer has %d pieces, the model's vocab_size is %d", tokenizer_path,
                 tok.n, cfg.vocab_size);
+        have_tok = 1;
+    } else {
+        char why[768];
+        if (tok_load_hf_dir(&tok, dir, why, sizeof why)) {
+            tok_fit_vocab(&tok, cfg.vocab_size, dir); /* embeddings rounded up: unused ids */
+            if (tok.bos_id < 0) tok.bos_id = cfg.bos_id;
+            if (tok.eos_id < 0 && cfg.n_eos > 0) tok.eos_id = cfg.eos_ids[0];
+            have_tok = 1;
+        } else {
+            warning("'%s': %s; no tokenizer stored (prompts must give prompt_ids)", dir, why);
+        }
     }
+    if (have_tok) tok_free(tok_init(&tok)); /* a tokenizer that would not build fails here */
 
     mfile_writer *w = mfile_create(out_path, &cfg);
     for (int i = 0; i < n_specs; i++) {
@@ -606,15 +620,16 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
         mfile_write_blob(w, "tokenizer.json", text, (int64_t)len);
         free(text);
     }
-    if (tokenizer_path) {
-        mfile_write_tokenizer(w, &tok);
-        mfile_tokenizer_free(&tok);
-    }
+    if (have_tok) mfile_write_tokenizer(w, &tok);
     mfile_close_writer(w);
 
     int64_t out_bytes = stat(out_path, &st) == 0 ? (int64_t)st.st_size : -1;
     printf("converted %s -> %s: %d tensors, %" PRId64 " bytes\n", dir, out_path, n_specs,
            out_bytes);
+    if (have_tok)
+        printf("tokenizer: %s, %d pieces, bos %d, eos %d, chat template %s\n", tok.type, tok.n,
+               tok.bos_id, tok.eos_id, tok.chat_template[0] ? tok.chat_template : "none");
+    mfile_tokenizer_free(&tok);
 
     free(tok_json);
     free(specs);

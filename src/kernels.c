@@ -21,6 +21,8 @@ void kern_matmul(float *out, const float *in, const float *w, int n, int i, int 
                     0.0f, out + (int64_t)r * o, o);
 }
 
+const char *kern_matmul_impl(void) { return "sgemm in chunks of 8 rows (baseline)"; }
+
 void kern_rope_freqs(float *inv_freq, int head_size, float theta, int llama3, float factor,
                      float low_freq_factor, float high_freq_factor, int original_max_pos) {
     for (int j = 0; j < head_size / 2; j++) {

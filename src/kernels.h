@@ -17,6 +17,8 @@ void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, flo
 #define KERN_ROWS 8
 static inline int kern_rows(int n) { return (n + KERN_ROWS - 1) / KERN_ROWS * KERN_ROWS; }
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o);
+/* a short description of the implementation in use, for benchmarks */
+const char *kern_matmul_impl(void);
 void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, int o);
 /* rotates adjacent pairs (2j, 2j+1) of every head of x (n, n_heads * head_size) in place by
  * angle pos[t] * inv_freq[j] */

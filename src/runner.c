@@ -430,7 +430,9 @@ static void finish(run_state *rs, seq_state *s, const char *reason) {
         cJSON_AddItemToObject(r, "completion_ids", int_array(s->ids + s->n_prompt, nc));
         cJSON_AddNumberToObject(r, "completion_tokens", nc);
         cJSON_AddStringToObject(r, "finish_reason", reason);
-        cJSON_AddNumberToObject(r, "seed", (double)s->seed);
+        char seed[32];
+        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)s->seed);
+        cJSON_AddItemToObject(r, "seed", cJSON_CreateRaw(seed));
     }
     cJSON *t = cJSON_CreateObject();
     cJSON_AddNumberToObject(t, "queued_ms", round(s->t_queued * 1e6) / 1e3);

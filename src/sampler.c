@@ -15,7 +15,8 @@ static uint64_t splitmix64(uint64_t x) {
 uint64_t sampler_seed_for(uint64_t job_seed, const char *custom_id) {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
     for (const unsigned char *s = (const unsigned char *)custom_id; *s; s++) h = (h ^ *s) * 1099511628211ULL;
-    uint64_t s = splitmix64(job_seed ^ splitmix64(h));
+    /* 53 bits: the seed is written to the output record, and JSON readers hold numbers as doubles */
+    uint64_t s = splitmix64(job_seed ^ splitmix64(h)) & ((1ULL << 53) - 1);
     return s ? s : 1;
 }
 

@@ -20,7 +20,8 @@ typedef struct {
     int index;
 } sampler_candidate;
 
-/* splitmix64 of the job seed and a hash of the request id: one independent stream per request */
+/* splitmix64 of the job seed and a hash of the request id: one independent stream per request;
+ * 53 bits, so that JSON readers keep it exact */
 uint64_t sampler_seed_for(uint64_t job_seed, const char *custom_id);
 /* xorshift64*: uniform float in [0, 1) */
 float sampler_random(uint64_t *state);

@@ -35,6 +35,11 @@ void tok_load_tiktoken(mfile_tokenizer *out, const char *path);
 int tok_load_hf_json(mfile_tokenizer *out, const char *path, char *why, size_t why_cap);
 /* any of the four, detected from the content */
 void tok_load_file(mfile_tokenizer *out, const char *path);
+/* a Hugging Face model directory: tokenizer.json, else (or when that one is not supported)
+ * tokenizer.model; then tokenizer_config.json (and chat_template.jinja) for the chat template
+ * and BOS/EOS. Returns 1 when loaded; 0 with the reason in why when the directory has no
+ * tokenizer this code can use. */
+int tok_load_hf_dir(mfile_tokenizer *out, const char *dir, char *why, size_t why_cap);
 /* reads a Hugging Face tokenizer_config.json: the chat template's name (when recognised)
  * and bos_token / eos_token (when they name pieces) replace those of t. Returns 1 when the
  * file was there. */
