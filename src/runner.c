@@ -248,7 +248,7 @@ static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 /* ------------------------------------------------------------------ pipeline messages */
 
-/* a micro-batch travels as int32 [n, group, 0, 0, token[T], pos[T], slot[T], want[T]] followed,
+/* a micro-batch travels as int32 [n, group, prompt tokens, 0, token[T], pos[T], slot[T], want[T]] followed,
  * between stages, by the activations x (n, dim) as float32 */
 #define MSG_HDR 4
 static int64_t msg_ints(int T) { return MSG_HDR + 4 * (int64_t)T; }
@@ -264,9 +264,9 @@ static int msg_n_want(const int *msg, int T) {
     return nw;
 }
 
-static trace_name step_name(const model_batch *b) {
-    (void)b;
-    return TN_MIXED;
+/* the trace name of a step: by whether its tokens are prompt tokens (msg[2] counts them) */
+static trace_name step_name(const int *msg) {
+    return msg[2] == msg[0] ? TN_PREFILL : msg[2] == 0 ? TN_DECODE : TN_MIXED;
 }
 
 /* ------------------------------------------------------------------ requests (rank 0) */
@@ -475,7 +475,7 @@ static int build_group(run_state *rs, int g) {
     int *msg = rs->groups[g].msg;
     dist_ring_wait(rs->d, g); /* the buffer's previous send must be complete */
     model_batch b = msg_batch(msg, T);
-    int n = 0;
+    int n = 0, prompt_tokens = 0;
     for (int slot = g; slot < B && n < T; slot += rs->M) {
         seq_state *s = &rs->seqs[slot];
         if (!s->active) continue;
@@ -489,12 +489,14 @@ static int build_group(run_state *rs, int g) {
             b.slot[n] = slot;
             /* generate wants the last token's logits; score every one but the last */
             b.want[n] = rs->mode == MODE_GENERATE ? p == s->n - 1 : p < s->n_prompt - 1;
+            prompt_tokens += p < s->n_prompt;
             n++;
         }
         if (take > 0) s->in_flight = 1;
     }
     msg[0] = n;
     msg[1] = g;
+    msg[2] = prompt_tokens;
     return n;
 }
 
@@ -513,7 +515,7 @@ static void launch_group(run_state *rs, int g) {
     } else {
         model_logits(rs->m, rs->d, &b, gs->logits);
     }
-    trace_end(step_name(&b), TRACE_STEP, t0, b.n);
+    trace_end(step_name(gs->msg), TRACE_STEP, t0, b.n);
     gs->in_flight = 1;
     rs->fifo[(rs->fifo_head + rs->fifo_len++) % DIST_RING] = g;
 }
@@ -667,7 +669,7 @@ static void follow(dist_ctx *d, model *m, int T, int M, int *in, int **out, floa
         } else {
             model_logits(m, d, &b, NULL);
         }
-        trace_end(step_name(&b), TRACE_STEP, t0, b.n);
+        trace_end(step_name(in), TRACE_STEP, t0, b.n);
     }
     dist_wait_sends(d);
 }
