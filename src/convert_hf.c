@@ -590,7 +590,8 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
         char why[768];
         if (tok_load_hf_dir(&tok, dir, why, sizeof why)) {
             tok_fit_vocab(&tok, cfg.vocab_size, dir); /* embeddings rounded up: unused ids */
-            if (tok.bos_id < 0) tok.bos_id = cfg.bos_id;
+            /* BOS stays as the tokenizer has it (Qwen2's config.json names one its tokenizer
+             * never adds); a missing EOS is the config's first */
             if (tok.eos_id < 0 && cfg.n_eos > 0) tok.eos_id = cfg.eos_ids[0];
             have_tok = 1;
         } else {

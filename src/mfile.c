@@ -1,6 +1,7 @@
 #include "mfile.h"
 
 #include <hdf5.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -113,30 +114,38 @@ static hid_t lcpl_with_parents(void) {
     return p;
 }
 
-/* the root attributes of docs/FORMAT.md: format, version and the config (shared by the serial
- * and the parallel writer; with the MPI-IO driver every rank calls it with the same values) */
+/* the config's root attributes (docs/FORMAT.md), one table for the writer and the reader */
+typedef enum { FIELD_INT, FIELD_FLOAT, FIELD_STR } field_kind;
+static const struct {
+    const char *name;
+    field_kind kind;
+    size_t offset, size;
+} config_fields[] = {
+#define F(name, kind) {#name, kind, offsetof(model_config, name), sizeof(((model_config *)0)->name)}
+    F(architecture, FIELD_STR),    F(dim, FIELD_INT),         F(hidden_dim, FIELD_INT),
+    F(n_layers, FIELD_INT),        F(n_heads, FIELD_INT),     F(n_kv_heads, FIELD_INT),
+    F(head_size, FIELD_INT),       F(vocab_size, FIELD_INT),  F(max_seq_len, FIELD_INT),
+    F(norm_eps, FIELD_FLOAT),      F(rope_theta, FIELD_FLOAT), F(rope_scaling_type, FIELD_STR),
+    F(rope_factor, FIELD_FLOAT),   F(rope_low_freq_factor, FIELD_FLOAT),
+    F(rope_high_freq_factor, FIELD_FLOAT), F(rope_original_max_pos, FIELD_INT),
+    F(tied_classifier, FIELD_INT), F(bos_id, FIELD_INT),
+#undef F
+};
+
+/* format, version and the config (shared by the serial and the parallel writer; with the MPI-IO
+ * driver every rank calls it with the same values) */
 static void write_config_attrs(hid_t f, const model_config *c) {
     int v = MFILE_FORMAT_VERSION;
     attr_write_str(f, "format", MFILE_FORMAT_NAME);
     attr_write_int(f, "format_version", &v, 1);
-    attr_write_str(f, "architecture", c->architecture);
-    attr_write_int(f, "dim", &c->dim, 1);
-    attr_write_int(f, "hidden_dim", &c->hidden_dim, 1);
-    attr_write_int(f, "n_layers", &c->n_layers, 1);
-    attr_write_int(f, "n_heads", &c->n_heads, 1);
-    attr_write_int(f, "n_kv_heads", &c->n_kv_heads, 1);
-    attr_write_int(f, "head_size", &c->head_size, 1);
-    attr_write_int(f, "vocab_size", &c->vocab_size, 1);
-    attr_write_int(f, "max_seq_len", &c->max_seq_len, 1);
-    attr_write_float(f, "norm_eps", c->norm_eps);
-    attr_write_float(f, "rope_theta", c->rope_theta);
-    attr_write_str(f, "rope_scaling_type", c->rope_scaling_type);
-    attr_write_float(f, "rope_factor", c->rope_factor);
-    attr_write_float(f, "rope_low_freq_factor", c->rope_low_freq_factor);
-    attr_write_float(f, "rope_high_freq_factor", c->rope_high_freq_factor);
-    attr_write_int(f, "rope_original_max_pos", &c->rope_original_max_pos, 1);
-    attr_write_int(f, "tied_classifier", &c->tied_classifier, 1);
-    attr_write_int(f, "bos_id", &c->bos_id, 1);
+    for (size_t k = 0; k < sizeof(config_fields) / sizeof(config_fields[0]); k++) {
+        const void *at = (const char *)c + config_fields[k].offset;
+        switch (config_fields[k].kind) {
+        case FIELD_INT: attr_write_int(f, config_fields[k].name, at, 1); break;
+        case FIELD_FLOAT: attr_write_float(f, config_fields[k].name, *(const float *)at); break;
+        case FIELD_STR: attr_write_str(f, config_fields[k].name, at); break;
+        }
+    }
     attr_write_int(f, "eos_ids", c->eos_ids, (hsize_t)(c->n_eos > 0 ? c->n_eos : 0));
     attr_write_str(f, "mpillama_version", MPILLAMA_VERSION);
 }
@@ -260,24 +269,15 @@ void mfile_read_config(mfile *m, model_config *c) {
     hid_t f = m->file;
     const char *p = m->path;
     memset(c, 0, sizeof(*c));
-    attr_read_str(f, p, "architecture", c->architecture, sizeof(c->architecture));
-    c->dim = attr_read_int(f, p, "dim");
-    c->hidden_dim = attr_read_int(f, p, "hidden_dim");
-    c->n_layers = attr_read_int(f, p, "n_layers");
-    c->n_heads = attr_read_int(f, p, "n_heads");
-    c->n_kv_heads = attr_read_int(f, p, "n_kv_heads");
-    c->head_size = attr_read_int(f, p, "head_size");
-    c->vocab_size = attr_read_int(f, p, "vocab_size");
-    c->max_seq_len = attr_read_int(f, p, "max_seq_len");
-    c->norm_eps = attr_read_float(f, p, "norm_eps");
-    c->rope_theta = attr_read_float(f, p, "rope_theta");
-    attr_read_str(f, p, "rope_scaling_type", c->rope_scaling_type, sizeof(c->rope_scaling_type));
-    c->rope_factor = attr_read_float(f, p, "rope_factor");
-    c->rope_low_freq_factor = attr_read_float(f, p, "rope_low_freq_factor");
-    c->rope_high_freq_factor = attr_read_float(f, p, "rope_high_freq_factor");
-    c->rope_original_max_pos = attr_read_int(f, p, "rope_original_max_pos");
-    c->tied_classifier = attr_read_int(f, p, "tied_classifier");
-    c->bos_id = attr_read_int(f, p, "bos_id");
+    for (size_t k = 0; k < sizeof(config_fields) / sizeof(config_fields[0]); k++) {
+        void *at = (char *)c + config_fields[k].offset;
+        const char *name = config_fields[k].name;
+        switch (config_fields[k].kind) {
+        case FIELD_INT: *(int *)at = attr_read_int(f, p, name); break;
+        case FIELD_FLOAT: *(float *)at = attr_read_float(f, p, name); break;
+        case FIELD_STR: attr_read_str(f, p, name, at, config_fields[k].size); break;
+        }
+    }
     c->n_eos = attr_read_ints(f, p, "eos_ids", c->eos_ids, CONFIG_MAX_EOS);
     char why[512];
     if (config_validate(c, p, why, sizeof(why)) != 0) die("%s", why);

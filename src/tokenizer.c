@@ -333,9 +333,8 @@ tokenizer *tok_init(const mfile_tokenizer *m) {
         size_t len = piece_len(t, i);
         unsigned char k = m->kinds ? m->kinds[i] : classify_piece(p, len);
         if (k > MFILE_PIECE_BYTE) die("tokenizer: piece %d has an unknown kind %d", i, k);
-        if (k == MFILE_PIECE_BYTE && !parse_byte_piece(p, len, &t->byte_value[i]))
-            die("tokenizer: piece %d is a byte piece but not written <0xNN>", i);
-        if (k == MFILE_PIECE_BYTE && mode == MODE_BYTE) k = MFILE_PIECE_NORMAL;
+        if (k == MFILE_PIECE_BYTE && (mode == MODE_BYTE || !parse_byte_piece(p, len, &t->byte_value[i])))
+            die("tokenizer: piece %d is a byte piece but not a SentencePiece-style <0xNN>", i);
         if (k == MFILE_PIECE_NORMAL && len == 0) k = MFILE_PIECE_UNUSED;
         t->kind[i] = k;
         if (k == MFILE_PIECE_NORMAL) {
@@ -682,7 +681,8 @@ static size_t char_step(const char *s, size_t avail) {
     return cl > 0 ? (size_t)cl : 1;
 }
 
-static void byte_encode_run(enc_state *st, const char *s, size_t len) {
+/* splits s[0..len) by the pattern and encodes each chunk */
+static void byte_split_run(enc_state *st, const char *s, size_t len) {
     const tokenizer *t = st->t;
     if (!t->re) {
         byte_encode_chunk(st, s, len);
@@ -709,6 +709,19 @@ static void byte_encode_run(enc_state *st, const char *s, size_t len) {
         gap = from = me;
     }
     byte_encode_chunk(st, s + gap, len - gap);
+}
+
+static void byte_encode_run(enc_state *st, const char *s, size_t len) {
+    if (!st->t->add_dummy_prefix || s[0] == ' ') {
+        byte_split_run(st, s, len);
+        return;
+    }
+    /* ByteLevel's add_prefix_space: a space before a run that does not start with one */
+    char *spaced = xmalloc(len + 1);
+    spaced[0] = ' ';
+    memcpy(spaced + 1, s, len);
+    byte_split_run(st, spaced, len + 1);
+    free(spaced);
 }
 
 /* ---- encoding: the entry point ---- */

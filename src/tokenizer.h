@@ -41,8 +41,8 @@ void tok_load_file(mfile_tokenizer *out, const char *path);
  * tokenizer this code can use. */
 int tok_load_hf_dir(mfile_tokenizer *out, const char *dir, char *why, size_t why_cap);
 /* reads a Hugging Face tokenizer_config.json: the chat template's name (when recognised)
- * and bos_token / eos_token (when they name pieces) replace those of t. Returns 1 when the
- * file was there. */
+ * and bos_token / eos_token (when they name pieces) replace those of t; "bos_token": null or
+ * "add_bos_token": false leave it without BOS. Returns 1 when the file was there. */
 int tok_apply_hf_config(mfile_tokenizer *t, const char *path);
 /* the chat template name ("llama2", "llama3", "chatml") a Jinja chat template implements,
  * recognised by its markers; NULL when none is */
@@ -81,7 +81,8 @@ int tok_special_id(const tokenizer *t, const char *text);
  * SentencePiece-style: a dummy-prefix space before each non-empty run of text (empty text
  * gives only BOS), U+2581 in the text read as a space, each malformed UTF-8 byte read as
  * U+FFFD, characters outside the vocabulary as <0xNN> byte tokens. Byte-level: lossless for
- * any bytes (malformed UTF-8 included). With TOK_ALLOW_SPECIAL the text is first cut at the
+ * any bytes (malformed UTF-8 included); with add_dummy_prefix (ByteLevel's add_prefix_space)
+ * a space before each run that does not start with one. With TOK_ALLOW_SPECIAL the text is first cut at the
  * special tokens it contains (longest match first), and each run between them is encoded on
  * its own. User-defined pieces are always matched. Dies on text over 64 MiB. */
 int tok_encode_ex(const tokenizer *t, const char *text, int bos_id, unsigned flags, int *ids,

@@ -942,6 +942,10 @@ int tok_apply_hf_config(mfile_tokenizer *t, const char *path) {
     int id;
     if (bos && (id = find_piece(t, bos)) >= 0) t->bos_id = id;
     if (eos && (id = find_piece(t, eos)) >= 0) t->eos_id = id;
+    /* a tokenizer that adds no BOS (Qwen2: "bos_token": null; or "add_bos_token": false) */
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "bos_token");
+    if ((b && cJSON_IsNull(b)) || cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(root, "add_bos_token")))
+        t->bos_id = -1;
     cJSON_Delete(root);
     return 1;
 }
