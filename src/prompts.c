@@ -35,8 +35,30 @@ static void parse_json_line(prompt_item *it, const char *line) {
     }
     cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt");
     cJSON *ids = cJSON_GetObjectItemCaseSensitive(o, "prompt_ids");
-    if (p && ids) {
-        it->error = xstrdup("give 'prompt' or 'prompt_ids', not both");
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
+    if ((p != NULL) + (ids != NULL) + (msgs != NULL) > 1) {
+        it->error = xstrdup("give one of 'prompt', 'prompt_ids' and 'messages'");
+    } else if (msgs) {
+        int n = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : 0;
+        if (n == 0) {
+            it->error = xstrdup("'messages' must be a non-empty array of {\"role\", \"content\"}");
+            goto done;
+        }
+        it->roles = xcalloc((size_t)n, sizeof(char *));
+        it->contents = xcalloc((size_t)n, sizeof(char *));
+        cJSON *m;
+        cJSON_ArrayForEach(m, msgs) {
+            cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+            cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
+                char idx[16];
+                snprintf(idx, sizeof(idx), "%d", it->n_messages);
+                it->error = fmt_error("'messages[%s]' needs string 'role' and 'content'", idx);
+                goto done;
+            }
+            it->roles[it->n_messages] = xstrdup(role->valuestring);
+            it->contents[it->n_messages++] = xstrdup(content->valuestring);
+        }
     } else if (p) {
         if (!cJSON_IsString(p)) it->error = xstrdup("'prompt' must be a string");
         else it->text = xstrdup(p->valuestring);
@@ -58,10 +80,10 @@ static void parse_json_line(prompt_item *it, const char *line) {
             it->ids[i++] = (int)e->valuedouble;
         }
     } else {
-        it->error = xstrdup("no 'prompt' or 'prompt_ids'");
+        it->error = xstrdup("no 'prompt', 'prompt_ids' or 'messages'");
     }
     cJSON *v;
-    static const char *const known[] = {"custom_id", "prompt", "prompt_ids", "max_tokens", "temperature", "top_k",
+    static const char *const known[] = {"custom_id", "prompt", "prompt_ids", "messages", "max_tokens", "temperature", "top_k",
                                         "top_p", "min_p", "repetition_penalty", "frequency_penalty",
                                         "presence_penalty", "seed", "stop", "stop_token_ids", "ignore_eos", NULL};
     cJSON_ArrayForEach(v, o) {
@@ -195,6 +217,9 @@ void prompts_free(prompt_item *items, int n) {
         free(items[i].text);
         free(items[i].ids);
         free(items[i].error);
+        for (int k = 0; k < items[i].n_messages; k++) free(items[i].roles[k]), free(items[i].contents[k]);
+        free(items[i].roles);
+        free(items[i].contents);
         for (int k = 0; k < items[i].n_stop; k++) free(items[i].stop[k]);
         free(items[i].stop);
         free(items[i].stop_token_ids);

@@ -1,5 +1,5 @@
-/* prompts: reads the prompt file (rank 0). JSONL (one object a line: custom_id, and prompt text
- * or prompt_ids) or plain text (one prompt a line, custom_id = line number). A bad line becomes
+/* prompts: reads the prompt file (rank 0). JSONL (one object a line: custom_id, and prompt text,
+ * prompt_ids or chat messages) or plain text (one prompt a line, custom_id = line number). A bad line becomes
  * an item with an error, so the rest of the file still runs. */
 #ifndef MPILLAMA_PROMPTS_H
 #define MPILLAMA_PROMPTS_H
@@ -8,6 +8,9 @@ typedef struct {
     char *custom_id;   /* never NULL: the line number when the line gave none */
     int line;          /* 1-based line in the file */
     char *text;        /* prompt text, or NULL */
+    char **roles;      /* (n_messages) chat "messages": role and content of each, or NULL */
+    char **contents;
+    int n_messages;
     int *ids;          /* (n_ids) prompt_ids as given, or NULL */
     int n_ids;
     char *error;       /* malformed line: why (then text and ids are NULL) */

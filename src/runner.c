@@ -14,6 +14,7 @@
 #include "dist.h"
 #include "kernels.h"
 #include "mfile.h"
+#include "chat.h"
 #include "model.h"
 #include "outfile.h"
 #include "report.h"
@@ -40,6 +41,7 @@ typedef struct {
     float grace;                /* seconds to finish in-flight requests after SIGTERM */
     int micro_batches;          /* 0 = pp */
     float progress_interval;    /* seconds between progress lines when stderr is not a terminal */
+    const char *chat_template;  /* --chat-template NAME: overrides the model's */
     const char *stop[16];       /* --stop STRING (repeatable) */
     int n_stop;
     /* info */
@@ -48,7 +50,7 @@ typedef struct {
 
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
-       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS };
+       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -64,7 +66,7 @@ static const struct option long_opts[] = {
     {"min-p", required_argument, 0, OPT_MINP},  {"repetition-penalty", required_argument, 0, OPT_REP},
     {"frequency-penalty", required_argument, 0, OPT_FREQ}, {"presence-penalty", required_argument, 0, OPT_PRES},
     {"stop", required_argument, 0, OPT_STOP},   {"micro-batches", required_argument, 0, OPT_MICRO},
-    {"progress-interval", required_argument, 0, OPT_PROGRESS},
+    {"progress-interval", required_argument, 0, OPT_PROGRESS}, {"chat-template", required_argument, 0, OPT_CHAT},
     {0, 0, 0, 0}};
 
 static void usage(const char *cmd, FILE *out) {
@@ -74,7 +76,7 @@ static void usage(const char *cmd, FILE *out) {
     }
     fprintf(out,
             "usage: mpirun -n N mpillama %s --model M.h5 --prompts IN --output OUT.jsonl [options]\n"
-            "  IN: JSONL ({\"custom_id\", \"prompt\" | \"prompt_ids\"}) or plain text, one prompt a line\n"
+            "  IN: JSONL ({\"custom_id\", \"prompt\" | \"prompt_ids\" | \"messages\"}) or plain text, one prompt a line\n"
             "  --pp P --tp T        pipeline stages x tensor-parallel ranks (P*T = N; default:\n"
             "                       tp = ranks per node, pp = nodes)\n"
             "  --batch B            sequences in flight (default 16)\n"
@@ -98,6 +100,7 @@ static void usage(const char *cmd, FILE *out) {
                 "  --repetition-penalty R  (default 1 = off)  --frequency-penalty F  --presence-penalty P (default 0)\n"
                 "  --stop STRING        end a completion at STRING (repeatable)\n"
                 "  --ignore-eos         do not stop at end-of-sequence tokens\n"
+                "  --chat-template NAME requests with \"messages\" use llama2, llama3 or chatml (default: the model's)\n"
                 "  Each JSONL request may override: max_tokens, temperature, top_k, top_p, min_p,\n"
                 "  repetition_penalty, frequency_penalty, presence_penalty, seed, stop, stop_token_ids, ignore_eos.\n");
 }
@@ -175,6 +178,10 @@ static int parse_opts(const char *cmd, int argc, char **argv, run_opts *o) {
         case OPT_PRES: bad = parse_float("--presence-penalty", optarg, -2, 2, &o->sp.presence_penalty); break;
         case OPT_MICRO: bad = parse_int("--micro-batches", optarg, 1, &o->micro_batches); break;
         case OPT_PROGRESS: bad = parse_float("--progress-interval", optarg, 0.1f, 1e6, &o->progress_interval); break;
+        case OPT_CHAT:
+            if (!chat_template_known(optarg)) bad = error("--chat-template: '%s' is not one of llama2, llama3, chatml", optarg);
+            else o->chat_template = optarg;
+            break;
         case OPT_STOP:
             if (o->n_stop == 16) bad = error("--stop: at most 16 stop strings");
             else if (!optarg[0]) bad = error("--stop: empty string");
@@ -285,6 +292,10 @@ typedef struct {
     float *logprobs;        /* score: (n_prompt - 1) */
     char *text;             /* generate: completion text so far (textlen bytes) */
     size_t textlen, textcap;
+    tok_decoder dec;        /* streaming: never splits a UTF-8 character */
+    int has_dec;
+    int stop_ids[8];        /* the chat template's end-of-turn tokens */
+    int n_stop_ids;
     double t_queued, t_admit, t_prefill_done, t_end;
 } seq_state;
 
@@ -352,6 +363,7 @@ static int admit(run_state *rs, int slot) {
     free(s->ids);
     free(s->logprobs);
     free(s->text);
+    if (s->has_dec) tok_decoder_free(&s->dec);
     memset(s, 0, sizeof(*s));
     s->item = (int)(it - rs->items);
     if (it->ids) {
@@ -372,7 +384,27 @@ static int admit(run_state *rs, int slot) {
         }
         s->cap = ctx + 16;
         s->ids = xmalloc(sizeof(int) * s->cap);
-        s->n = tok_encode(rs->tok, it->text, c->bos_id, s->ids, ctx + 1); /* may report more than it wrote */
+        int bos = tok_bos_id(rs->tok) >= 0 ? tok_bos_id(rs->tok) : c->bos_id;
+        if (it->roles) {
+            const char *tmpl = rs->o->chat_template ? rs->o->chat_template : tok_chat_template(rs->tok);
+            if (!tmpl || !tmpl[0]) {
+                outfile_error(&rs->out, it->custom_id, it->line,
+                              "the model has no chat template: give --chat-template llama2|llama3|chatml");
+                return -1;
+            }
+            chat_message *msgs = xmalloc(sizeof(chat_message) * (size_t)it->n_messages);
+            for (int k = 0; k < it->n_messages; k++) msgs[k] = (chat_message){it->roles[k], it->contents[k]};
+            s->n = chat_encode(rs->tok, tmpl, msgs, it->n_messages, 1, bos, s->ids, ctx + 1, why, sizeof(why));
+            free(msgs);
+            if (s->n < 0) {
+                outfile_error(&rs->out, it->custom_id, it->line, why);
+                s->n = 0;
+                return -1;
+            }
+            s->n_stop_ids = chat_stop_ids(rs->tok, tmpl, s->stop_ids, 8);
+        } else {
+            s->n = tok_encode(rs->tok, it->text, bos, s->ids, ctx + 1); /* may report more than it wrote */
+        }
     }
     s->n_prompt = s->n;
     int limit = rs->mode == MODE_GENERATE ? ctx - 1 : ctx;
@@ -407,6 +439,9 @@ static int admit(run_state *rs, int slot) {
     return 0;
 }
 
+static int check_stop_strings(run_state *rs, seq_state *s, const prompt_item *it, int token);
+
+/* writes the request's record; reason "stop_string" is written as "stop" after the text was cut */
 static void finish(run_state *rs, seq_state *s, const char *reason) {
     const prompt_item *it = &rs->items[s->item];
     double t0 = trace_now();
@@ -425,6 +460,8 @@ static void finish(run_state *rs, seq_state *s, const char *reason) {
         cJSON_AddItemToObject(r, "logprobs", a);
     } else {
         int nc = s->n - s->n_prompt;
+        if (s->has_dec && strcmp(reason, "stop_string") != 0) check_stop_strings(rs, s, it, -1); /* held-back bytes */
+        if (!strcmp(reason, "stop_string")) reason = "stop";
         cJSON_AddNumberToObject(r, "prompt_tokens", s->n_prompt);
         if (rs->tok) cJSON_AddStringToObject(r, "completion", s->text ? s->text : "");
         cJSON_AddItemToObject(r, "completion_ids", int_array(s->ids + s->n_prompt, nc));
@@ -447,14 +484,17 @@ static void finish(run_state *rs, seq_state *s, const char *reason) {
     trace_end(TN_IO, TRACE_IO, t0, -1);
 }
 
-/* appends the sampled token's text and looks for a stop string; 1 when one ended the text */
+/* appends the sampled token's text (streaming: a UTF-8 character split over tokens comes out
+ * whole) and looks for a stop string; 1 when one ended the text */
 static int check_stop_strings(run_state *rs, seq_state *s, const prompt_item *it, int token) {
     if (!rs->tok) return 0;
-    int prev = s->ids[s->n - 1];
-    char *piece = tok_decode(rs->tok, prev, &token, 1, rs->cfg->bos_id);
-    size_t before = s->textlen;
+    if (!s->has_dec) {
+        tok_decoder_init(&s->dec, rs->tok, s->ids[s->n_prompt - 1], rs->cfg->bos_id, 0);
+        s->has_dec = 1;
+    }
+    size_t len, before = s->textlen;
+    const char *piece = token >= 0 ? tok_decoder_push(&s->dec, token, &len) : tok_decoder_flush(&s->dec, &len);
     seq_append_text(s, piece);
-    free(piece);
     int nstop = it->n_stop ? it->n_stop : rs->o->n_stop;
     for (int k = 0; k < nstop; k++) {
         const char *stop = it->n_stop ? it->stop[k] : rs->o->stop[k];
@@ -560,6 +600,7 @@ static void process_group(run_state *rs, int g) {
         int next = sampler_sample(last, V, &s->sp, &s->rng, rs->cand);
         int is_stop = !s->ignore_eos && config_is_eos(rs->cfg, next);
         for (int j = 0; j < it->n_stop_ids && !is_stop; j++) is_stop = it->stop_token_ids[j] == next;
+        for (int j = 0; j < s->n_stop_ids && !is_stop; j++) is_stop = s->stop_ids[j] == next;
         if (is_stop) {
             finish(rs, s, "stop");
             continue;
@@ -567,7 +608,7 @@ static void process_group(run_state *rs, int g) {
         int stop_text = check_stop_strings(rs, s, it, next);
         seq_push(s, next);
         rs->tokens_out++;
-        if (stop_text) finish(rs, s, "stop");
+        if (stop_text) finish(rs, s, "stop_string");
         else if (s->n - s->n_prompt >= s->max_new || s->n >= rs->m->seq_len) finish(rs, s, "length");
     }
     rs->tokens_in += prefill_tokens;
@@ -923,6 +964,7 @@ static int run_main(const char *cmd, run_mode mode, int argc, char **argv) {
             free(rs.seqs[i].ids);
             free(rs.seqs[i].logprobs);
             free(rs.seqs[i].text);
+            if (rs.seqs[i].has_dec) tok_decoder_free(&rs.seqs[i].dec);
         }
         free(rs.seqs);
         free(rs.groups);

@@ -67,6 +67,17 @@ def records(path):
     return out
 
 
+def wait_records(path, k, proc, timeout=120):
+    """waits until path holds at least k lines (or the process ended)"""
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None:
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                if f.read().count(b"\n") >= k:
+                    return
+        time.sleep(0.01)
+
+
 def gen(name, n=1, extra=(), check=True):
     out = os.path.join(W, name + ".jsonl")
     r = c.mpirun(args, n, ["generate", "--model", model, "--prompts", pin, "--output", out, "--seed", "99"] + list(extra),
@@ -108,7 +119,10 @@ for attempt in range(2):
     cmd = [args.mpiexec, "-n", "2", "--oversubscribe", args.mpillama, "generate", "--model", model, "--prompts", lin,
            "--output", kp, "--seed", "5", "--batch", "4", "--pp", "2"]
     proc = subprocess.Popen(cmd, env=c.mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    time.sleep(random.Random(attempt).uniform(1.0, 3.0))
+    wait_records(kp, random.Random(attempt).randrange(1, len(long_prompts) - 8), proc)
+    time.sleep(random.Random(attempt).uniform(0, 0.05))  # a random moment, mid-write or not
+    if proc.poll() is not None:
+        c.fail("the run to be killed ended first")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     subprocess.run(["pkill", "-9", "-f", kp], check=False)  # ranks orphaned by the kill
@@ -131,7 +145,7 @@ cmd = [args.mpiexec, "-n", "2", "--oversubscribe", args.mpillama, "generate", "-
        "--output", tp, "--seed", "5", "--batch", "4", "--pp", "2", "--grace", "0", "--trace", tdir]
 proc = subprocess.Popen(cmd, env=c.mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                         start_new_session=True)
-time.sleep(2.0)
+wait_records(tp, 20, proc)
 t0 = time.time()
 os.killpg(proc.pid, signal.SIGTERM)
 try:
