@@ -60,5 +60,21 @@ story = c.read_jsonl(bos_out)[0]["completion"]
 if not story.startswith("Once upon a time, there was a little girl named Lily. She loved to play outside in the park."):
     c.fail("the BOS-only story starts %r" % story[:120])
 print("BOS-only story: %r" % story[:90])
+# chat requests: rendered with a template and encoded by id; without one, an error record
+chat_in = os.path.join(args.work, "chat.jsonl")
+chat_out = os.path.join(args.work, "chat_out.jsonl")
+c.write_jsonl(chat_in, [{"custom_id": "c1", "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 20},
+                        {"custom_id": "c2", "prompt": "Once upon a time", "max_tokens": 5}])
+c.mpirun(args, 1, ["generate", "--model", model, "--prompts", chat_in, "--output", chat_out, "--temperature", "0"])
+recs = {r["custom_id"]: r for r in c.read_jsonl(chat_out)}
+if "error" not in recs["c1"] or "chat template" not in recs["c1"]["error"] or "completion_ids" not in recs["c2"]:
+    c.fail("messages without a chat template: %s" % recs)
+c.mpirun(args, 2, ["generate", "--model", model, "--prompts", chat_in, "--output", chat_out, "--temperature", "0",
+                   "--chat-template", "llama2"])
+recs = {r["custom_id"]: r for r in c.read_jsonl(chat_out)}
+if recs["c1"].get("completion_tokens") != 20 or recs["c1"]["prompt_tokens"] < 8:
+    c.fail("a llama2-template chat request: %s" % recs["c1"])
+print("chat: messages rendered with --chat-template llama2 (%d prompt tokens); without a template an error record" %
+      recs["c1"]["prompt_tokens"])
 print("max |dlogprob| against llama2.c: %.3g over %d prompt x grid checks" % (worst, checked))
-print("%d passed, 0 failed" % (checked + 1))
+print("%d passed, 0 failed" % (checked + 2))
