@@ -8,18 +8,31 @@
 
 /* out (n, d) = in (n, d) / rms(in row) * w (d) */
 void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, float eps);
-/* out (n, o) = in (n, i) @ w (o, i)^T through BLAS sgemm, batch-invariant: a token's result is
- * bit-identical whatever other tokens share its batch (tested in test_kernels), so completions
- * don't depend on the batch size. BLAS picks kernels, blockings and thread splits by shape (and
- * OpenBLAS's Haswell kernels give different roundings for different row counts), so every call
- * has exactly KERN_ROWS rows: in and out must hold kern_rows(n) rows; the rows past n are
- * computed and ignored. */
-#define KERN_ROWS 8
+/* out (n, o) = in (n, i) @ w (o, i)^T, batch-invariant: a token's result is bit-identical whatever
+ * other tokens share its call (alone, or at any position of a larger batch; tested in
+ * test_kernels), so completions don't depend on the batch size. BLAS can't promise that (it picks
+ * kernels, blockings and thread splits by shape, and OpenBLAS's Haswell kernels round differently
+ * for different row counts), so kern_matmul is its own: every output element is one fixed chain
+ * of fused multiply-adds over lanes of the input dimension (lane l sums k = l, l + L, l + 2L, ...
+ * in order, the lanes then summed in a fixed tree), whatever tile, cache block or thread computes
+ * it. The chain depends only on the implementation in use, chosen once per process: AVX2+FMA
+ * where the CPU has it (the default: the same bits on every such x86 CPU), else portable C;
+ * MPILLAMA_MATMUL=avx512|avx2|generic picks one (AVX-512: no faster on AMD Zen 4, whose 512-bit
+ * units are 256 bits wide). Never n, never the thread count. Threads: as many as OpenBLAS was
+ * given (openblas_get_num_threads()), from a pool started on first use that inherits the
+ * process's binding; the work is split by output features.
+ * No padding rows are needed any more: KERN_ROWS and kern_rows() stay for the callers that size
+ * buffers with them. */
+#define KERN_ROWS 1
 static inline int kern_rows(int n) { return (n + KERN_ROWS - 1) / KERN_ROWS * KERN_ROWS; }
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o);
-/* a short description of the implementation in use, for benchmarks */
-const char *kern_matmul_impl(void);
 void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, int o);
+/* the implementation in use, e.g. "avx2" (for benchmarks and reports) */
+const char *kern_matmul_impl(void);
+/* selects an implementation by name ("avx512", "avx2", "generic"; NULL: the default); returns 0,
+ * or -1 when this CPU can't run it (the selection is then unchanged). Results of different
+ * implementations differ in rounding, so select before the first matmul (tests do it) */
+int kern_matmul_use(const char *name);
 /* rotates adjacent pairs (2j, 2j+1) of every head of x (n, n_heads * head_size) in place by
  * angle pos[t] * inv_freq[j] */
 void kern_rope(float *x, const int *pos, const float *inv_freq, int n, int n_heads, int head_size);

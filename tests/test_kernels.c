@@ -1,11 +1,15 @@
 /* each optimised kernel against its plain reference twin on random inputs (max |diff| and
  * normalised error reported); exits 1 on any mismatch */
+#include <cblas.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "affinity.h"
 #include "kernels.h"
+#include "util.h"
 
 static unsigned long long rng = 88172645463325252ULL;
 static float frand(void) {
@@ -37,15 +41,14 @@ static void compare(const char *what, const float *got, const float *want, long 
 }
 
 static void test_matmul(int n, int i, int o) {
-    int rows = kern_rows(n); /* kern_matmul's operands hold whole blocks */
-    float *x = calloc((size_t)rows * i, sizeof(float)), *w = malloc(sizeof(float) * o * i);
-    float *a = malloc(sizeof(float) * rows * o), *b = malloc(sizeof(float) * n * o);
+    float *x = calloc((size_t)n * i, sizeof(float)), *w = malloc(sizeof(float) * o * i);
+    float *a = malloc(sizeof(float) * n * o), *b = malloc(sizeof(float) * n * o);
     fill(x, (long)n * i);
     fill(w, (long)o * i);
     kern_matmul(a, x, w, n, i, o);
     kern_matmul_ref(b, x, w, n, i, o);
     char name[64];
-    snprintf(name, sizeof(name), "matmul n=%d in=%d out=%d", n, i, o);
+    snprintf(name, sizeof(name), "matmul %s n=%d in=%d out=%d", kern_matmul_impl(), n, i, o);
     compare(name, a, b, (long)n * o, 1e-10);
     free(x), free(w), free(a), free(b);
 }
@@ -53,10 +56,9 @@ static void test_matmul(int n, int i, int o) {
 /* batch invariance: a row's result is bit-identical whatever else shares its batch (alone, or at
  * any position of a larger batch), so completions do not depend on the batch size */
 static void test_row_invariance(int i, int o, int n) {
-    int rows = kern_rows(n);
-    float *x = calloc((size_t)rows * i, sizeof(float)), *w = malloc(sizeof(float) * o * i);
-    float *all = malloc(sizeof(float) * rows * o), *one = malloc(sizeof(float) * KERN_ROWS * o);
-    float *xi = calloc((size_t)KERN_ROWS * i, sizeof(float));
+    float *x = calloc((size_t)n * i, sizeof(float)), *w = malloc(sizeof(float) * o * i);
+    float *all = malloc(sizeof(float) * n * o), *one = malloc(sizeof(float) * o);
+    float *xi = calloc((size_t)i, sizeof(float));
     fill(x, (long)n * i);
     fill(w, (long)o * i);
     kern_matmul(all, x, w, n, i, o);
@@ -66,9 +68,83 @@ static void test_row_invariance(int i, int o, int n) {
         kern_matmul(one, xi, w, 1, i, o);
         if (memcmp(one, all + (long)r * o, sizeof(float) * o) != 0) same = 0;
     }
-    printf("matmul %4dx%-4d n=%-3d rows bit-identical alone/batched %s\n", o, i, n, same ? "ok" : "FAIL");
+    printf("matmul %4dx%-4d %-7s n=%-3d rows bit-identical alone/batched %s\n", o, i, kern_matmul_impl(), n,
+           same ? "ok" : "FAIL");
     same ? passes++ : failures++;
     free(x), free(w), free(all), free(one), free(xi);
+}
+
+/* batch invariance on model-sized shapes: rows alone (n = 1) with `alone_threads` threads, then
+ * batches of n rows for every n of ns with `batch_threads`, each batch taking the rows from a
+ * different offset (row (off + j) % nmax at position j) so that rows land at varied positions;
+ * every batched row must be bit-identical to the same row alone */
+static void test_invariance_big(int o, int i, const int *ns, int nns, int alone_threads, int batch_threads) {
+    int nmax = 0;
+    for (int k = 0; k < nns; k++) nmax = ns[k] > nmax ? ns[k] : nmax;
+    float *w = xmalloc(sizeof(float) * (size_t)o * i), *x = xmalloc(sizeof(float) * (size_t)nmax * i);
+    float *alone = xmalloc(sizeof(float) * (size_t)nmax * o), *out = xmalloc(sizeof(float) * (size_t)nmax * o);
+    float *xb = xmalloc(sizeof(float) * (size_t)nmax * i);
+    fill(w, (long)o * i);
+    fill(x, (long)nmax * i);
+    openblas_set_num_threads(alone_threads);
+    for (int r = 0; r < nmax; r++) kern_matmul(alone + (size_t)r * o, x + (size_t)r * i, w, 1, i, o);
+    openblas_set_num_threads(batch_threads);
+    int same = 1, rows = 0;
+    char detail[160] = "";
+    for (int k = 0; k < nns && same; k++) {
+        const int n = ns[k], off = (37 * k + 11) % nmax;
+        for (int j = 0; j < n; j++) memcpy(xb + (size_t)j * i, x + (size_t)((off + j) % nmax) * i, sizeof(float) * i);
+        kern_matmul(out, xb, w, n, i, o);
+        for (int j = 0; j < n && same; j++, rows++) {
+            const int r = (off + j) % nmax;
+            if (memcmp(out + (size_t)j * o, alone + (size_t)r * o, sizeof(float) * o) != 0) {
+                same = 0;
+                snprintf(detail, sizeof(detail), " (n=%d: row %d at position %d differs)", n, r, j);
+            }
+        }
+    }
+    printf("matmul %5dx%-5d %-7s threads %d/%d: %4d batched rows == alone%s %s\n", o, i, kern_matmul_impl(),
+           alone_threads, batch_threads, rows, detail, same ? "ok" : "FAIL");
+    same ? passes++ : failures++;
+    free(w), free(x), free(alone), free(out), free(xb);
+}
+
+/* the same rows through other thread counts and bindings give the same bits: the process bound
+ * with hwloc (affinity_bind, as the runner does) to one core or to all, then
+ * openblas_set_num_threads(k) for several k (more threads than cores included) */
+static void test_threads_and_binding(int o, int i, int n) {
+    float *w = xmalloc(sizeof(float) * (size_t)o * i), *x = xmalloc(sizeof(float) * (size_t)n * i);
+    float *want = xmalloc(sizeof(float) * (size_t)n * o), *got = xmalloc(sizeof(float) * (size_t)n * o);
+    fill(w, (long)o * i);
+    fill(x, (long)n * i);
+    openblas_set_num_threads(1);
+    kern_matmul(want, x, w, n, i, o);
+    int same = 1, runs = 0;
+    affinity_info info;
+    char sets[2][128];
+    cpu_set_t start;
+    const int restore = sched_getaffinity(0, sizeof(start), &start) == 0;
+    for (int bind = 0; bind < 2; bind++) {
+        /* node rank 0 of 2 ranks: a share of the cores (one core on 2 cores); of 1 rank: them all
+         * (affinity_bind keeps an existing binding, so the starting one is put back first) */
+        if (restore) sched_setaffinity(0, sizeof(start), &start);
+        affinity_bind(0, bind == 0 ? 2 : 1, &info);
+        snprintf(sets[bind], sizeof(sets[bind]), "%s", info.cpuset);
+        for (int k = 1; k <= 4; k++) {
+            openblas_set_num_threads(k);
+            for (int nn = 1; nn <= n; nn += n - 1) {
+                memset(got, 0, sizeof(float) * (size_t)n * o);
+                kern_matmul(got, x, w, nn, i, o);
+                if (memcmp(got, want, sizeof(float) * (size_t)nn * o) != 0) same = 0;
+                runs++;
+            }
+        }
+    }
+    if (restore) sched_setaffinity(0, sizeof(start), &start);
+    printf("matmul %5dx%-5d %-7s %d runs: bound to PUs %s, then %s, 1-4 threads, bit-identical %s\n", o, i,
+           kern_matmul_impl(), runs, sets[0], sets[1], same ? "ok" : "FAIL");
+    same ? passes++ : failures++;
+    free(w), free(x), free(want), free(got);
 }
 
 static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_head0, int hs, int seq, int slots) {
@@ -150,16 +226,38 @@ static void test_misc(void) {
 }
 
 int main(void) {
-    test_matmul(1, 64, 172);
-    test_matmul(7, 64, 172);
-    test_matmul(33, 172, 64);
-    test_matmul(128, 256, 512);
-    test_row_invariance(64, 172, 21);
-    test_row_invariance(64, 32, 21);
-    test_row_invariance(512, 1024, 21);
-    test_row_invariance(1024, 1024, 37);
-    test_row_invariance(1024, 2816, 150);
-    test_row_invariance(2816, 1024, 70);
+    const int threads = openblas_get_num_threads();
+    const int ns[] = {1, 7, 8, 9, 37, 150}, ns_small[] = {1, 9, 37};
+    /* every implementation this CPU runs (the default last, for the rest of the tests) */
+    const char *impls[] = {"generic", "avx512", "avx2"};
+    for (int m = 0; m < 3; m++) {
+        if (kern_matmul_use(impls[m]) != 0) {
+            printf("matmul %s: not supported here, skipped\n", impls[m]);
+            continue;
+        }
+        test_matmul(1, 64, 172);
+        test_matmul(7, 64, 172);
+        test_matmul(33, 172, 64);
+        test_matmul(128, 256, 512);
+        test_matmul(5, 4093, 99); /* a partial last vector, remainder tiles */
+        test_matmul(300, 1000, 1100); /* several token chunks, k blocks */
+        test_row_invariance(64, 172, 21);
+        test_row_invariance(64, 32, 21);
+        test_row_invariance(512, 1024, 21);
+        test_row_invariance(1024, 1024, 37);
+        test_row_invariance(1024, 2816, 150);
+        test_row_invariance(2816, 1024, 70);
+        if (!strcmp(impls[m], "generic")) {
+            test_invariance_big(1024, 4093, ns, 6, 1, 2);
+            continue;
+        }
+        test_invariance_big(4096, 4096, ns, 6, 1, 2);
+        test_invariance_big(4099, 4093, ns, 6, 2, 1); /* odd sizes: masked tails, remainder tiles */
+    }
+    kern_matmul_use(NULL);
+    openblas_set_num_threads(threads);
+    test_invariance_big(14336, 4096, ns_small, 3, 1, 2);
+    test_invariance_big(4096, 14336, ns_small, 3, 2, 1);
     test_attention(8, 4, 2, 0, 0, 8, 32, 3);   /* GQA, whole model on one rank */
     test_attention(2, 1, 2, 4, 2, 8, 32, 2);   /* a tp rank's share: heads 4-5, kv head 2 */
     test_attention(1, 1, 8, 3, 0, 16, 64, 1);  /* replicated kv head (tp > n_kv_heads) */
@@ -167,6 +265,7 @@ int main(void) {
     test_rope();
     test_rope_llama3();
     test_misc();
+    test_threads_and_binding(2816, 1024, 70); /* last: it rebinds the process */
     printf("%d passed, %d failed\n", passes, failures);
     return failures ? 1 : 0;
 }
