@@ -150,15 +150,20 @@ static void write_config_attrs(hid_t f, const model_config *c) {
     attr_write_str(f, "mpillama_version", MPILLAMA_VERSION);
 }
 
-mfile_writer *mfile_create(const char *path, const model_config *c) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) die("cannot create '%s' (is the directory there and writable?)", path);
+/* a writer for a freshly created file, its format and config attributes written */
+static mfile_writer *writer_new(hid_t f, const char *path, const model_config *c) {
     mfile_writer *w = xcalloc(1, sizeof(*w));
     w->file = f;
     w->path = xstrdup(path);
     write_config_attrs(f, c);
     return w;
+}
+
+mfile_writer *mfile_create(const char *path, const model_config *c) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) die("cannot create '%s' (is the directory there and writable?)", path);
+    return writer_new(f, path, c);
 }
 
 static void write_dataset(mfile_writer *w, const char *name, hid_t ftype, hid_t mtype,
@@ -497,11 +502,7 @@ mfile_writer *mfile_create_parallel(const char *path, const model_config *c, MPI
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (f < 0) die("cannot create '%s' with parallel HDF5 (is the directory there and writable?)", path);
-    mfile_writer *w = xcalloc(1, sizeof(*w));
-    w->file = f;
-    w->path = xstrdup(path);
-    write_config_attrs(f, c);
-    return w;
+    return writer_new(f, path, c);
 }
 
 void mfile_create_f32(mfile_writer *w, const char *name, int64_t rows, int64_t cols) {
