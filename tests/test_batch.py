@@ -107,8 +107,8 @@ stops = sum(1 for v in base.values() if v["finish_reason"] == "stop")
 print("finish reasons: %d stop, %d length" % (stops, sum(1 for v in base.values() if v["finish_reason"] == "length")))
 
 # ---- SIGKILL at a random moment, then --resume: the same set of records
-long_prompts = [dict(p, custom_id="%s-%d" % (p["custom_id"], k), max_tokens=250, ignore_eos=True)
-                for k in range(2) for p in prompts]
+long_prompts = [dict(p, custom_id="%s-%d" % (p["custom_id"], k), max_tokens=300, ignore_eos=True)
+                for k in range(3) for p in prompts]
 lin = os.path.join(W, "long.jsonl")
 c.write_jsonl(lin, long_prompts)
 ref_path = os.path.join(W, "long_ref.jsonl")
