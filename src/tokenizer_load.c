@@ -415,26 +415,43 @@ static void llama3_special_name(int i, char *out, size_t cap) {
     snprintf(out, cap, "<|reserved_special_token_%d|>", reserved);
 }
 
+/* walks the non-empty lines of a buffer */
+typedef struct {
+    const char *buf;
+    size_t size, next;
+} line_cursor;
+
+/* the next non-empty line: 1 with [*start, *end) the line, a trailing CR dropped; 0 at the end */
+static int line_next(line_cursor *c, size_t *start, size_t *end) {
+    while (c->next < c->size) {
+        size_t p = c->next;
+        const char *nl = memchr(c->buf + p, '\n', c->size - p);
+        size_t stop = nl ? (size_t)(nl - c->buf) : c->size, le = stop;
+        if (le > p && c->buf[le - 1] == '\r') le--;
+        c->next = stop + 1;
+        if (le > p) {
+            *start = p;
+            *end = le;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void load_tiktoken_buf(mfile_tokenizer *out, const char *buf, size_t size, const char *path) {
     /* pass 1: the largest rank */
     int64_t max_rank = -1, lines = 0;
-    for (size_t pos = 0; pos < size;) {
-        const char *nl = memchr(buf + pos, '\n', size - pos);
-        size_t end = nl ? (size_t)(nl - buf) : size;
-        size_t le = end;
-        if (le > pos && buf[le - 1] == '\r') le--;
-        if (le > pos) {
-            lines++;
-            const char *sp = memchr(buf + pos, ' ', le - pos);
-            if (!sp) die("tokenizer '%s': line %lld is not 'base64 rank'", path, (long long)lines);
-            char *e;
-            errno = 0;
-            long long rank = strtoll(sp + 1, &e, 10);
-            if (errno || e != buf + le || rank < 0 || rank >= INT32_MAX - LLAMA3_N_SPECIAL)
-                die("tokenizer '%s': line %lld has a bad rank", path, (long long)lines);
-            if (rank > max_rank) max_rank = rank;
-        }
-        pos = end + 1;
+    line_cursor lc = {buf, size, 0};
+    for (size_t pos, le; line_next(&lc, &pos, &le);) {
+        lines++;
+        const char *sp = memchr(buf + pos, ' ', le - pos);
+        if (!sp) die("tokenizer '%s': line %lld is not 'base64 rank'", path, (long long)lines);
+        char *e;
+        errno = 0;
+        long long rank = strtoll(sp + 1, &e, 10);
+        if (errno || e != buf + le || rank < 0 || rank >= INT32_MAX - LLAMA3_N_SPECIAL)
+            die("tokenizer '%s': line %lld has a bad rank", path, (long long)lines);
+        if (rank > max_rank) max_rank = rank;
     }
     if (lines == 0) die("tokenizer '%s': no ranks", path);
     if (max_rank + 1 != LLAMA3_N_RANKS || lines != LLAMA3_N_RANKS)
@@ -447,23 +464,17 @@ static void load_tiktoken_buf(mfile_tokenizer *out, const char *buf, size_t size
     pieces_init(&p, LLAMA3_N_RANKS + LLAMA3_N_SPECIAL);
     char tok[256];
     lines = 0;
-    for (size_t pos = 0; pos < size;) {
-        const char *nl = memchr(buf + pos, '\n', size - pos);
-        size_t end = nl ? (size_t)(nl - buf) : size;
-        size_t le = end;
-        if (le > pos && buf[le - 1] == '\r') le--;
-        if (le > pos) {
-            lines++;
-            const char *sp = memchr(buf + pos, ' ', le - pos);
-            int rank = atoi(sp + 1);
-            size_t b64 = (size_t)(sp - (buf + pos));
-            int len = b64 <= 4 * (sizeof tok / 3) ? base64_decode(buf + pos, b64, tok) : -1;
-            if (len <= 0) die("tokenizer '%s': line %lld has a bad base64 token", path, (long long)lines);
-            if (p.text[rank]) die("tokenizer '%s': rank %d appears twice", path, rank);
-            pieces_set(&p, rank, tok, (size_t)len, MFILE_PIECE_NORMAL);
-            p.scores[rank] = -(float)rank;
-        }
-        pos = end + 1;
+    lc.next = 0;
+    for (size_t pos, le; line_next(&lc, &pos, &le);) {
+        lines++;
+        const char *sp = memchr(buf + pos, ' ', le - pos);
+        int rank = atoi(sp + 1);
+        size_t b64 = (size_t)(sp - (buf + pos));
+        int len = b64 <= 4 * (sizeof tok / 3) ? base64_decode(buf + pos, b64, tok) : -1;
+        if (len <= 0) die("tokenizer '%s': line %lld has a bad base64 token", path, (long long)lines);
+        if (p.text[rank]) die("tokenizer '%s': rank %d appears twice", path, rank);
+        pieces_set(&p, rank, tok, (size_t)len, MFILE_PIECE_NORMAL);
+        p.scores[rank] = -(float)rank;
     }
     for (int i = 0; i < LLAMA3_N_SPECIAL; i++) {
         llama3_special_name(i, tok, sizeof tok);
