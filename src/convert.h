@@ -3,6 +3,8 @@
 #ifndef MPILLAMA_CONVERT_H
 #define MPILLAMA_CONVERT_H
 
+#include "config.h"
+
 /* `mpillama convert SRC -o OUT [--tokenizer FILE]`: detects the source type from the content */
 int convert_main(int argc, char **argv);
 
@@ -13,6 +15,11 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
  * file's adjacent-pair layout; tokenizer.json kept verbatim when present. tokenizer_path, when
  * given, is a llama2.c tokenizer.bin to store as the runtime tokenizer. */
 void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path);
+
+/* fills cfg from a Hugging Face config.json; dies naming the file (and the field) on any problem.
+ * shape_only (synth's random weights): max_position_embeddings and rms_norm_eps may be absent
+ * (4096, 1e-5). */
+void convert_hf_read_config(const char *path, model_config *cfg, int shape_only);
 
 /* HF rotate-half -> adjacent pairs, for one (n_heads * head_size, cols) matrix: out row
  * h*hs + 2i + j = in row h*hs + j*hs/2 + i. */

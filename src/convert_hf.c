@@ -170,8 +170,7 @@ static void parse_token_ids(const cfg_json *c, model_config *cfg) {
     }
 }
 
-/* fills cfg from dir/config.json; dies naming the file (and the field) on any problem */
-static void parse_config(const char *path, model_config *cfg) {
+void convert_hf_read_config(const char *path, model_config *cfg, int shape_only) {
     size_t len;
     char *text = util_read_file(path, &len);
     cJSON *root = cJSON_ParseWithLength(text, len);
@@ -197,9 +196,10 @@ static void parse_config(const char *path, model_config *cfg) {
     cfg->n_heads = cfg_int(&c, root, "", "num_attention_heads", 1, 0);
     cfg->n_kv_heads = cfg_int(&c, root, "", "num_key_value_heads", 0, cfg->n_heads);
     cfg->vocab_size = cfg_int(&c, root, "", "vocab_size", 1, 0);
-    /* no guessing: a wrong context length or epsilon would silently change the results */
-    cfg->max_seq_len = cfg_int(&c, root, "", "max_position_embeddings", 1, 0);
-    cfg->norm_eps = cfg_float(&c, root, "", "rms_norm_eps", 1, 0);
+    /* no guessing for real weights: a wrong context length or epsilon would silently change the
+     * results; random weights (shape_only) don't care */
+    cfg->max_seq_len = cfg_int(&c, root, "", "max_position_embeddings", !shape_only, 4096);
+    cfg->norm_eps = cfg_float(&c, root, "", "rms_norm_eps", !shape_only, 1e-5f);
     cfg->rope_theta = cfg_float(&c, root, "", "rope_theta", 0, 10000.0f);
     if (cfg_item(root, "head_dim")) {
         cfg->head_size = cfg_int(&c, root, "", "head_dim", 1, 0);
@@ -553,7 +553,7 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
 
     model_config cfg;
     char *config_path = path_join(dir, "config.json");
-    parse_config(config_path, &cfg);
+    convert_hf_read_config(config_path, &cfg, 0);
 
     st_set s = {0};
     s.fp_file = -1;

@@ -20,11 +20,7 @@ void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, flo
  * MPILLAMA_MATMUL=avx512|avx2|generic picks one (AVX-512: no faster on AMD Zen 4, whose 512-bit
  * units are 256 bits wide). Never n, never the thread count. Threads: as many as OpenBLAS was
  * given (openblas_get_num_threads()), from a pool started on first use that inherits the
- * process's binding; the work is split by output features.
- * No padding rows are needed any more: KERN_ROWS and kern_rows() stay for the callers that size
- * buffers with them. */
-#define KERN_ROWS 1
-static inline int kern_rows(int n) { return (n + KERN_ROWS - 1) / KERN_ROWS * KERN_ROWS; }
+ * process's binding; the work is split by output features. */
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o);
 void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, int o);
 /* the implementation in use, e.g. "avx2" (for benchmarks and reports) */

@@ -320,32 +320,40 @@ int mfile_shape(mfile *m, const char *name, int64_t dims[2]) {
     return rank;
 }
 
+/* selects rows [row0, row0+nrows) x cols [col0, col0+ncols) of dataset d (a 1-D dataset has one
+ * column), or nothing when the block is empty, for a collective transfer. Returns the file space
+ * in *fs and a matching memory space; dies naming the tensor when the block is out of range. */
+static hid_t select_block(hid_t d, const char *path, const char *name, int64_t row0, int64_t nrows,
+                          int64_t col0, int64_t ncols, hid_t *fs) {
+    *fs = H5Dget_space(d);
+    hsize_t dims[2] = {0, 1};
+    H5Sget_simple_extent_dims(*fs, dims, NULL);
+    if (H5Sget_simple_extent_ndims(*fs) == 1) dims[1] = 1;
+    if (ncols < 0) ncols = (int64_t)dims[1]; /* whole rows */
+    hsize_t n = 1;
+    if (nrows > 0 && ncols > 0) {
+        if (row0 < 0 || col0 < 0 || (hsize_t)(row0 + nrows) > dims[0] || (hsize_t)(col0 + ncols) > dims[1])
+            die("'%s': tensor '%s' is %llux%llu, has no rows %lld+%lld cols %lld+%lld", path, name,
+                (unsigned long long)dims[0], (unsigned long long)dims[1], (long long)row0, (long long)nrows,
+                (long long)col0, (long long)ncols);
+        hsize_t start[2] = {(hsize_t)row0, (hsize_t)col0}, count[2] = {(hsize_t)nrows, (hsize_t)ncols};
+        H5Sselect_hyperslab(*fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        n = (hsize_t)nrows * (hsize_t)ncols;
+        return H5Screate_simple(1, &n, NULL);
+    }
+    H5Sselect_none(*fs);
+    hid_t ms = H5Screate_simple(1, &n, NULL);
+    H5Sselect_none(ms);
+    return ms;
+}
+
 int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, int64_t col0,
                        int64_t ncols, float *out) {
     if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
     hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
     check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
-    hid_t fs = H5Dget_space(d);
-    int rank = H5Sget_simple_extent_ndims(fs);
-    hsize_t dims[2] = {0, 1};
-    H5Sget_simple_extent_dims(fs, dims, NULL);
-    if (rank == 1) dims[1] = 1;
-    hid_t ms;
-    if (nrows > 0 && ncols > 0) {
-        if (row0 < 0 || col0 < 0 || (hsize_t)(row0 + nrows) > dims[0] || (hsize_t)(col0 + ncols) > dims[1])
-            die("'%s': tensor '%s' is %llux%llu, cannot read rows %lld+%lld cols %lld+%lld", m->path,
-                name, (unsigned long long)dims[0], (unsigned long long)dims[1], (long long)row0,
-                (long long)nrows, (long long)col0, (long long)ncols);
-        hsize_t start[2] = {(hsize_t)row0, (hsize_t)col0}, count[2] = {(hsize_t)nrows, (hsize_t)ncols};
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        hsize_t n = (hsize_t)(nrows * ncols);
-        ms = H5Screate_simple(1, &n, NULL);
-    } else {
-        H5Sselect_none(fs);
-        hsize_t one = 1;
-        ms = H5Screate_simple(1, &one, NULL);
-        H5Sselect_none(ms);
-    }
+    hid_t fs;
+    hid_t ms = select_block(d, m->path, name, row0, nrows, col0, ncols, &fs);
     float dummy;
     if (H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, m->dxpl, nrows > 0 && ncols > 0 ? (void *)out : (void *)&dummy) < 0)
         die("'%s': cannot read tensor '%s' (file truncated or corrupt?)", m->path, name);
@@ -526,26 +534,8 @@ void mfile_write_f32_rows(mfile_writer *w, const char *name, int64_t row0, int64
                           const float *data) {
     hid_t d = H5Dopen2(w->file, name, H5P_DEFAULT);
     if (d < 0) die("'%s': no dataset '%s' to write (create it with mfile_create_f32)", w->path, name);
-    hid_t fs = H5Dget_space(d);
-    int rank = H5Sget_simple_extent_ndims(fs);
-    hsize_t dims[2] = {0, 1};
-    H5Sget_simple_extent_dims(fs, dims, NULL);
-    if (rank == 1) dims[1] = 1;
-    hid_t ms;
-    if (nrows > 0) {
-        if (row0 < 0 || (hsize_t)(row0 + nrows) > dims[0])
-            die("'%s': tensor '%s' has %llu rows, cannot write rows %lld+%lld", w->path, name,
-                (unsigned long long)dims[0], (long long)row0, (long long)nrows);
-        hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, dims[1]};
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        hsize_t n = (hsize_t)nrows * dims[1];
-        ms = H5Screate_simple(1, &n, NULL);
-    } else {
-        H5Sselect_none(fs);
-        hsize_t one = 1;
-        ms = H5Screate_simple(1, &one, NULL);
-        H5Sselect_none(ms);
-    }
+    hid_t fs;
+    hid_t ms = select_block(d, w->path, name, row0, nrows, 0, -1, &fs); /* whole rows */
     /* collective on a file opened with the MPI-IO driver: every rank calls, each with its own
      * (possibly empty) row block */
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);

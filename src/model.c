@@ -103,8 +103,7 @@ void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
     m->key_cache = xcalloc((size_t)kv, sizeof(float));
     m->value_cache = xcalloc((size_t)kv, sizeof(float));
     m->kv_bytes = 2 * kv * (int64_t)sizeof(float);
-    /* scratch for max_tokens rows (kern_rows: whatever padding the matmul wants), zeroed */
-    const size_t rows = (size_t)kern_rows(max_tokens);
+    const size_t rows = (size_t)max_tokens;
     m->x = xcalloc(rows * c->dim, sizeof(float));
     m->xb = xcalloc(rows * c->dim, sizeof(float));
     m->q = xcalloc(rows * qd, sizeof(float));

@@ -23,10 +23,17 @@ static void write_text(const char *path, const char *text) {
     if (fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF || fclose(f) != 0) die_errno("cannot write '%s'", path);
 }
 
-static cJSON *minmaxavg(double mn, double avg, double mx) {
+/* {"min", "avg", "max"} of one value per rank (all 0 when there are none) */
+static cJSON *over_ranks(const double *v, int n) {
+    double mn = n ? v[0] : 0, mx = mn, sum = 0;
+    for (int r = 0; r < n; r++) {
+        mn = v[r] < mn ? v[r] : mn;
+        mx = v[r] > mx ? v[r] : mx;
+        sum += v[r];
+    }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "min", mn);
-    cJSON_AddNumberToObject(o, "avg", avg);
+    cJSON_AddNumberToObject(o, "avg", n ? sum / n : 0);
     cJSON_AddNumberToObject(o, "max", mx);
     return o;
 }
@@ -80,33 +87,25 @@ void report_write_summary(const char *path, const report_run *run, const report_
     double bubble = 0;
     for (int r = 0; r < n; r++) bubble += run->wall_s > 0 ? ranks[r].seconds[TRACE_WAIT] / run->wall_s : 0;
     cJSON_AddNumberToObject(s, "pipeline_bubble", n ? bubble / n : 0);
+    double *v = xmalloc(sizeof(double) * (size_t)(n ? n : 1));
     cJSON *cats = cJSON_AddObjectToObject(s, "categories");
     for (int c2 = 0; c2 < TRACE_STEP; c2++) {
-        double mn = 1e300, mx = 0, sum = 0;
-        for (int r = 0; r < n; r++) {
-            double v = ranks[r].seconds[c2];
-            mn = v < mn ? v : mn;
-            mx = v > mx ? v : mx;
-            sum += v;
-        }
-        cJSON_AddItemToObject(cats, trace_category_names[c2], minmaxavg(n ? mn : 0, n ? sum / n : 0, mx));
+        for (int r = 0; r < n; r++) v[r] = ranks[r].seconds[c2];
+        cJSON_AddItemToObject(cats, trace_category_names[c2], over_ranks(v, n));
     }
     int64_t ba = 0, bp = 0, bg = 0;
-    double rmin = 1e300, rmax = 0, rsum = 0;
     for (int r = 0; r < n; r++) {
         ba += ranks[r].bytes_allreduce;
         bp += ranks[r].bytes_p2p;
         bg += ranks[r].bytes_gather;
-        double v = (double)ranks[r].peak_rss;
-        rmin = v < rmin ? v : rmin;
-        rmax = v > rmax ? v : rmax;
-        rsum += v;
+        v[r] = (double)ranks[r].peak_rss;
     }
     cJSON *b = cJSON_AddObjectToObject(s, "bytes_communicated");
     cJSON_AddNumberToObject(b, "allreduce", (double)ba);
     cJSON_AddNumberToObject(b, "p2p", (double)bp);
     cJSON_AddNumberToObject(b, "gather", (double)bg);
-    cJSON_AddItemToObject(s, "peak_rss_bytes", minmaxavg(n ? rmin : 0, n ? rsum / n : 0, rmax));
+    cJSON_AddItemToObject(s, "peak_rss_bytes", over_ranks(v, n));
+    free(v);
     cJSON *pr = cJSON_AddArrayToObject(s, "per_rank");
     for (int r = 0; r < n; r++) {
         const report_rank *x = &ranks[r];

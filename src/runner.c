@@ -323,7 +323,7 @@ typedef struct {
     int *seen;              /* (vocab) zeroed scratch for penalties */
     int64_t tokens_in, tokens_out;
     double t_prefill, t_decode, t_start, t_last_process, t_last_progress;
-    int completed, interrupted, tty;
+    int completed, tty;
 } run_state;
 
 static void seq_push(seq_state *s, int tok) {

@@ -13,7 +13,6 @@
  * rank (tensor number modulo ranks). Memory per rank: one block. */
 #include "synth.h"
 
-#include <cJSON.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <math.h>
@@ -22,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "convert.h"
 #include "dist.h"
 #include "mfile.h"
 #include "util.h"
@@ -86,99 +86,14 @@ int synth_shape(const char *name, model_config *c) {
 
 /* ------------------------------------------------------------------ config.json */
 
-static const cJSON *json_get(const cJSON *o, const char *key) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
-    return (it && !cJSON_IsNull(it)) ? it : NULL;
-}
-
-static int json_int(const char *path, const cJSON *o, const char *prefix, const char *key,
-                    int required, int def) {
-    const cJSON *it = json_get(o, key);
-    if (!it) {
-        if (required) die("'%s': missing field '%s%s'", path, prefix, key);
-        return def;
-    }
-    double v = cJSON_IsNumber(it) ? it->valuedouble : NAN;
-    if (!(v >= -2147483648.0 && v <= 2147483647.0) || v != floor(v))
-        die("'%s': field '%s%s' must be an integer", path, prefix, key);
-    return (int)v;
-}
-
-static float json_float(const char *path, const cJSON *o, const char *prefix, const char *key,
-                        float def) {
-    const cJSON *it = json_get(o, key);
-    if (!it) return def;
-    if (!cJSON_IsNumber(it)) die("'%s': field '%s%s' must be a number", path, prefix, key);
-    return (float)it->valuedouble;
-}
-
-/* a Hugging Face config.json (or a directory holding one): only the shape and the RoPE and
- * token settings are used; fields a real checkpoint needs but a random one does not
- * (max_position_embeddings, rms_norm_eps) default to 4096 and 1e-5 */
+/* a Hugging Face config.json, or a directory holding one, read as convert reads it; fields a
+ * real checkpoint needs but random weights do not may be absent */
 static void shape_from_hf_config(const char *arg, model_config *c) {
     char path[4096];
     struct stat st;
     if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(path, sizeof(path), "%s/config.json", arg);
     else snprintf(path, sizeof(path), "%s", arg);
-    size_t len;
-    char *text = util_read_file(path, &len);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!root || !cJSON_IsObject(root)) die("'%s': not a JSON object", path);
-    const cJSON *mt = json_get(root, "model_type");
-    if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "llama") != 0))
-        die("'%s': model_type '%s' is not supported (only 'llama')", path,
-            cJSON_IsString(mt) ? mt->valuestring : "?");
-    config_init_defaults(c);
-    c->dim = json_int(path, root, "", "hidden_size", 1, 0);
-    c->hidden_dim = json_int(path, root, "", "intermediate_size", 1, 0);
-    c->n_layers = json_int(path, root, "", "num_hidden_layers", 1, 0);
-    c->n_heads = json_int(path, root, "", "num_attention_heads", 1, 0);
-    c->n_kv_heads = json_int(path, root, "", "num_key_value_heads", 0, c->n_heads);
-    c->vocab_size = json_int(path, root, "", "vocab_size", 1, 0);
-    c->max_seq_len = json_int(path, root, "", "max_position_embeddings", 0, 4096);
-    c->norm_eps = json_float(path, root, "", "rms_norm_eps", 1e-5f);
-    c->rope_theta = json_float(path, root, "", "rope_theta", 10000.0f);
-    if (json_get(root, "head_dim")) c->head_size = json_int(path, root, "", "head_dim", 1, 0);
-    else if (c->n_heads > 0 && c->dim % c->n_heads == 0) c->head_size = c->dim / c->n_heads;
-    else die("'%s': hidden_size %d is not a multiple of num_attention_heads %d and head_dim is not given",
-             path, c->dim, c->n_heads);
-    const cJSON *rs = json_get(root, "rope_scaling");
-    if (rs) {
-        const cJSON *ty = json_get(rs, "rope_type");
-        if (!ty) ty = json_get(rs, "type");
-        const char *t = cJSON_IsString(ty) ? ty->valuestring : "?";
-        if (strcmp(t, "llama3") == 0) {
-            snprintf(c->rope_scaling_type, sizeof(c->rope_scaling_type), "llama3");
-            c->rope_factor = json_float(path, rs, "rope_scaling.", "factor", 8.0f);
-            c->rope_low_freq_factor = json_float(path, rs, "rope_scaling.", "low_freq_factor", 1.0f);
-            c->rope_high_freq_factor = json_float(path, rs, "rope_scaling.", "high_freq_factor", 4.0f);
-            c->rope_original_max_pos =
-                json_int(path, rs, "rope_scaling.", "original_max_position_embeddings", 0, 8192);
-        } else if (strcmp(t, "default") != 0) {
-            die("'%s': rope scaling type '%s' is not supported (only 'llama3')", path, t);
-        }
-    }
-    const cJSON *tie = json_get(root, "tie_word_embeddings");
-    c->tied_classifier = tie ? (cJSON_IsTrue(tie) || (cJSON_IsNumber(tie) && tie->valuedouble != 0)) : 0;
-    const cJSON *bos = cJSON_GetObjectItemCaseSensitive(root, "bos_token_id");
-    if (bos) c->bos_id = cJSON_IsNull(bos) ? -1 : json_int(path, root, "", "bos_token_id", 1, -1);
-    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
-    if (eos && cJSON_IsNull(eos)) {
-        c->n_eos = 0;
-    } else if (eos && cJSON_IsArray(eos)) {
-        c->n_eos = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, eos) {
-            if (c->n_eos == CONFIG_MAX_EOS) die("'%s': more than %d eos_token_id values", path, CONFIG_MAX_EOS);
-            if (!cJSON_IsNumber(it) || it->valuedouble < 0) die("'%s': field 'eos_token_id' must hold non-negative integers", path);
-            c->eos_ids[c->n_eos++] = (int)it->valuedouble;
-        }
-    } else if (eos) {
-        c->n_eos = 1;
-        c->eos_ids[0] = json_int(path, root, "", "eos_token_id", 1, 0);
-    }
-    cJSON_Delete(root);
-    free(text);
+    convert_hf_read_config(path, c, 1);
 }
 
 /* ------------------------------------------------------------------ generator */

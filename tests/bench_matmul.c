@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
         size_t sz = (size_t)shapes[s][0] * shapes[s][1];
         wmax = sz > wmax ? sz : wmax;
     }
-    int rows = kern_rows(nmax);
+    int rows = nmax;
     float *w = xmalloc(sizeof(float) * wmax), *x = xcalloc((size_t)rows * imax, sizeof(float));
     float *out = xcalloc((size_t)rows * omax, sizeof(float));
     unsigned long long r = 0x9E3779B97F4A7C15ULL;

@@ -101,8 +101,6 @@ for name, n, extra in [("b8", 1, ["--batch", "8"]), ("b32", 1, ["--batch", "32",
     print("%-4s identical to B=1 on all 64 records" % name)
 greedy = [k for k, v in base.items() if any(p["custom_id"] == k and p.get("temperature") == 0 for p in prompts)]
 print("greedy records checked against the one-sequence path: %d" % len(greedy))
-if has_text and not any(v["finish_reason"] == "stop" and v.get("completion", "x") == v.get("completion", "") for v in base.values()):
-    pass
 stops = sum(1 for v in base.values() if v["finish_reason"] == "stop")
 print("finish reasons: %d stop, %d length" % (stops, sum(1 for v in base.values() if v["finish_reason"] == "length")))
 
