@@ -61,8 +61,7 @@ void sampler_penalize(float *logits, const sampler_params *p, const int *ids, in
     for (int i = 0; i < n; i++) seen[ids[i]] = 0;
 }
 
-int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *c) {
-    if (p->temperature <= 0.0f) return sampler_argmax(logits, n);
+int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candidate *c) {
     for (int i = 0; i < n; i++) logits[i] /= p->temperature;
     kern_softmax(logits, n);
     for (int i = 0; i < n; i++) {
@@ -111,6 +110,12 @@ int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng,
             }
         }
     }
+    return keep;
+}
+
+int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *c) {
+    if (p->temperature <= 0.0f) return sampler_argmax(logits, n);
+    const int keep = sampler_filter(logits, n, p, c);
     float total = 0.0f;
     for (int i = 0; i < keep; i++) total += c[i].prob;
     float r = sampler_random(rng) * total, cum = 0.0f;

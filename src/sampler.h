@@ -30,7 +30,12 @@ int sampler_argmax(const float *logits, int n);
  * penalties over the completion (ids[n_prompt..n)), in place. seen: (vocab) zeroed scratch,
  * returned zeroed. */
 void sampler_penalize(float *logits, const sampler_params *p, const int *ids, int n_prompt, int n, int *seen);
-/* samples from logits (n), which it overwrites. scratch: n candidates. */
+/* the candidates sampling draws from (temperature > 0): softmax of logits / temperature, then
+ * min_p, top_k and top_p (over those probabilities, not renormalised). Writes the kept ones to
+ * c[0..return) in decreasing probability (ties by index); overwrites logits. c: n candidates. */
+int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candidate *c);
+/* samples from logits (n), which it overwrites: argmax when temperature <= 0, else one of
+ * sampler_filter's candidates with probability proportional to its prob. scratch: n candidates. */
 int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *scratch);
 
 #endif
