@@ -4,6 +4,7 @@ testing `mpillama convert` on safetensors input (numpy only, no torch).
 
 usage: make_hf_model.py SRC.bin OUTDIR [--dtype f32|f16|bf16] [--shards N] [--untied]
                         [--kv-heads K] [--seed S] [--also-bin PATH] [--no-rope-permute]
+                        [--rope-scaling FACTOR,LOW,HIGH,ORIGINAL_MAX_POS]
 
 Writes OUTDIR/config.json and OUTDIR/model.safetensors (or N shards plus
 model.safetensors.index.json). q_proj/k_proj rows are permuted from llama2.c's adjacent-pair
@@ -17,6 +18,8 @@ Modifications, applied in this order (all deterministic):
 --also-bin PATH writes the same modified weights (after rounding, in f32) as a llama2.c
 checkpoint, so that both converters see identical numbers.
 --no-rope-permute leaves q/k in the pairs layout: a deliberately wrong model (negative control).
+--rope-scaling writes Llama 3 rope_scaling (factor, low_freq_factor, high_freq_factor,
+original_max_position_embeddings) into config.json; the weights are unchanged.
 """
 import argparse
 import json
@@ -131,6 +134,18 @@ def write_safetensors(path, tensors, dtype):
     return off
 
 
+def rope_scaling(spec):
+    """'8,1,4,200' -> the config.json rope_scaling object of Llama 3.1 (None without a spec)"""
+    if not spec:
+        return None
+    try:
+        factor, low, high, orig = spec.split(",")
+        return {"rope_type": "llama3", "factor": float(factor), "low_freq_factor": float(low),
+                "high_freq_factor": float(high), "original_max_position_embeddings": int(orig)}
+    except ValueError:
+        sys.exit(f"make_hf_model.py: --rope-scaling '{spec}': want FACTOR,LOW,HIGH,ORIGINAL_MAX_POS")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("src")
@@ -142,6 +157,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--also-bin")
     ap.add_argument("--no-rope-permute", action="store_true")
+    ap.add_argument("--rope-scaling", help="FACTOR,LOW,HIGH,ORIGINAL_MAX_POS: Llama 3 scaling")
     args = ap.parse_args()
 
     cfg, w = read_llama2c(args.src)
@@ -207,7 +223,7 @@ def main():
         "max_position_embeddings": cfg["seq_len"],
         "rms_norm_eps": 1e-05,
         "rope_theta": 10000.0,
-        "rope_scaling": None,
+        "rope_scaling": rope_scaling(args.rope_scaling),
         "attention_bias": False,
         "mlp_bias": False,
         "tie_word_embeddings": w["wcls"] is None,
