@@ -1,10 +1,38 @@
 /* kernels: the forward pass's math on a batch of n token rows. Every kernel takes
- * (out, in, weights, dims), allocates nothing and never communicates. Optimised kernels have a
- * plain twin with the _ref suffix (kernels_ref.c) that the tests compare against. */
+ * (out, in, weights, dims), allocates nothing (but per-thread scratch that grows to the largest
+ * shape seen, once) and never communicates. Optimised kernels have a plain twin with the _ref
+ * suffix (kernels/ref.c) that the tests compare against. The code lives in src/kernels/, one
+ * file per instruction set or type; kernels/dispatch.c chooses by CPU at run time. */
 #ifndef MPILLAMA_KERNELS_H
 #define MPILLAMA_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* element types of weights and of the KV cache */
+typedef enum { KERN_F32 = 0, KERN_BF16 = 1, KERN_Q8 = 2 } kern_dtype;
+#define KERN_Q8_BLOCK 32 /* q8: one f32 scale per 32 consecutive input columns */
+
+/* a weight matrix of o rows (outputs) by i columns (inputs), row-major */
+typedef struct {
+    kern_dtype dtype;
+    const void *data;   /* (o, i): float | uint16_t (bf16 bits) | int8_t */
+    const float *scale; /* KERN_Q8 only: (o, i / KERN_Q8_BLOCK); w[c][k] = scale[c][k/32] * q[c][k] */
+} kern_wmat;
+
+/* "f32", "bf16", "q8" */
+const char *kern_dtype_name(kern_dtype dt);
+/* bytes of one element (q8: the int8, without its scale) */
+size_t kern_dtype_size(kern_dtype dt);
+
+/* conversions: bf16 rounds to nearest even (NaN stays NaN); q8 quantises x (n, n % 32 == 0) per
+ * block of 32: scale = max|x| / 127, q = x * (127 / max|x|) rounded to nearest even (0 for an
+ * all-zero block) */
+uint16_t kern_f32_to_bf16(float x);
+float kern_bf16_to_f32(uint16_t h);
+void kern_quantize_q8(int8_t *q, float *scale, const float *x, int64_t n);
+/* dst (n elements of type dt: KERN_F32 or KERN_BF16) = src (n) */
+void kern_store_rows(void *dst, kern_dtype dt, const float *src, int64_t n);
 
 /* out (n, d) = in (n, d) / rms(in row) * w (d) */
 void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, float eps);
@@ -23,11 +51,26 @@ void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, flo
  * process's binding; the work is split by output features. */
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o);
 void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, int o);
-/* the implementation in use, e.g. "avx2" (for benchmarks and reports) */
+/* out (n, o) = in (n, i) @ w^T for weights of any dtype, batch-invariant as kern_matmul (each
+ * output element one fixed chain whatever n, tile or thread).
+ *   KERN_F32: kern_matmul.
+ *   KERN_BF16: the activations are rounded to bf16 (kern_f32_to_bf16) and every product of two
+ *     bf16 is exact in f32; the products are summed in f32 in a fixed order of the
+ *     implementation (the reference: k = 0, 1, ... in order).
+ *   KERN_Q8 (i % 32 == 0): the activations are quantised per block of 32 (kern_quantize_q8); the
+ *     int8 products of a block are summed exactly in int32 (by lanes of 4 or more products),
+ *     each block's (or lane's) integer sum times scale_w * scale_x is added in f32 in a fixed
+ *     order (the reference: block by block). */
+void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
+void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
+/* the implementation in use for f32 weights, e.g. "avx2" (for benchmarks and reports) */
 const char *kern_matmul_impl(void);
-/* selects an implementation by name ("avx512", "avx2", "generic"; NULL: the default); returns 0,
- * or -1 when this CPU can't run it (the selection is then unchanged). Results of different
- * implementations differ in rounding, so select before the first matmul (tests do it) */
+/* ... for weights of type dt, e.g. "avx512bf16" */
+const char *kern_matmul_impl_w(kern_dtype dt);
+/* selects an implementation by name ("avx512", "avx2", "generic"; NULL: the defaults) for every
+ * dtype that has one of that name this CPU runs; returns 0, or -1 when no dtype has (the
+ * selection is then unchanged). Results of different implementations differ in rounding, so
+ * select before the first matmul (tests do it) */
 int kern_matmul_use(const char *name);
 /* rotates adjacent pairs (2j, 2j+1) of every head of x (n, n_heads * head_size) in place by
  * angle pos[t] * inv_freq[j] */
@@ -37,16 +80,20 @@ void kern_rope_freqs(float *inv_freq, int head_size, float theta, int llama3, fl
                      float low_freq_factor, float high_freq_factor, int original_max_pos);
 /* grouped-query attention for n tokens over a KV cache.
  *   out (n, n_heads * hs); q (n, n_heads * hs)
- *   kcache, vcache (n_slots, seq_len, n_kv * hs), already holding every token of the batch
+ *   kcache, vcache (n_slots, seq_len, n_kv * hs) of kv_dtype (KERN_F32 or KERN_BF16, rows
+ *   written with kern_store_rows), already holding every token of the batch
  *   token t of the batch attends to positions 0..pos[t] of slot slot[t]
  *   local query head h uses local KV head (head0 + h) / kv_mul - kv_head0
- *   att: scratch (n_heads * seq_len) */
+ *   att: scratch (n_heads * seq_len) for the reference; kern_attention uses its threads' own.
+ * Batch-invariant: a token's output is one fixed computation whatever else shares the call.
+ * Threads: kern_matmul's pool, the work split by tokens and KV heads. */
 typedef struct {
     int n_heads, n_kv, head_size, seq_len, kv_mul, head0, kv_head0;
+    kern_dtype kv_dtype; /* of the caches (0: KERN_F32) */
 } kern_attn_dims;
-void kern_attention(float *out, const float *q, const float *kcache, const float *vcache,
+void kern_attention(float *out, const float *q, const void *kcache, const void *vcache,
                     const int *pos, const int *slot, int n, const kern_attn_dims *dims, float *att);
-void kern_attention_ref(float *out, const float *q, const float *kcache, const float *vcache,
+void kern_attention_ref(float *out, const float *q, const void *kcache, const void *vcache,
                         const int *pos, const int *slot, int n, const kern_attn_dims *dims, float *att);
 /* gate (n, h) = silu(gate) * up */
 void kern_swiglu(float *gate, const float *up, int64_t len);

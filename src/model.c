@@ -165,7 +165,7 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         check(b->pos[t] >= 0 && b->pos[t] < m->seq_len && b->slot[t] >= 0 && b->slot[t] < m->n_slots,
               "token %d: position %d / slot %d outside the KV cache", t, b->pos[t], b->slot[t]);
     kern_attn_dims ad = {r->n_heads_local, r->n_kv_local, hs, m->seq_len, c->n_heads / c->n_kv_heads,
-                         r->head0, r->kv_head0};
+                         r->head0, r->kv_head0, KERN_F32};
     for (int l = 0; l < r->n_layers_local; l++) {
         const model_layer *L = &m->layers[l];
         const int gl = r->layer0 + l;

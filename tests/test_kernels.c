@@ -147,8 +147,9 @@ static void test_threads_and_binding(int o, int i, int n) {
     free(w), free(x), free(want), free(got);
 }
 
-static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_head0, int hs, int seq, int slots) {
-    kern_attn_dims d = {n_heads, n_kv, hs, seq, kv_mul, head0, kv_head0};
+static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_head0, int hs, int seq, int slots,
+                           kern_dtype kvt) {
+    kern_attn_dims d = {n_heads, n_kv, hs, seq, kv_mul, head0, kv_head0, kvt};
     int n = 5;
     int pos[5] = {0, 3, seq - 1, 7, 1}, slot[5] = {0, slots - 1, 1 % slots, 0, slots - 1};
     long kvsize = (long)slots * seq * n_kv * hs;
@@ -159,11 +160,25 @@ static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_
     fill(kc, kvsize);
     fill(vc, kvsize);
     fill(q, (long)n * n_heads * hs);
+    /* the caches in their type, written as the model writes them */
+    if (kvt == KERN_BF16) {
+        uint16_t *kb = (uint16_t *)kc, *vb = (uint16_t *)vc;
+        for (long k = 0; k < kvsize; k++) kb[k] = kern_f32_to_bf16(kc[k]), vb[k] = kern_f32_to_bf16(vc[k]);
+    }
     kern_attention(a, q, kc, vc, pos, slot, n, &d, att);
     kern_attention_ref(b, q, kc, vc, pos, slot, n, &d, att);
     char name[96];
-    snprintf(name, sizeof(name), "attention heads=%d kv=%d mul=%d off=%d/%d hs=%d", n_heads, n_kv, kv_mul, head0, kv_head0, hs);
+    snprintf(name, sizeof(name), "attention %s heads=%d kv=%d mul=%d off=%d/%d hs=%d", kern_dtype_name(kvt), n_heads,
+             n_kv, kv_mul, head0, kv_head0, hs);
     compare(name, a, b, (long)n * n_heads * hs, 1e-10);
+    /* batch invariance: each token alone gives the bits it gave in the batch */
+    int same = 1;
+    for (int t = 0; t < n; t++) {
+        kern_attention(b, q + (long)t * n_heads * hs, kc, vc, pos + t, slot + t, 1, &d, att);
+        if (memcmp(b, a + (long)t * n_heads * hs, sizeof(float) * n_heads * hs) != 0) same = 0;
+    }
+    printf("%-44s tokens alone == batched %s\n", name, same ? "ok" : "FAIL");
+    same ? passes++ : failures++;
     free(kc), free(vc), free(q), free(a), free(b), free(att);
 }
 
@@ -260,13 +275,157 @@ static void test_misc(void) {
     compare("log_softmax", &lsm, &want_l, 1, 1e-12);
 }
 
+
+/* ---- weights of other types ---- */
+
+/* w (o, i) f32 made into dtype dt (data and scale malloc'ed; free with wmat_free) */
+static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
+    kern_wmat m = {dt, NULL, NULL};
+    const long n = (long)o * i;
+    if (dt == KERN_F32) {
+        float *d = xmalloc(sizeof(float) * n);
+        memcpy(d, w, sizeof(float) * n);
+        m.data = d;
+    } else if (dt == KERN_BF16) {
+        uint16_t *d = xmalloc(sizeof(uint16_t) * n);
+        for (long k = 0; k < n; k++) d[k] = kern_f32_to_bf16(w[k]);
+        m.data = d;
+    } else {
+        int8_t *d = xmalloc(n);
+        float *sc = xmalloc(sizeof(float) * (n / KERN_Q8_BLOCK));
+        kern_quantize_q8(d, sc, w, n);
+        m.data = d, m.scale = sc;
+    }
+    return m;
+}
+
+static void wmat_free(kern_wmat *m) {
+    free((void *)m->data);
+    free((void *)m->scale);
+}
+
+/* kern_matmul_w against its twin (tight: the same math, summed in another order), and against
+ * the f32 product (loose: the type's own rounding; catches a twin wrong in the same way) */
+static void test_matmul_w(kern_dtype dt, int n, int i, int o) {
+    float *x = xmalloc(sizeof(float) * (size_t)n * i), *w = xmalloc(sizeof(float) * (size_t)o * i);
+    float *a = xmalloc(sizeof(float) * (size_t)n * o), *b = xmalloc(sizeof(float) * (size_t)n * o);
+    float *f = xmalloc(sizeof(float) * (size_t)n * o);
+    fill(x, (long)n * i);
+    fill(w, (long)o * i);
+    kern_wmat m = wmat_make(dt, w, o, i);
+    kern_matmul_w(a, x, &m, n, i, o);
+    kern_matmul_w_ref(b, x, &m, n, i, o);
+    kern_matmul_ref(f, x, w, n, i, o);
+    char name[80];
+    snprintf(name, sizeof(name), "matmul_w %s %s n=%d in=%d out=%d", kern_dtype_name(dt), kern_matmul_impl_w(dt), n,
+             i, o);
+    compare(name, a, b, (long)n * o, 1e-10);
+    snprintf(name, sizeof(name), "  %s against f32 weights", kern_dtype_name(dt));
+    compare(name, a, f, (long)n * o, dt == KERN_BF16 ? 1e-4 : dt == KERN_Q8 ? 1e-3 : 1e-10);
+    wmat_free(&m);
+    free(x), free(w), free(a), free(b), free(f);
+}
+
+/* batch invariance of kern_matmul_w: rows alone (alone_threads) and in batches of every n of ns
+ * (batch_threads) at varied positions give the same bits */
+static void test_invariance_w(kern_dtype dt, int o, int i, const int *ns, int nns, int alone_threads,
+                              int batch_threads) {
+    int nmax = 0;
+    for (int k = 0; k < nns; k++) nmax = ns[k] > nmax ? ns[k] : nmax;
+    float *w = xmalloc(sizeof(float) * (size_t)o * i), *x = xmalloc(sizeof(float) * (size_t)nmax * i);
+    float *alone = xmalloc(sizeof(float) * (size_t)nmax * o), *out = xmalloc(sizeof(float) * (size_t)nmax * o);
+    float *xb = xmalloc(sizeof(float) * (size_t)nmax * i);
+    fill(w, (long)o * i);
+    fill(x, (long)nmax * i);
+    kern_wmat m = wmat_make(dt, w, o, i);
+    openblas_set_num_threads(alone_threads);
+    for (int r = 0; r < nmax; r++) kern_matmul_w(alone + (size_t)r * o, x + (size_t)r * i, &m, 1, i, o);
+    openblas_set_num_threads(batch_threads);
+    int same = 1, rows = 0;
+    char detail[160] = "";
+    for (int k = 0; k < nns && same; k++) {
+        const int n = ns[k], off = (37 * k + 11) % nmax;
+        for (int j = 0; j < n; j++) memcpy(xb + (size_t)j * i, x + (size_t)((off + j) % nmax) * i, sizeof(float) * i);
+        kern_matmul_w(out, xb, &m, n, i, o);
+        for (int j = 0; j < n && same; j++, rows++) {
+            const int r = (off + j) % nmax;
+            if (memcmp(out + (size_t)j * o, alone + (size_t)r * o, sizeof(float) * o) != 0) {
+                same = 0;
+                snprintf(detail, sizeof(detail), " (n=%d: row %d at position %d differs)", n, r, j);
+            }
+        }
+    }
+    printf("matmul_w %-4s %5dx%-5d %-10s threads %d/%d: %4d batched rows == alone%s %s\n", kern_dtype_name(dt), o, i,
+           kern_matmul_impl_w(dt), alone_threads, batch_threads, rows, detail, same ? "ok" : "FAIL");
+    same ? passes++ : failures++;
+    wmat_free(&m);
+    free(w), free(x), free(alone), free(out), free(xb);
+}
+
+/* conversions on values worked out by hand */
+static void test_conversions(void) {
+    int ok = 1;
+    /* bf16: exact values stay; ties go to even; 1 + 2^-8 (a tie) -> 1, 1 + 3 * 2^-8 -> 1 + 2^-6,
+     * 1 + 2^-7 + 2^-10 -> 1 + 2^-7 */
+    const float xs[] = {1.0f, -2.5f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1.0f + 1.0f / 128 + 1.0f / 1024, 0.0f};
+    const float want[] = {1.0f, -2.5f, 1.0f, 1.0f + 1.0f / 64, 1.0f + 1.0f / 128, 0.0f};
+    for (int k = 0; k < 6; k++)
+        if (kern_bf16_to_f32(kern_f32_to_bf16(xs[k])) != want[k]) ok = 0;
+    if (!isnan(kern_bf16_to_f32(kern_f32_to_bf16(NAN))) || !isinf(kern_bf16_to_f32(kern_f32_to_bf16(INFINITY))))
+        ok = 0;
+    /* q8: block max 31.75 -> scale 0.25, values * 4 rounded to even; an all-zero block -> scale 0 */
+    float x[64] = {0};
+    x[0] = 31.75f, x[1] = -1.0f, x[2] = 0.125f, x[3] = 0.375f, x[4] = -0.625f;
+    int8_t q[64];
+    float sc[2];
+    kern_quantize_q8(q, sc, x, 64);
+    if (sc[0] != 0.25f || q[0] != 127 || q[1] != -4 || q[2] != 0 || q[3] != 2 || q[4] != -2 || sc[1] != 0.0f ||
+        q[40] != 0)
+        ok = 0;
+    /* kern_store_rows: f32 copies, bf16 rounds */
+    float src[3] = {1.0f, 1.0f + 3.0f / 256, -7.0f}, dst[3];
+    uint16_t h[3];
+    kern_store_rows(dst, KERN_F32, src, 3);
+    kern_store_rows(h, KERN_BF16, src, 3);
+    for (int k = 0; k < 3; k++)
+        if (dst[k] != src[k] || kern_bf16_to_f32(h[k]) != kern_bf16_to_f32(kern_f32_to_bf16(src[k]))) ok = 0;
+    printf("%-44s %s\n", "bf16/q8 conversions, store_rows", ok ? "ok" : "FAIL");
+    ok ? passes++ : failures++;
+}
+
+/* every implementation of weights of type dt this CPU runs, against the twin and for invariance */
+static void test_dtype(kern_dtype dt) {
+    const char *impls[] = {"generic", "avx2", "avx512"};
+    const int ns[] = {1, 7, 8, 9, 37, 150};
+    for (int k = 0; k < 3; k++) {
+        kern_matmul_use(impls[k]);
+        if (strcmp(kern_matmul_impl_w(dt), impls[k]) != 0) {
+            printf("matmul_w %s %s: none here, skipped\n", kern_dtype_name(dt), impls[k]);
+            continue;
+        }
+        test_matmul_w(dt, 1, 64, 172);
+        test_matmul_w(dt, 7, 96, 172);
+        test_matmul_w(dt, 33, 160, 64);
+        test_matmul_w(dt, 128, 256, 512);
+        test_matmul_w(dt, 5, 4096, 99);
+        test_matmul_w(dt, 300, 1024, 1100);
+        if (dt == KERN_BF16) test_matmul_w(dt, 5, 4093, 99); /* a partial last vector */
+        test_invariance_w(dt, 1024, 1024, ns, 6, 1, 2);
+        if (strcmp(impls[k], "generic") != 0) {
+            test_invariance_w(dt, 4099, 4096, ns, 6, 2, 1);
+            test_invariance_w(dt, 2048, 8192, ns, 6, 1, 2);
+        }
+    }
+    kern_matmul_use(NULL);
+}
+
 int main(void) {
     const int threads = openblas_get_num_threads();
     const int ns[] = {1, 7, 8, 9, 37, 150}, ns_small[] = {1, 9, 37};
     /* every implementation this CPU runs (the default last, for the rest of the tests) */
     const char *impls[] = {"generic", "avx512", "avx2"};
     for (int m = 0; m < 3; m++) {
-        if (kern_matmul_use(impls[m]) != 0) {
+        if (kern_matmul_use(impls[m]) != 0 || strcmp(kern_matmul_impl(), impls[m]) != 0) {
             printf("matmul %s: not supported here, skipped\n", impls[m]);
             continue;
         }
@@ -291,12 +450,20 @@ int main(void) {
     }
     kern_matmul_use(NULL);
     openblas_set_num_threads(threads);
+    test_conversions();
+    test_dtype(KERN_BF16);
+    test_dtype(KERN_Q8);
+    openblas_set_num_threads(threads);
     test_invariance_big(14336, 4096, ns_small, 3, 1, 2);
     test_invariance_big(4096, 14336, ns_small, 3, 2, 1);
-    test_attention(8, 4, 2, 0, 0, 8, 32, 3);   /* GQA, whole model on one rank */
-    test_attention(2, 1, 2, 4, 2, 8, 32, 2);   /* a tp rank's share: heads 4-5, kv head 2 */
-    test_attention(1, 1, 8, 3, 0, 16, 64, 1);  /* replicated kv head (tp > n_kv_heads) */
-    test_attention(4, 4, 1, 0, 0, 64, 128, 4); /* MHA, larger heads */
+    for (int kvt = KERN_F32; kvt <= KERN_BF16; kvt++) {
+        test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt);    /* GQA, whole model on one rank */
+        test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt);    /* a tp rank's share: heads 4-5, kv head 2 */
+        test_attention(1, 1, 8, 3, 0, 16, 64, 1, kvt);   /* replicated kv head (tp > n_kv_heads) */
+        test_attention(4, 4, 1, 0, 0, 64, 128, 4, kvt);  /* MHA, larger heads */
+        test_attention(32, 8, 4, 0, 0, 64, 300, 2, kvt); /* the 1.1B shape */
+        test_attention(8, 2, 4, 0, 0, 100, 64, 2, kvt);  /* a head size that is no multiple of 16 */
+    }
     test_rope();
     test_rope_llama3();
     test_misc();

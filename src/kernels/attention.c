@@ -1,0 +1,75 @@
+/* kernels/attention.c: grouped-query attention over the KV cache (f32 or bf16), in the kernels'
+ * thread pool. A unit is one token by a range of KV heads: the query heads of a KV head read its
+ * keys and values together. Each (token, head) output is one fixed computation (scores in
+ * position order, kern_softmax, values summed in position order), whatever the unit or thread. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct {
+    float *out;
+    const float *q;
+    const void *kc, *vc;
+    const int *pos, *slot;
+    const kern_attn_dims *d;
+} attn_job;
+
+/* the f32 value of row element k of a cache of type dt */
+static inline float attn_load(const void *c, kern_dtype dt, int64_t k) {
+    return dt == KERN_BF16 ? kern_bf16_to_f32(((const uint16_t *)c)[k]) : ((const float *)c)[k];
+}
+
+/* dot of q (hs) with a cache row, 8 lanes summed by a fixed tree */
+static float attn_dot(const float *q, const void *c, kern_dtype dt, int64_t k0, int hs) {
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= hs; j += 8)
+        for (int l = 0; l < 8; l++) a[l] += q[j + l] * attn_load(c, dt, k0 + j + l);
+    for (int l = 0; j + l < hs; l++) a[l] += q[j + l] * attn_load(c, dt, k0 + j + l);
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
+    const attn_job *J = ctx;
+    const kern_attn_dims *d = J->d;
+    const int hs = d->head_size, kvd = d->n_kv * hs;
+    const kern_dtype dt = d->kv_dtype;
+    const float scale = 1.0f / sqrtf((float)hs);
+    float *a = kern_room(KERN_ROOM_ATT, sizeof(float) * (size_t)d->seq_len);
+    if (!a) {
+        fprintf(stderr, "mpillama: out of memory for attention scores (%d positions)\n", d->seq_len);
+        abort();
+    }
+    for (int t = t0; t < t0 + tn; t++) {
+        const int len = J->pos[t] + 1;
+        const int64_t base = (int64_t)J->slot[t] * d->seq_len * kvd;
+        for (int h = 0; h < d->n_heads; h++) {
+            const int g = (d->head0 + h) / d->kv_mul - d->kv_head0;
+            if (g < g0 || g >= g1) continue;
+            const float *qh = J->q + ((int64_t)t * d->n_heads + h) * hs;
+            for (int p = 0; p < len; p++) a[p] = attn_dot(qh, J->kc, dt, base + (int64_t)p * kvd + g * hs, hs) * scale;
+            kern_softmax(a, len);
+            float *o = J->out + ((int64_t)t * d->n_heads + h) * hs;
+            for (int j = 0; j < hs; j++) o[j] = 0.0f;
+            for (int p = 0; p < len; p++) {
+                const int64_t v0 = base + (int64_t)p * kvd + g * hs;
+                for (int j = 0; j < hs; j++) o[j] += a[p] * attn_load(J->vc, dt, v0 + j);
+            }
+        }
+    }
+}
+
+void kern_attention(float *out, const float *q, const void *kcache, const void *vcache, const int *pos,
+                    const int *slot, int n, const kern_attn_dims *d, float *att) {
+    (void)att;
+    if (n <= 0) return;
+    attn_job J = {out, q, kcache, vcache, pos, slot, d};
+    double flops = 0;
+    for (int t = 0; t < n; t++) flops += 4.0 * (pos[t] + 1) * d->n_heads * d->head_size;
+    const int threads = kern_pool_threads(flops / 10e9, d->n_kv, 1);
+    kern_pool_run(attn_unit, &J, n, 1, d->n_kv, 1, threads);
+}

@@ -1,0 +1,124 @@
+/* kernels/common.c: the element-wise and per-row kernels (norms, RoPE, SwiGLU, softmax) and the
+ * type conversions */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+
+void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, float eps) {
+    for (int t = 0; t < n; t++) {
+        const float *x = in + (int64_t)t * d;
+        float *o = out + (int64_t)t * d;
+        float ss = 0.0f;
+        for (int j = 0; j < d; j++) ss += x[j] * x[j];
+        ss = 1.0f / sqrtf(ss / d + eps);
+        for (int j = 0; j < d; j++) o[j] = w[j] * (ss * x[j]);
+    }
+}
+
+
+const char *kern_dtype_name(kern_dtype dt) { return dt == KERN_BF16 ? "bf16" : dt == KERN_Q8 ? "q8" : "f32"; }
+
+size_t kern_dtype_size(kern_dtype dt) { return dt == KERN_BF16 ? 2 : dt == KERN_Q8 ? 1 : 4; }
+
+uint16_t kern_f32_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1); /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+float kern_bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+void kern_quantize_q8(int8_t *q, float *scale, const float *x, int64_t n) {
+    for (int64_t b = 0; b < n / KERN_Q8_BLOCK; b++) {
+        const float *xb = x + b * KERN_Q8_BLOCK;
+        float amax = 0.0f;
+        for (int k = 0; k < KERN_Q8_BLOCK; k++) amax = fmaxf(amax, fabsf(xb[k]));
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        scale[b] = amax / 127.0f;
+        for (int k = 0; k < KERN_Q8_BLOCK; k++) q[b * KERN_Q8_BLOCK + k] = (int8_t)nearbyintf(xb[k] * inv);
+    }
+}
+
+void kern_store_rows(void *dst, kern_dtype dt, const float *src, int64_t n) {
+    if (dt == KERN_BF16) {
+        uint16_t *d = dst;
+        for (int64_t k = 0; k < n; k++) d[k] = kern_f32_to_bf16(src[k]);
+    } else {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
+    }
+}
+
+void kern_rope_freqs(float *inv_freq, int head_size, float theta, int llama3, float factor,
+                     float low_freq_factor, float high_freq_factor, int original_max_pos) {
+    for (int j = 0; j < head_size / 2; j++) {
+        float f = 1.0f / powf(theta, (float)(2 * j) / (float)head_size);
+        if (llama3) {
+            float low_wavelen = original_max_pos / low_freq_factor;
+            float high_wavelen = original_max_pos / high_freq_factor;
+            float wavelen = 2.0f * (float)M_PI / f;
+            if (wavelen > low_wavelen) {
+                f = f / factor;
+            } else if (wavelen >= high_wavelen) {
+                float smooth = (original_max_pos / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                f = (1.0f - smooth) * f / factor + smooth * f;
+            }
+        }
+        inv_freq[j] = f;
+    }
+}
+
+void kern_rope(float *x, const int *pos, const float *inv_freq, int n, int n_heads, int head_size) {
+    for (int t = 0; t < n; t++) {
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((int64_t)t * n_heads + h) * head_size;
+            for (int j = 0; j < head_size / 2; j++) {
+                float a = pos[t] * inv_freq[j];
+                float c = cosf(a), s = sinf(a);
+                float v0 = v[2 * j], v1 = v[2 * j + 1];
+                v[2 * j] = v0 * c - v1 * s;
+                v[2 * j + 1] = v0 * s + v1 * c;
+            }
+        }
+    }
+}
+
+void kern_swiglu(float *gate, const float *up, int64_t len) {
+    for (int64_t i = 0; i < len; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void kern_add(float *x, const float *y, int64_t len) {
+    for (int64_t i = 0; i < len; i++) x[i] += y[i];
+}
+
+void kern_softmax(float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > m) m = x[i];
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        s += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= s;
+}
+
+float kern_log_softmax_at(const float *x, int n, int idx) {
+    double m = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > m) m = x[i];
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - m);
+    return (float)((double)x[idx] - m - log(s));
+}

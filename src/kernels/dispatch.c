@@ -1,0 +1,191 @@
+/* kernels/dispatch.c: the matmul entry points; chooses an implementation per weight type by CPU
+ * at run time (MPILLAMA_MATMUL=avx512|avx2|generic overrides), prepares the activations of bf16
+ * and q8 calls and hands the work to the thread pool. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MM_XB (4 << 20) /* bytes of token rows per chunk (the chunk stays in the last-level cache) */
+
+/* ---- implementations ---- */
+
+typedef struct {
+    const char *name;
+    kern_f32_range_fn f32;  /* for KERN_F32 */
+    kern_w_range_fn w;      /* for the others */
+    int need;               /* KERN_NEED_*: activations the w range reads */
+    int (*supported)(void);
+} mm_impl;
+
+static int mm_always(void) { return 1; }
+#ifdef KERN_X86
+static int mm_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int mm_has_avx512(void) {
+    __builtin_cpu_init();
+    return mm_has_avx2() && __builtin_cpu_supports("avx512f");
+}
+#endif
+
+/* per dtype, in order of preference (the default: the first this CPU runs) */
+static const mm_impl mm_f32_impls[] = {
+#ifdef KERN_X86
+    {"avx2", kern_f32_avx2_range, NULL, 0, mm_has_avx2},
+    {"avx512", kern_f32_avx512_range, NULL, 0, mm_has_avx512},
+#endif
+    {"generic", kern_f32_generic_range, NULL, 0, mm_always},
+    {NULL, NULL, NULL, 0, NULL},
+};
+static const mm_impl mm_bf16_impls[] = {
+    {"generic", NULL, kern_bf16_generic_range, KERN_NEED_BF16, mm_always},
+    {NULL, NULL, NULL, 0, NULL},
+};
+static const mm_impl mm_q8_impls[] = {
+    {"generic", NULL, kern_q8_generic_range, KERN_NEED_Q, mm_always},
+    {NULL, NULL, NULL, 0, NULL},
+};
+static const mm_impl *const mm_tables[3] = {mm_f32_impls, mm_bf16_impls, mm_q8_impls};
+static _Atomic(const mm_impl *) mm_cur[3];
+
+/* the implementation of table dt named name (NULL: the first supported), or NULL */
+static const mm_impl *mm_find(int dt, const char *name) {
+    for (const mm_impl *m = mm_tables[dt]; m->name; m++)
+        if ((!name || !strcmp(name, m->name)) && m->supported()) return m;
+    return NULL;
+}
+
+int kern_matmul_use(const char *name) {
+    int found = 0;
+    for (int dt = 0; dt < 3; dt++) {
+        const mm_impl *m = mm_find(dt, name);
+        if (m) atomic_store(&mm_cur[dt], m), found = 1;
+    }
+    return found ? 0 : -1;
+}
+
+static const mm_impl *mm_get(kern_dtype dt) {
+    const mm_impl *m = atomic_load(&mm_cur[dt]);
+    if (m) return m;
+    const char *env = getenv("MPILLAMA_MATMUL");
+    m = env && *env ? mm_find(dt, env) : NULL;
+    if (!m) m = mm_find(dt, NULL);
+    atomic_store(&mm_cur[dt], m);
+    return m;
+}
+
+const char *kern_matmul_impl(void) { return mm_get(KERN_F32)->name; }
+const char *kern_matmul_impl_w(kern_dtype dt) { return mm_get(dt)->name; }
+
+/* threads worth waking: the work must pay for it (a wake-up costs some 10-50 us) */
+static int mm_threads(int n, int i, int o, double elem_bytes, double flops_per_s) {
+    const double est = elem_bytes * o * i / 20e9 + 2.0 * n * o * (double)i / flops_per_s; /* seconds on one core */
+    return kern_pool_threads(est, o, 48);
+}
+
+/* token chunks of nb rows (a multiple of 8) whose input rows stay in the last-level cache */
+static int mm_chunk_rows(int i, int elem_bytes) {
+    int nb = (int)(MM_XB / ((int64_t)i * elem_bytes)) / 8 * 8;
+    return nb < 8 ? 8 : nb;
+}
+
+/* ---- f32 ---- */
+
+typedef struct {
+    kern_f32_range_fn range;
+    float *out;
+    const float *in, *w;
+    int i, o;
+} mm_f32_job;
+
+static void mm_f32_unit(const void *ctx, int t0, int tn, int c0, int c1) {
+    const mm_f32_job *J = ctx;
+    J->range(J->out + (int64_t)t0 * J->o, J->in + (int64_t)t0 * J->i, J->w, tn, J->i, J->o, c0, c1);
+}
+
+void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o) {
+    if (n <= 0 || o <= 0) return;
+    const mm_impl *m = mm_get(KERN_F32);
+    if (i <= 0) {
+        memset(out, 0, sizeof(float) * n * (size_t)o);
+        return;
+    }
+    mm_f32_job J = {m->f32, out, in, w, i, o};
+    kern_pool_run(mm_f32_unit, &J, n, mm_chunk_rows(i, 4), o, 48, mm_threads(n, i, o, 4, 80e9));
+}
+
+/* ---- bf16 and q8 ---- */
+
+typedef struct {
+    kern_w_range_fn range;
+    float *out;
+    kern_act act;
+    const kern_wmat *w;
+    int i, o;
+} mm_w_job;
+
+static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
+    const mm_w_job *J = ctx;
+    const int64_t off = (int64_t)t0 * J->i;
+    kern_act a = {J->act.x ? J->act.x + off : NULL, J->act.q ? J->act.q + off : NULL,
+                  J->act.u ? J->act.u + off : NULL, J->act.scale ? J->act.scale + off / KERN_Q8_BLOCK : NULL};
+    J->range(J->out + (int64_t)t0 * J->o, &a, J->w, tn, J->i, J->o, c0, c1);
+}
+
+void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
+    if (w->dtype == KERN_F32) {
+        kern_matmul(out, in, w->data, n, i, o);
+        return;
+    }
+    if (n <= 0 || o <= 0) return;
+    if (i <= 0) {
+        memset(out, 0, sizeof(float) * n * (size_t)o);
+        return;
+    }
+    const mm_impl *m = mm_get(w->dtype);
+    const int64_t ni = (int64_t)n * i;
+    /* the prepared activations, in the calling thread's room: bf16 x | int8 q | uint8 u | scales */
+    size_t bytes = 0;
+    const size_t x_at = bytes;
+    if (m->need & KERN_NEED_BF16) bytes += (size_t)ni * 2;
+    const size_t q_at = bytes;
+    if (m->need & KERN_NEED_Q) bytes += (size_t)ni;
+    const size_t u_at = bytes;
+    if (m->need & KERN_NEED_U) bytes += (size_t)ni;
+    bytes = (bytes + 63) / 64 * 64;
+    const size_t s_at = bytes;
+    if (m->need & (KERN_NEED_Q | KERN_NEED_U)) bytes += sizeof(float) * (size_t)(ni / KERN_Q8_BLOCK);
+    char *room = kern_room(KERN_ROOM_ACT, bytes + (m->need & KERN_NEED_U && !(m->need & KERN_NEED_Q) ? (size_t)ni : 0));
+    if (!room) {
+        /* out of memory for the activations: the reference needs none */
+        kern_matmul_w_ref(out, in, w, n, i, o);
+        return;
+    }
+    mm_w_job J = {m->w, out, {NULL, NULL, NULL, NULL}, w, i, o};
+    if (m->need & KERN_NEED_BF16) {
+        uint16_t *x = (uint16_t *)(room + x_at);
+        for (int64_t k = 0; k < ni; k++) x[k] = kern_f32_to_bf16(in[k]);
+        J.act.x = x;
+    }
+    if (m->need & (KERN_NEED_Q | KERN_NEED_U)) {
+        /* q where it is wanted, else quantised into the room after the rest and shifted to u */
+        int8_t *q = (int8_t *)(room + (m->need & KERN_NEED_Q ? q_at : bytes));
+        float *s = (float *)(room + s_at);
+        kern_quantize_q8(q, s, in, ni);
+        if (m->need & KERN_NEED_Q) J.act.q = q;
+        if (m->need & KERN_NEED_U) {
+            uint8_t *u = (uint8_t *)(room + u_at);
+            for (int64_t k = 0; k < ni; k++) u[k] = (uint8_t)(q[k] + 128);
+            J.act.u = u;
+        }
+        J.act.scale = s;
+    }
+    const double rate = w->dtype == KERN_BF16 ? 160e9 : 200e9;
+    kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, 2), o, 48,
+                  mm_threads(n, i, o, (double)kern_dtype_size(w->dtype), rate));
+}

@@ -1,0 +1,64 @@
+/* kernels/internal.h: what the files of src/kernels/ share (not part of the public API) */
+#ifndef MPILLAMA_KERNELS_INTERNAL_H
+#define MPILLAMA_KERNELS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KERN_X86 1
+#endif
+
+/* ---- matmul implementations ----
+ * A range function computes out[:, c0:c1] (row stride o) for n token rows; the input rows (row
+ * stride i) are f32 for f32 weights and the prepared activations otherwise (see kern_act). */
+typedef void (*kern_f32_range_fn)(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+
+void kern_f32_generic_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+#ifdef KERN_X86
+void kern_f32_avx2_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+void kern_f32_avx512_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+#endif
+
+/* activations prepared once per call for bf16 and q8 weights:
+ *   bf16: x (n, i) bf16 bits (the rounded activations)
+ *   q8:   q (n, i) int8 (kern_quantize_q8), u = q + 128 as uint8 (n, i) for unsigned x signed
+ *         dot products, scale (n, i / 32) */
+typedef struct {
+    const uint16_t *x; /* (n, i) bf16 */
+    const int8_t *q;   /* (n, i) */
+    const uint8_t *u;  /* (n, i) q + 128 */
+    const float *scale; /* (n, i / 32) */
+} kern_act;
+
+typedef void (*kern_w_range_fn)(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0,
+                                int c1);
+/* the preparation an implementation needs */
+#define KERN_NEED_BF16 1
+#define KERN_NEED_Q 2
+#define KERN_NEED_U 4
+
+void kern_bf16_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+
+/* ---- the thread pool (kernels/pool.c) ----
+ * Runs fn over units that cover rows [0, n) in chunks of nb and columns [0, o) in ranges of ub
+ * (a multiple of align, about 16 units a thread), on up to `threads` threads, the caller
+ * included; returns when every unit is done. Units only split the work: each computes whole
+ * output elements, so results never depend on the thread count. One call at a time uses the
+ * workers: a concurrent caller computes alone. */
+typedef void (*kern_unit_fn)(const void *ctx, int t0, int tn, int c0, int c1);
+void kern_pool_run(kern_unit_fn fn, const void *ctx, int n, int nb, int o, int align, int threads);
+/* threads worth waking for work of `seconds` on one core over o columns (at least min_cols each) */
+int kern_pool_threads(double seconds, int o, int min_cols);
+
+/* per-thread scratch, 64-byte aligned, grown to the largest size asked (never shrunk); slot
+ * names one of KERN_ROOM_* buffers; NULL when out of memory */
+enum { KERN_ROOM_ACC, KERN_ROOM_ACT, KERN_ROOM_ATT, KERN_ROOM_N };
+void *kern_room(int slot, size_t bytes);
+
+double kern_now(void);
+
+#endif

@@ -1,0 +1,94 @@
+/* kernels/matmul_f32_drive.c: the vector f32 matmuls' driver over cache blocks (ISA-neutral: it
+ * calls the tiles of matmul_f32_avx2.c or matmul_f32_avx512.c) */
+#include <string.h>
+
+#include "matmul_f32_tile.h"
+
+/* ---- kern_matmul ----------------------------------------------------------------------------
+ * Every implementation computes out[t][c] = dot(in row t, w row c) as one fixed chain: L lanes
+ * (8 for AVX2 and the portable code, 16 for AVX-512), lane l accumulating k = l, l + L, ... in
+ * order by fused (vector) or plain (portable) multiply-adds, the last partial vector loaded
+ * masked with zeros, then the lanes summed by one fixed tree (mm_hsum*, mm_dot_generic). Tiles
+ * of R token rows by C weight rows only share loads between those chains; k blocks save and
+ * reload the lanes' partial sums exactly; cache blocks, token chunks and threads only reorder
+ * whole chains. Nothing that depends on n, or on the thread count, touches an element's
+ * arithmetic: batch invariance holds by construction (and test_kernels checks it).
+ *
+ * Speed (the vector implementations): few token rows (one tile) stream the weights once, tile
+ * after tile, many weight rows a tile (memory-bound decode); more rows go by blocks of weight
+ * rows that stay in L2 while every tile of token rows passes over them, k cut in blocks whose
+ * input rows are copied to a small contiguous buffer (in L1), the next block prefetched, and
+ * the token rows cut in chunks that stay in the last-level cache (compute-bound prefill). */
+
+/* Blocking, tuned on a 2-core AMD EPYC (Zen 4: 32 KiB L1D, 1 MiB L2 per core, 32 MiB L3); it
+ * changes speed, never results */
+#define MM_KC 512            /* k block (floats) */
+#define MM_L2 (384 << 10)    /* bytes of weight rows (whole rows) a block keeps in L2 */
+#define MM_BW_MAX 96         /* weight rows per block at most */
+#define MM_BW_MIN 24         /* fewer whole rows fit L2: blocks of MM_BW_LONG rows go k block by k block */
+#define MM_BW_LONG 48
+#define MM_NS_LONG 64        /* ... over MM_NS_LONG token rows at a time */
+
+/* per-thread room for the partial sums of the k blocks, grown on demand (NULL: out of memory) */
+static float *mm_acc_room(size_t floats) { return kern_room(KERN_ROOM_ACC, floats * sizeof(float)); }
+
+/* out[:, c0:c1] for n token rows (see the section's comment). Blocked, the loops are: blocks of
+ * bw weight rows; runs of ns token rows; k blocks; tiles of token rows (their k block copied to
+ * xp); tiles of weight rows. With short rows (whole rows of the block fit L2) a run is one tile
+ * of token rows; with long ones the block's rows only fit k block by k block, and a run of
+ * MM_NS_LONG token rows goes over each, so that neither the weights nor the input rows come
+ * back from memory too often. */
+void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *w, int n, int i, int o, int c0,
+                     int c1) {
+    const int L = K->lanes, rt = K->rows, cm = K->cols[rt];
+    if (n <= rt) { /* one tile of token rows: stream the weights, each row once */
+        const int C = K->cols[n];
+        for (int c = c0; c < c1; c += C)
+            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, in, i, w + (int64_t)c * i, i, i, NULL, 0, MM_OUT);
+        return;
+    }
+    const int kc = i > MM_KC + MM_KC / 2 ? MM_KC : i, nk = (i + kc - 1) / kc;
+    int bw = MM_L2 / (i * 4) / cm * cm, ns = rt;
+    if (bw > MM_BW_MAX) bw = MM_BW_MAX / cm * cm;
+    if (bw < MM_BW_MIN && nk > 1) bw = MM_BW_LONG / cm * cm, ns = MM_NS_LONG / rt * rt;
+    if (bw < cm) bw = cm;
+    float *acc = NULL;
+    if (nk > 1 && !(acc = mm_acc_room((size_t)ns * bw * L))) { /* no room: a tile at a time */
+        for (int t = 0; t < n; t += rt)
+            kern_f32_drive(K, out + (int64_t)t * o, in + (int64_t)t * i, w, n - t < rt ? n - t : rt, i, o, c0, c1);
+        return;
+    }
+    const int ldx = nk > 1 ? kc + 16 : i; /* copied rows one cache line off 4 KiB strides (L1 sets) */
+    float xp[8 * (MM_KC + 16)] __attribute__((aligned(64)));
+    for (int cb = c0; cb < c1; cb += bw) {
+        const int ce = cb + bw < c1 ? cb + bw : c1;
+        /* the next block's weights (contiguous) go to L2 a little before every tile */
+        const char *pf = (const char *)(w + (int64_t)ce * i);
+        const char *pf_end = (const char *)(w + (int64_t)(ce + bw < c1 ? ce + bw : c1) * i);
+        const int64_t calls = (int64_t)((n + rt - 1) / rt) * nk * ((ce - cb + cm - 1) / cm);
+        const int64_t pf_step = ((pf_end - pf) / calls + 63) / 64 * 64;
+        for (int ts = 0; ts < n; ts += ns) {
+            const int te = ts + ns < n ? ts + ns : n;
+            for (int kb = 0; kb < nk; kb++) {
+                const int k0 = kb * kc, kn = kb == nk - 1 ? i - k0 : kc;
+                const int mode = (kb > 0 ? MM_ACC_IN : 0) | (kb == nk - 1 ? MM_OUT : 0);
+                for (int t = ts; t < te; t += rt) {
+                    const int R = te - t < rt ? te - t : rt, C = K->cols[R];
+                    const float *x = in + (int64_t)t * i + k0;
+                    float *y = out + (int64_t)t * o, *a = acc ? acc + (int64_t)(t - ts) * bw * L : NULL;
+                    int lx = i;
+                    if (nk > 1) {
+                        for (int r = 0; r < R; r++) memcpy(xp + r * ldx, x + (int64_t)r * i, sizeof(float) * kn);
+                        x = xp, lx = ldx;
+                    }
+                    for (int c = cb; c < ce; c += C) {
+                        for (int64_t j = 0; j < pf_step && pf < pf_end; j += 64, pf += 64)
+                            __builtin_prefetch(pf, 0, 2);
+                        K->tiles[R][ce - c < C ? ce - c : C](y + c, o, x, lx, w + (int64_t)c * i + k0, i, kn,
+                                                             a ? a + (c - cb) * L : NULL, bw * L, mode);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+/* kernels/ref.c: plain reference twins of the optimised kernels: obvious loops, no BLAS, no
+ * threads, no scratch but what the caller gives */
+#include <math.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, int o) {
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < o; r++) {
+            float s = 0.0f;
+            for (int j = 0; j < i; j++) s += w[(int64_t)r * i + j] * in[(int64_t)t * i + j];
+            out[(int64_t)t * o + r] = s;
+        }
+}
+
+/* bf16: activations rounded to bf16, exact products, summed in k order */
+static float ref_dot_bf16(const float *x, const uint16_t *w, int i) {
+    float s = 0.0f;
+    for (int j = 0; j < i; j++) s += kern_bf16_to_f32(kern_f32_to_bf16(x[j])) * kern_bf16_to_f32(w[j]);
+    return s;
+}
+
+/* q8: activations quantised per block of 32, each block's integer sum scaled, blocks in order */
+static float ref_dot_q8(const float *x, const int8_t *w, const float *ws, int i) {
+    float s = 0.0f;
+    for (int b = 0; b < i / KERN_Q8_BLOCK; b++) {
+        int8_t q[KERN_Q8_BLOCK];
+        float xs;
+        kern_quantize_q8(q, &xs, x + b * KERN_Q8_BLOCK, KERN_Q8_BLOCK);
+        int32_t sum = 0;
+        for (int k = 0; k < KERN_Q8_BLOCK; k++) sum += (int32_t)q[k] * w[b * KERN_Q8_BLOCK + k];
+        s += ws[b] * xs * (float)sum;
+    }
+    return s;
+}
+
+void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
+    if (w->dtype == KERN_F32) {
+        kern_matmul_ref(out, in, w->data, n, i, o);
+        return;
+    }
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < o; r++) {
+            const float *x = in + (int64_t)t * i;
+            out[(int64_t)t * o + r] =
+                w->dtype == KERN_BF16
+                    ? ref_dot_bf16(x, (const uint16_t *)w->data + (int64_t)r * i, i)
+                    : ref_dot_q8(x, (const int8_t *)w->data + (int64_t)r * i, w->scale + (int64_t)r * (i / KERN_Q8_BLOCK), i);
+        }
+}
+
+static float ref_load(const void *cache, kern_dtype dt, int64_t k) {
+    return dt == KERN_BF16 ? kern_bf16_to_f32(((const uint16_t *)cache)[k]) : ((const float *)cache)[k];
+}
+
+void kern_attention_ref(float *out, const float *q, const void *kcache, const void *vcache, const int *pos,
+                        const int *slot, int n, const kern_attn_dims *dd, float *att) {
+    const int hs = dd->head_size, kvd = dd->n_kv * hs;
+    for (int t = 0; t < n; t++) {
+        for (int h = 0; h < dd->n_heads; h++) {
+            const int kvh = (dd->head0 + h) / dd->kv_mul - dd->kv_head0;
+            const float *qh = q + ((int64_t)t * dd->n_heads + h) * hs;
+            float *a = att + (int64_t)h * dd->seq_len;
+            for (int p = 0; p <= pos[t]; p++) {
+                const int64_t k0 = ((int64_t)slot[t] * dd->seq_len + p) * kvd + kvh * hs;
+                float s = 0.0f;
+                for (int j = 0; j < hs; j++) s += qh[j] * ref_load(kcache, dd->kv_dtype, k0 + j);
+                a[p] = s / sqrtf((float)hs);
+            }
+            kern_softmax(a, pos[t] + 1);
+            float *o = out + ((int64_t)t * dd->n_heads + h) * hs;
+            for (int j = 0; j < hs; j++) o[j] = 0.0f;
+            for (int p = 0; p <= pos[t]; p++) {
+                const int64_t v0 = ((int64_t)slot[t] * dd->seq_len + p) * kvd + kvh * hs;
+                for (int j = 0; j < hs; j++) o[j] += a[p] * ref_load(vcache, dd->kv_dtype, v0 + j);
+            }
+        }
+    }
+}
