@@ -51,22 +51,36 @@ void dist_ctx_init(dist_ctx *d) {
     int leader = d->node_rank == 0, n = 0;
     MPI_CHECK(MPI_Allreduce(&leader, &n, 1, MPI_INT, MPI_SUM, d->world));
     d->n_nodes = n;
-    d->tp_comm = MPI_COMM_NULL;
-    d->pp = d->tp = 1;
+    d->tp_comm = d->replica_comm = d->ctrl = d->twin = MPI_COMM_NULL;
+    d->dp = d->pp = d->tp = 1;
     for (int i = 0; i < DIST_RING; i++) d->ring[i] = MPI_REQUEST_NULL;
 }
 
-void dist_grid_init(dist_ctx *d, int pp, int tp) {
-    if (pp * tp != d->world_size) die("grid %d x %d does not match %d ranks", pp, tp, d->world_size);
+void dist_grid_init_dp(dist_ctx *d, int dp, int pp, int tp) {
+    if (dp * pp * tp != d->world_size) die("grid %d x %d x %d does not match %d ranks", dp, pp, tp, d->world_size);
+    d->dp = dp;
     d->pp = pp;
     d->tp = tp;
-    d->stage = d->world_rank / tp;
+    d->replica = d->world_rank / (pp * tp);
+    d->stage = d->world_rank % (pp * tp) / tp;
     d->tp_rank = d->world_rank % tp;
-    MPI_CHECK(MPI_Comm_split(d->world, d->stage, d->tp_rank, &d->tp_comm));
+    MPI_CHECK(MPI_Comm_split(d->world, d->replica, d->world_rank, &d->replica_comm));
+    MPI_CHECK(MPI_Comm_split(d->world, d->replica * pp + d->stage, d->tp_rank, &d->tp_comm));
+    MPI_CHECK(MPI_Comm_dup(d->world, &d->ctrl));
+    /* twins: same slice on the same node; ordered by world rank so the lowest one reads */
+    MPI_CHECK(MPI_Comm_split(d->node, d->stage * tp + d->tp_rank, d->world_rank, &d->twin));
+    MPI_Comm_rank(d->twin, &d->twin_rank);
+    MPI_Comm_size(d->twin, &d->twin_size);
 }
 
+void dist_grid_init(dist_ctx *d, int pp, int tp) { dist_grid_init_dp(d, 1, pp, tp); }
+
+int dist_scheduler_rank(const dist_ctx *d, int replica) { return replica * d->pp * d->tp; }
+
 void dist_ctx_free(dist_ctx *d) {
-    if (d->tp_comm != MPI_COMM_NULL) MPI_Comm_free(&d->tp_comm);
+    MPI_Comm *comms[] = {&d->tp_comm, &d->replica_comm, &d->ctrl, &d->twin};
+    for (size_t i = 0; i < sizeof(comms) / sizeof(comms[0]); i++)
+        if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
     MPI_Comm_free(&d->node);
 }
 
@@ -120,7 +134,7 @@ void dist_pipe_send(dist_ctx *d, const void *buf, int64_t bytes, int ring) {
     double t0 = trace_now();
     dist_ring_wait(d, ring);
     int dest = (d->stage + 1) * d->tp + d->tp_rank;
-    MPI_CHECK(MPI_Isend(buf, (int)bytes, MPI_BYTE, dest, 100, d->world, &d->ring[ring]));
+    MPI_CHECK(MPI_Isend(buf, (int)bytes, MPI_BYTE, dest, 100, d->replica_comm, &d->ring[ring]));
     trace_end(TN_SEND, TRACE_P2P, t0, -1);
     d->bytes_p2p += bytes;
     d->n_p2p++;
@@ -130,7 +144,7 @@ int64_t dist_pipe_recv(dist_ctx *d, void *buf, int64_t max_bytes) {
     double t0 = trace_now();
     int src = (d->stage - 1) * d->tp + d->tp_rank, count = 0;
     MPI_Status st;
-    MPI_CHECK(MPI_Recv(buf, (int)max_bytes, MPI_BYTE, src, 100, d->world, &st));
+    MPI_CHECK(MPI_Recv(buf, (int)max_bytes, MPI_BYTE, src, 100, d->replica_comm, &st));
     MPI_Get_count(&st, MPI_BYTE, &count);
     trace_end(TN_WAIT, TRACE_WAIT, t0, -1);
     return count;
@@ -164,7 +178,7 @@ void dist_gather_logits(dist_ctx *d, const float *local, int rows, int vocab_loc
 void dist_logits_send(dist_ctx *d, const float *buf, int64_t n, int ring) {
     double t0 = trace_now();
     dist_ring_wait(d, ring);
-    MPI_CHECK(MPI_Isend(buf, (int)n, MPI_FLOAT, 0, 101, d->world, &d->ring[ring]));
+    MPI_CHECK(MPI_Isend(buf, (int)n, MPI_FLOAT, 0, 101, d->replica_comm, &d->ring[ring]));
     trace_end(TN_SEND, TRACE_GATHER, t0, -1);
     d->bytes_gather += n * 4;
 }
@@ -172,7 +186,7 @@ void dist_logits_send(dist_ctx *d, const float *buf, int64_t n, int ring) {
 void dist_logits_recv(dist_ctx *d, float *buf, int64_t n) {
     double t0 = trace_now();
     int src = (d->pp - 1) * d->tp;
-    MPI_CHECK(MPI_Recv(buf, (int)n, MPI_FLOAT, src, 101, d->world, MPI_STATUS_IGNORE));
+    MPI_CHECK(MPI_Recv(buf, (int)n, MPI_FLOAT, src, 101, d->replica_comm, MPI_STATUS_IGNORE));
     trace_end(TN_WAIT, TRACE_WAIT, t0, -1);
 }
 
@@ -200,6 +214,154 @@ void dist_gather_bytes(dist_ctx *d, const void *buf, int64_t bytes, char **out, 
     MPI_CHECK(MPI_Gatherv(buf, n, MPI_BYTE, d->world_rank == 0 ? *out : NULL, counts, displs, MPI_BYTE, 0, d->world));
     free(counts);
     free(displs);
+}
+
+/* ------------------------------------------------------------------ shared weights */
+
+void dist_shared_alloc(dist_ctx *d, dist_shared *s, size_t bytes) {
+    memset(s, 0, sizeof(*s));
+    s->bytes = bytes;
+    s->win = MPI_WIN_NULL;
+    s->owner = d->twin == MPI_COMM_NULL || d->twin_rank == 0;
+    if (d->twin == MPI_COMM_NULL || d->twin_size == 1) {
+        if (posix_memalign(&s->base, 64, bytes ? bytes : 64) != 0)
+            die("out of memory: cannot allocate %.1f MiB of weights", bytes / 1048576.0);
+        return;
+    }
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    void *mine = NULL;
+    /* 64 bytes more than needed so that the base can be aligned like the private arena's */
+    MPI_CHECK(MPI_Win_allocate_shared(s->owner ? (MPI_Aint)bytes + 64 : 0, 1, info, d->twin, &mine, &s->win));
+    MPI_Info_free(&info);
+    MPI_Aint size = 0;
+    int disp = 1;
+    char *base = NULL;
+    MPI_CHECK(MPI_Win_shared_query(s->win, 0, &size, &disp, &base));
+    s->base = (void *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+}
+
+void dist_shared_ready(dist_ctx *d, dist_shared *s) {
+    if (s->win == MPI_WIN_NULL) return;
+    MPI_CHECK(MPI_Win_fence(0, s->win)); /* a memory barrier over the window and a barrier over the twins */
+    MPI_CHECK(MPI_Barrier(d->twin));
+}
+
+void dist_shared_free(dist_shared *s) {
+    if (s->win != MPI_WIN_NULL) MPI_Win_free(&s->win);
+    else free(s->base);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ------------------------------------------------------------------ rank 0 <-> schedulers */
+
+void dist_msg_send(dist_ctx *d, int dest, int tag, const void *buf, int64_t bytes) {
+    check(bytes < (1LL << 31), "message of %lld bytes is too large", (long long)bytes);
+    MPI_CHECK(MPI_Send(buf, (int)bytes, MPI_BYTE, dest, tag, d->ctrl));
+    d->bytes_ctrl += bytes;
+}
+
+static void msg_status(MPI_Status *st, int *src_out, int *tag_out, int64_t *bytes) {
+    int count = 0;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    if (src_out) *src_out = st->MPI_SOURCE;
+    if (tag_out) *tag_out = st->MPI_TAG;
+    if (bytes) *bytes = count;
+}
+
+int dist_msg_probe(dist_ctx *d, int src, int tag, int *src_out, int *tag_out, int64_t *bytes) {
+    int flag = 0;
+    MPI_Status st;
+    MPI_CHECK(MPI_Iprobe(src < 0 ? MPI_ANY_SOURCE : src, tag < 0 ? MPI_ANY_TAG : tag, d->ctrl, &flag, &st));
+    if (flag) msg_status(&st, src_out, tag_out, bytes);
+    return flag;
+}
+
+void dist_msg_wait(dist_ctx *d, int src, int tag, int *src_out, int *tag_out, int64_t *bytes) {
+    MPI_Status st;
+    double t0 = trace_now();
+    MPI_CHECK(MPI_Probe(src < 0 ? MPI_ANY_SOURCE : src, tag < 0 ? MPI_ANY_TAG : tag, d->ctrl, &st));
+    trace_end(TN_WAIT, TRACE_WAIT, t0, -1);
+    msg_status(&st, src_out, tag_out, bytes);
+}
+
+void dist_msg_recv(dist_ctx *d, int src, int tag, void *buf, int64_t bytes) {
+    MPI_CHECK(MPI_Recv(buf, (int)bytes, MPI_BYTE, src, tag, d->ctrl, MPI_STATUS_IGNORE));
+    d->bytes_ctrl += bytes;
+}
+
+/* ------------------------------------------------------------------ vocab-parallel sampling */
+
+void dist_tp_argmax(dist_ctx *d, float *val, int *idx, int n) {
+    if (d->tp == 1 || n == 0) return;
+    struct { float v; int i; } *pairs = xmalloc(sizeof(*pairs) * (size_t)n);
+    for (int r = 0; r < n; r++) pairs[r].v = val[r], pairs[r].i = idx[r];
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, pairs, n, MPI_FLOAT_INT, MPI_MAXLOC, d->tp_comm));
+    for (int r = 0; r < n; r++) val[r] = pairs[r].v, idx[r] = pairs[r].i;
+    free(pairs);
+    d->bytes_sampling += (int64_t)n * 8;
+}
+
+void dist_tp_max(dist_ctx *d, float *v, int n) {
+    if (d->tp == 1 || n == 0) return;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_FLOAT, MPI_MAX, d->tp_comm));
+    d->bytes_sampling += (int64_t)n * 4;
+}
+
+void dist_tp_chain_recv(dist_ctx *d, float *v, int n) {
+    if (d->tp_rank == 0 || n == 0) return;
+    MPI_CHECK(MPI_Recv(v, n, MPI_FLOAT, d->tp_rank - 1, 102, d->tp_comm, MPI_STATUS_IGNORE));
+}
+
+void dist_tp_chain_send(dist_ctx *d, const float *v, int n) {
+    if (d->tp_rank == d->tp - 1 || n == 0) return;
+    MPI_CHECK(MPI_Send(v, n, MPI_FLOAT, d->tp_rank + 1, 102, d->tp_comm));
+    d->bytes_sampling += (int64_t)n * 4;
+}
+
+void dist_tp_bcast_root(dist_ctx *d, void *buf, int64_t bytes, int root) {
+    if (d->tp == 1 || bytes == 0) return;
+    MPI_CHECK(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, d->tp_comm));
+    if (d->tp_rank == root) d->bytes_sampling += bytes;
+}
+
+int64_t dist_tp_gather_bytes(dist_ctx *d, const void *buf, int64_t bytes, void *out, int64_t cap) {
+    if (d->tp == 1) {
+        check(bytes <= cap, "gather of %lld bytes exceeds %lld", (long long)bytes, (long long)cap);
+        if (out != buf) memcpy(out, buf, (size_t)bytes);
+        return bytes;
+    }
+    int n = (int)bytes, counts[d->tp], displs[d->tp];
+    MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, d->tp_comm));
+    int64_t total = 0;
+    if (d->tp_rank == 0)
+        for (int r = 0; r < d->tp; r++) {
+            displs[r] = (int)total;
+            total += counts[r];
+        }
+    check(total <= cap, "gather of %lld bytes exceeds %lld", (long long)total, (long long)cap);
+    MPI_CHECK(MPI_Gatherv(buf, n, MPI_BYTE, out, counts, displs, MPI_BYTE, 0, d->tp_comm));
+    if (d->tp_rank != 0) d->bytes_sampling += bytes;
+    return total;
+}
+
+void dist_tokens_send(dist_ctx *d, const void *buf, int64_t bytes, int ring) {
+    double t0 = trace_now();
+    dist_ring_wait(d, ring);
+    MPI_CHECK(MPI_Isend(buf, (int)bytes, MPI_BYTE, 0, 103, d->replica_comm, &d->ring[ring]));
+    trace_end(TN_SEND, TRACE_SAMPLING, t0, -1);
+    d->bytes_sampling += bytes;
+}
+
+int64_t dist_tokens_recv(dist_ctx *d, void *buf, int64_t max_bytes) {
+    double t0 = trace_now();
+    MPI_Status st;
+    int count = 0;
+    MPI_CHECK(MPI_Recv(buf, (int)max_bytes, MPI_BYTE, (d->pp - 1) * d->tp, 103, d->replica_comm, &st));
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    trace_end(TN_WAIT, TRACE_WAIT, t0, -1);
+    return count;
 }
 
 void dist_world_bcast_int(int *v) { MPI_CHECK(MPI_Bcast(v, 1, MPI_INT, 0, MPI_COMM_WORLD)); }

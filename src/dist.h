@@ -1,5 +1,11 @@
 /* dist: the distributed layer, the only module that calls MPI (besides handing a communicator
- * to parallel HDF5). One context struct holds every communicator of the pp x tp grid. */
+ * to parallel HDF5). One context struct holds every communicator of the dp x pp x tp grid.
+ *
+ * World rank = replica * (pp * tp) + stage * tp + tp_rank: a replica's ranks are consecutive, so
+ * with block placement (mpirun's and Slurm's default) a replica that fits a node stays on one
+ * node (its all-reduces never cross the network) and replicas spread over the nodes first.
+ * Pipeline and stage traffic uses the replica's communicator; rank 0's traffic with the
+ * replicas' schedulers (requests out, results back) a communicator of its own. */
 #ifndef MPILLAMA_DIST_H
 #define MPILLAMA_DIST_H
 
@@ -13,13 +19,20 @@ typedef struct {
     int world_rank, world_size;
     MPI_Comm node;        /* ranks sharing a node (MPI_Comm_split_type shared) */
     int node_rank, node_size, n_nodes;
-    int pp, tp;           /* grid: world rank = stage * tp + tp_rank */
-    int stage, tp_rank;
+    int dp, pp, tp;       /* grid: world rank = replica * pp * tp + stage * tp + tp_rank */
+    int replica, stage, tp_rank;
+    MPI_Comm replica_comm; /* the pp * tp ranks of this replica (rank = stage * tp + tp_rank) */
     MPI_Comm tp_comm;     /* the tp ranks of this stage */
+    MPI_Comm ctrl;        /* world rank 0 <-> the replicas' schedulers (dist_msg_*) */
+    MPI_Comm twin;        /* the ranks of this node that hold the same slice (same stage and tp
+                           * rank in other replicas): they share one copy of the weights */
+    int twin_rank, twin_size;
     /* non-blocking sends in flight, one per ring index (pipeline micro-batches) */
     MPI_Request ring[DIST_RING];
     /* counters for the run summary (times are kept by trace) */
     int64_t bytes_allreduce, bytes_p2p, bytes_gather;
+    int64_t bytes_sampling;   /* vocab-parallel sampling reductions and tokens sent back */
+    int64_t bytes_ctrl;       /* requests and results between world rank 0 and the schedulers */
     int64_t n_allreduce, n_p2p;
 } dist_ctx;
 
@@ -28,8 +41,57 @@ void dist_init(int *argc, char ***argv);
 void dist_finalize(void);
 /* world communicator and node layout only (before the grid is known) */
 void dist_ctx_init(dist_ctx *d);
-/* builds the grid communicators; pp * tp must equal the world size (checked by the caller) */
+/* builds the grid communicators; dp * pp * tp must equal the world size (checked by the caller) */
+void dist_grid_init_dp(dist_ctx *d, int dp, int pp, int tp);
+/* one replica: dist_grid_init_dp(d, 1, pp, tp) */
 void dist_grid_init(dist_ctx *d, int pp, int tp);
+/* the world rank of a replica's scheduler (its stage 0, tp rank 0) */
+int dist_scheduler_rank(const dist_ctx *d, int replica);
+
+/* ---- weights once per node: a shared-memory window over this rank's twins (same slice) */
+typedef struct {
+    MPI_Win win;
+    void *base;           /* (bytes) the twins' one copy, 64-byte aligned */
+    size_t bytes;
+    int owner;            /* 1 on the twin that reads the slice from the file (twin rank 0) */
+} dist_shared;
+/* collective over the twins: allocates bytes once on the node (MPI_Win_allocate_shared); every
+ * twin gets the same memory in s->base. With one twin, plain memory. */
+void dist_shared_alloc(dist_ctx *d, dist_shared *s, size_t bytes);
+/* collective over the twins: the owner's writes are complete and visible to every twin */
+void dist_shared_ready(dist_ctx *d, dist_shared *s);
+void dist_shared_free(dist_shared *s);
+
+/* ---- messages between world rank 0 and the replicas' schedulers (own communicator and tags) */
+enum { DIST_MSG_WANT = 1, DIST_MSG_REQUESTS, DIST_MSG_RESULT, DIST_MSG_DONE, DIST_MSG_STOP };
+/* blocking send of bytes to world rank dest */
+void dist_msg_send(dist_ctx *d, int dest, int tag, const void *buf, int64_t bytes);
+/* non-blocking check for a message from src (-1: any) with tag (-1: any); 1 when one waits,
+ * with its source, tag and size */
+int dist_msg_probe(dist_ctx *d, int src, int tag, int *src_out, int *tag_out, int64_t *bytes);
+/* blocking probe: waits for a message as above */
+void dist_msg_wait(dist_ctx *d, int src, int tag, int *src_out, int *tag_out, int64_t *bytes);
+/* receives the message from src with tag into buf (bytes as probed) */
+void dist_msg_recv(dist_ctx *d, int src, int tag, void *buf, int64_t bytes);
+
+/* ---- vocab-parallel sampling over the last stage's tp ranks (each holds a vocabulary shard) */
+/* per row: the largest value and, on ties, the smallest index (MPI_MAXLOC), on every tp rank */
+void dist_tp_argmax(dist_ctx *d, float *val, int *idx, int n);
+/* per element: the maximum over the tp ranks, on every tp rank */
+void dist_tp_max(dist_ctx *d, float *v, int n);
+/* a chain through the tp ranks in order (for sums that must keep one order): receive n floats
+ * from the previous tp rank (tp rank 0: nothing), then after the caller's work send them on */
+void dist_tp_chain_recv(dist_ctx *d, float *v, int n);
+void dist_tp_chain_send(dist_ctx *d, const float *v, int n);
+/* bytes from tp rank root to the stage's other tp ranks */
+void dist_tp_bcast_root(dist_ctx *d, void *buf, int64_t bytes, int root);
+/* variable-size byte buffers to tp rank 0: out (cap bytes) gets them in tp rank order; returns
+ * the total (tp rank 0) */
+int64_t dist_tp_gather_bytes(dist_ctx *d, const void *buf, int64_t bytes, void *out, int64_t cap);
+/* sampled tokens (or log-probs) from the replica's last stage tp rank 0 to its scheduler
+ * (non-blocking, ring as dist_pipe_send), and their receipt; returns the bytes received */
+void dist_tokens_send(dist_ctx *d, const void *buf, int64_t bytes, int ring);
+int64_t dist_tokens_recv(dist_ctx *d, void *buf, int64_t max_bytes);
 void dist_ctx_free(dist_ctx *d);
 
 /* world-wide helpers */
@@ -56,7 +118,7 @@ int64_t dist_pipe_recv(dist_ctx *d, void *buf, int64_t max_bytes);
  * blocks: (rows, vocab) scratch on that rank. */
 void dist_gather_logits(dist_ctx *d, const float *local, int rows, int vocab_local, const int *counts,
                         const int *offsets, int vocab, float *blocks, float *out);
-/* logits from the last stage's tp rank 0 to world rank 0 (non-blocking, ring as above) */
+/* logits from the last stage's tp rank 0 to the replica's scheduler (non-blocking, ring as above) */
 void dist_logits_send(dist_ctx *d, const float *buf, int64_t n, int ring);
 void dist_logits_recv(dist_ctx *d, float *buf, int64_t n);
 /* completes the send in flight on one ring index (before its buffer is reused) */

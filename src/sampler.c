@@ -125,3 +125,117 @@ int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng,
     }
     return c[keep - 1].index;
 }
+
+/* ------------------------------------------------------------------ vocab-parallel pieces */
+
+void sampler_penalize_shard(float *logits, int vocab0, int n, const sampler_params *p, const int *ids, int n_prompt,
+                            int n_ids, int *seen) {
+    /* the loops of sampler_penalize, restricted to the shard's tokens (seen: (n) scratch) */
+    if (p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f) {
+        for (int i = 0; i < n_ids; i++) {
+            int t = ids[i] - vocab0;
+            if (t < 0 || t >= n || (seen[t] & 1)) continue;
+            seen[t] |= 1;
+            logits[t] = logits[t] > 0 ? logits[t] / p->repetition_penalty : logits[t] * p->repetition_penalty;
+        }
+    }
+    if (p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f) {
+        for (int i = n_prompt; i < n_ids; i++) {
+            int t = ids[i] - vocab0;
+            if (t < 0 || t >= n) continue;
+            logits[t] -= p->frequency_penalty;
+            if (!(seen[t] & 2)) logits[t] -= p->presence_penalty;
+            seen[t] |= 2;
+        }
+    }
+    for (int i = 0; i < n_ids; i++) {
+        int t = ids[i] - vocab0;
+        if (t >= 0 && t < n) seen[t] = 0;
+    }
+}
+
+float sampler_shard_argmax(const float *logits, int vocab0, int n, int *idx) {
+    int best = sampler_argmax(logits, n);
+    *idx = vocab0 + best;
+    return logits[best];
+}
+
+float sampler_shard_scale(float *logits, int n, float temperature) {
+    float m = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        logits[i] /= temperature;
+        if (logits[i] > m) m = logits[i];
+    }
+    return m;
+}
+
+float sampler_shard_exp_sum(float *logits, int n, float m, float s) {
+    for (int i = 0; i < n; i++) { /* kern_softmax's loop */
+        logits[i] = expf(logits[i] - m);
+        s += logits[i];
+    }
+    return s;
+}
+
+/* c[0..k) gets the k best of c[0..n) (quickselect on prob, ties by index), unordered */
+static void select_top(sampler_candidate *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        sampler_candidate pivot = c[(lo + hi) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (cmp_candidate(&c[i], &pivot) < 0) i++;
+            while (cmp_candidate(&c[j], &pivot) > 0) j--;
+            if (i <= j) {
+                sampler_candidate t = c[i];
+                c[i++] = c[j];
+                c[j--] = t;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+int sampler_shard_candidates(float *logits, int vocab0, int n, float s, const sampler_params *p, sampler_candidate *c) {
+    /* the row's largest probability is exp(0) / s: the maximum's exponent is exactly 1 */
+    float mx = 1.0f / s, floor = p->min_p > 0.0f ? p->min_p * mx : 0.0f;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        float prob = logits[i] / s;
+        if (p->min_p > 0.0f && !(prob >= floor)) continue;
+        c[k].prob = prob;
+        c[k++].index = vocab0 + i;
+    }
+    if (p->top_k > 0 && p->top_k < k) {
+        select_top(c, k, p->top_k);
+        k = p->top_k;
+    }
+    qsort(c, (size_t)k, sizeof(*c), cmp_candidate);
+    return k;
+}
+
+int sampler_draw(sampler_candidate *c, int n, const sampler_params *p, uint64_t *rng) {
+    int keep = n;
+    qsort(c, (size_t)keep, sizeof(*c), cmp_candidate);
+    if (p->top_k > 0 && p->top_k < keep) keep = p->top_k;
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        float cum = 0.0f;
+        for (int i = 0; i < keep; i++) {
+            cum += c[i].prob;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    float total = 0.0f;
+    for (int i = 0; i < keep; i++) total += c[i].prob;
+    float r = sampler_random(rng) * total, cum = 0.0f;
+    for (int i = 0; i < keep; i++) {
+        cum += c[i].prob;
+        if (r < cum) return c[i].index;
+    }
+    return c[keep - 1].index;
+}

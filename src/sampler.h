@@ -38,4 +38,28 @@ int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candid
  * sampler_filter's candidates with probability proportional to its prob. scratch: n candidates. */
 int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *scratch);
 
+/* ---- the same sampler over a vocabulary split into contiguous shards (vocab-parallel: each
+ * tensor-parallel rank of the last stage holds logits [vocab0, vocab0 + n)). Every step does
+ * exactly the float operations of sampler_penalize / sampler_sample on the same elements in the
+ * same order, so the token and the RNG state are bit-identical to the whole-row sampler's:
+ *   1. sampler_penalize_shard on each shard;
+ *   2. greedy: sampler_shard_argmax, then the (value, smallest index) maximum over shards;
+ *      otherwise sampler_shard_scale (logits / temperature, returns the shard's max), m = the
+ *      maximum over shards;
+ *   3. s = sampler_shard_exp_sum(shard, m, s) through the shards in vocabulary order (a chain
+ *      that keeps the whole row's summation order), from 0;
+ *   4. sampler_shard_candidates(shard, s): the shard's survivors of min-p, sorted, at most top_k;
+ *   5. sampler_draw over all shards' candidates together. */
+void sampler_penalize_shard(float *logits, int vocab0, int n, const sampler_params *p, const int *ids, int n_prompt,
+                            int n_ids, int *seen);
+/* first index of the largest logit (global index: vocab0 added) into *idx, its value returned */
+float sampler_shard_argmax(const float *logits, int vocab0, int n, int *idx);
+float sampler_shard_scale(float *logits, int n, float temperature);
+float sampler_shard_exp_sum(float *logits, int n, float m, float s);
+/* candidates (prob, global index) into c (n at most); returns their count */
+int sampler_shard_candidates(float *logits, int vocab0, int n, float s, const sampler_params *p, sampler_candidate *c);
+/* sorts the candidates (prob descending, index ascending), keeps top_k, then top_p, and draws
+ * one with the RNG */
+int sampler_draw(sampler_candidate *c, int n, const sampler_params *p, uint64_t *rng);
+
 #endif
