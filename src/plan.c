@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 void plan_split(int n, int parts, int i, int *start, int *count) {
@@ -56,6 +57,7 @@ static int64_t layer_bytes(const model_config *c) {
 
 void plan_make(plan_grid *g, const model_config *c, int pp, int tp) {
     memset(g, 0, sizeof(*g));
+    g->dp = 1;
     g->pp = pp;
     g->tp = tp;
     int L = c->n_layers;
@@ -97,10 +99,11 @@ void plan_make(plan_grid *g, const model_config *c, int pp, int tp) {
 
 void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, plan_rank *r) {
     memset(r, 0, sizeof(*r));
-    int tp = g->tp;
+    int tp = g->tp, q = world_rank % (g->pp * tp);
     r->world_rank = world_rank;
-    r->stage = world_rank / tp;
-    r->tp_rank = world_rank % tp;
+    r->replica = world_rank / (g->pp * tp);
+    r->stage = q / tp;
+    r->tp_rank = q % tp;
     r->layer0 = g->layer_start[r->stage];
     r->n_layers_local = g->layer_start[r->stage + 1] - r->layer0;
     r->n_heads_local = c->n_heads / tp;
@@ -129,4 +132,76 @@ void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, 
 
 int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch) {
     return 2LL * 4 * r->n_layers_local * (int64_t)batch * max_seq * r->n_kv_local * c->head_size;
+}
+
+void plan_make_dp(plan_grid *g, const model_config *c, int dp, int pp, int tp) {
+    plan_make(g, c, pp, tp);
+    g->dp = dp;
+}
+
+void plan_list_layouts(const model_config *c, int world, char *buf, size_t cap) {
+    size_t used = 0;
+    char why[256];
+    buf[0] = 0;
+    for (int r = 1; r <= world; r++) { /* replica size */
+        if (world % r) continue;
+        for (int tp = r; tp >= 1; tp--) {
+            if (r % tp || plan_check_grid(c, r / tp, tp, why, sizeof(why)) != 0) continue;
+            used += snprintf(buf + used, used < cap ? cap - used : 0, "%s--dp %d --pp %d --tp %d", used ? ", " : "",
+                             world / r, r / tp, tp);
+            if (used >= cap) {
+                if (cap > 4) snprintf(buf + cap - 5, 5, "...");
+                return;
+            }
+        }
+    }
+    if (!buf[0]) snprintf(buf, cap, "none");
+}
+
+void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int node_size, int max_seq, int batch,
+                     int shared, plan_node_mem *out) {
+    const int R = g->pp * g->tp, world = g->dp * R;
+    char *held = shared ? calloc((size_t)R, 1) : NULL; /* slices already counted on this node */
+    memset(out, 0, sizeof(*out));
+    for (int w = node * node_size; w < (node + 1) * node_size && w < world; w++) {
+        plan_rank r;
+        plan_rank_share(g, c, w, &r);
+        int slice = r.stage * g->tp + r.tp_rank;
+        if (!held || !held[slice]) out->weight_bytes += r.weight_bytes;
+        if (held) held[slice] = 1;
+        out->kv_bytes += plan_kv_bytes(&r, c, max_seq, batch);
+    }
+    free(held);
+}
+
+int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int *dp,
+                 int *pp, int *tp) {
+    char why[256];
+    if (node_size < 1) node_size = 1;
+    const int n_nodes = (world + node_size - 1) / node_size;
+    for (int r = 1; r <= world; r++) { /* the smallest replica first */
+        if (world % r) continue;
+        /* tp inside a node (its all-reduces stay off the network), the pipeline across nodes */
+        for (int t = r < node_size ? r : node_size; t >= 1; t--) {
+            if (r % t || plan_check_grid(c, r / t, t, why, sizeof(why)) != 0) continue;
+            plan_grid g;
+            plan_make_dp(&g, c, world / r, r / t, t);
+            int fits = 1;
+            for (int n = 0; n < n_nodes && fits; n++) {
+                plan_node_mem nm;
+                plan_node_bytes(&g, c, n, node_size, max_seq, batch, 1, &nm);
+                fits = (double)(nm.weight_bytes + nm.kv_bytes) <= 0.85 * (double)node_mem;
+            }
+            if (fits) {
+                *dp = world / r, *pp = r / t, *tp = t;
+                return 0;
+            }
+            break; /* a smaller tp of the same replica size holds the same bytes per node */
+        }
+    }
+    /* nothing fits: one replica, tp = ranks per node and pp = nodes, else the largest valid tp */
+    int t = node_size <= world && world % node_size == 0 ? node_size : 1;
+    while (t > 1 && (world % t || plan_check_grid(c, world / t, t, why, sizeof(why)) != 0)) t--;
+    *dp = 1, *tp = t, *pp = world / t;
+    return -1;
 }

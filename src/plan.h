@@ -1,6 +1,8 @@
-/* plan: how a model is laid over a pp x tp grid. Pure arithmetic, no MPI: `info --plan` uses it
- * without launching ranks. World rank r is stage r / tp, tensor-parallel rank r % tp, so the
- * ranks of one stage are consecutive (on one node when tp <= ranks per node). */
+/* plan: how a model is laid over a dp x pp x tp grid: dp replicas, each a pp x tp grid. Pure
+ * arithmetic, no MPI: `info --plan` uses it without launching ranks. World rank r is replica
+ * r / (pp * tp); within its replica, rank q = r % (pp * tp) is stage q / tp, tensor-parallel rank
+ * q % tp, so the ranks of one stage are consecutive (on one node when tp <= ranks per node), and
+ * so are the ranks of one replica. */
 #ifndef MPILLAMA_PLAN_H
 #define MPILLAMA_PLAN_H
 
@@ -12,13 +14,13 @@
 #define PLAN_MAX_PP 1024
 
 typedef struct {
-    int pp, tp;
+    int dp, pp, tp;                   /* replicas, pipeline stages, tensor-parallel ranks */
     int layer_start[PLAN_MAX_PP + 1]; /* stage s owns layers [layer_start[s], layer_start[s+1]) */
 } plan_grid;
 
 /* one rank's share of the model */
 typedef struct {
-    int world_rank, stage, tp_rank;
+    int world_rank, replica, stage, tp_rank;
     int layer0, n_layers_local;  /* this stage's layers */
     int head0, n_heads_local;    /* query heads */
     int kv_head0, n_kv_local;    /* key/value heads (replicated when tp > n_kv_heads) */
@@ -36,6 +38,27 @@ void plan_list_valid(const model_config *c, int world, char *buf, size_t cap);
  * stage, final norm and classifier on the last). The grid must have passed plan_check_grid. */
 void plan_make(plan_grid *g, const model_config *c, int pp, int tp);
 void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, plan_rank *r);
+/* dp replicas of plan_make's grid */
+void plan_make_dp(plan_grid *g, const model_config *c, int dp, int pp, int tp);
+/* lists the valid "--dp D --pp P --tp T" layouts for world ranks into buf, smallest replica first */
+void plan_list_layouts(const model_config *c, int world, char *buf, size_t cap);
+
+/* memory of one node: the ranks [node * node_size, (node + 1) * node_size) of the grid, with
+ * weights shared by the ranks of a node that hold the same slice (shared = 1) or not */
+typedef struct {
+    int64_t weight_bytes;   /* the node's weights (one copy per distinct slice when shared) */
+    int64_t kv_bytes;       /* its ranks' KV caches */
+} plan_node_mem;
+void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int node_size, int max_seq, int batch,
+                     int shared, plan_node_mem *out);
+/* the default layout for world ranks, node_size per node and node_mem bytes of memory per node:
+ * the smallest valid replica (pp x tp, tp inside a node first) whose node share of weights
+ * (shared) and KV caches (batch x max_seq per replica) fits 85% of node_mem, and as many replicas
+ * as the ranks allow. Returns 0, or -1 when no replica fits (then dp = 1 and the whole world's
+ * grid as plan_default_grid chooses). */
+int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int *dp,
+                 int *pp, int *tp);
+
 /* KV cache bytes of one rank for batch slots of max_seq positions */
 int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch);
 /* even split of n items into parts: part i gets [*start, *start + *count) */
