@@ -5,11 +5,21 @@
 #include "util.h"
 
 void arena_init(arena *a, size_t cap) {
-    a->cap = (cap + 63) & ~(size_t)63;
+    a->cap = arena_round(cap);
     a->used = 0;
+    a->external = 0;
     a->base = NULL;
     if (posix_memalign((void **)&a->base, 64, a->cap ? a->cap : 64) != 0)
         die("out of memory: cannot allocate a %.1f MiB weight arena", cap / 1048576.0);
+}
+
+size_t arena_round(size_t cap) { return (cap + 63) & ~(size_t)63; }
+
+void arena_init_at(arena *a, void *base, size_t cap) {
+    a->base = base;
+    a->cap = cap & ~(size_t)63;
+    a->used = 0;
+    a->external = 1;
 }
 
 float *arena_floats(arena *a, int64_t n) {
@@ -21,7 +31,8 @@ float *arena_floats(arena *a, int64_t n) {
 }
 
 void arena_free(arena *a) {
-    free(a->base);
+    if (!a->external) free(a->base);
     a->base = NULL;
+    a->external = 0;
     a->cap = a->used = 0;
 }

@@ -218,7 +218,7 @@ void dist_gather_bytes(dist_ctx *d, const void *buf, int64_t bytes, char **out, 
 
 /* ------------------------------------------------------------------ shared weights */
 
-void dist_shared_alloc(dist_ctx *d, dist_shared *s, size_t bytes) {
+void dist_shared_alloc(const dist_ctx *d, dist_shared *s, size_t bytes) {
     memset(s, 0, sizeof(*s));
     s->bytes = bytes;
     s->win = MPI_WIN_NULL;
@@ -242,7 +242,7 @@ void dist_shared_alloc(dist_ctx *d, dist_shared *s, size_t bytes) {
     s->base = (void *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
 }
 
-void dist_shared_ready(dist_ctx *d, dist_shared *s) {
+void dist_shared_ready(const dist_ctx *d, dist_shared *s) {
     if (s->win == MPI_WIN_NULL) return;
     MPI_CHECK(MPI_Win_fence(0, s->win)); /* a memory barrier over the window and a barrier over the twins */
     MPI_CHECK(MPI_Barrier(d->twin));

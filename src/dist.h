@@ -57,9 +57,9 @@ typedef struct {
 } dist_shared;
 /* collective over the twins: allocates bytes once on the node (MPI_Win_allocate_shared); every
  * twin gets the same memory in s->base. With one twin, plain memory. */
-void dist_shared_alloc(dist_ctx *d, dist_shared *s, size_t bytes);
+void dist_shared_alloc(const dist_ctx *d, dist_shared *s, size_t bytes);
 /* collective over the twins: the owner's writes are complete and visible to every twin */
-void dist_shared_ready(dist_ctx *d, dist_shared *s);
+void dist_shared_ready(const dist_ctx *d, dist_shared *s);
 void dist_shared_free(dist_shared *s);
 
 /* ---- messages between world rank 0 and the replicas' schedulers (own communicator and tags) */

@@ -10,6 +10,7 @@
 /* reads rows [r0, r0+nr) x cols [c0, c0+nc) of name into dst when mine, else joins with nothing */
 static void load_part(model *m, mfile *f, const char *name, int mine, float *dst, int64_t r0,
                       int64_t nr, int64_t c0, int64_t nc) {
+    mine = mine && m->shared.owner;
     m->bytes_read += mfile_read_f32(f, name, r0, mine ? nr : 0, c0, mine ? nc : 0, dst);
 }
 
@@ -30,7 +31,10 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     const int64_t qd = (int64_t)r->n_heads_local * hs, kvd = (int64_t)r->n_kv_local * hs, hl = r->hidden_local;
     int tied_shared = cfg->tied_classifier && r->has_embedding && r->has_classifier;
 
-    arena_init(&m->weights, (size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local));
+    /* the ranks of this node holding this slice (other replicas') share one copy: the owner reads */
+    size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local));
+    dist_shared_alloc(d, &m->shared, cap);
+    arena_init_at(&m->weights, m->shared.base, cap);
     if (r->has_embedding) m->tok_embeddings = arena_floats(&m->weights, r->vocab_local * dim);
     m->layers = xcalloc(r->n_layers_local > 0 ? r->n_layers_local : 1, sizeof(model_layer));
     for (int l = 0; l < r->n_layers_local; l++) {
@@ -84,6 +88,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
         load_part(m, f, "output", r->has_classifier, m->classifier, r->vocab0, r->vocab_local, 0, dim);
     }
 
+    dist_shared_ready(d, &m->shared);
     m->vocab_counts = xmalloc(sizeof(int) * g->tp);
     m->vocab_offsets = xmalloc(sizeof(int) * g->tp);
     for (int t = 0; t < g->tp; t++) plan_split(cfg->vocab_size, g->tp, t, &m->vocab_offsets[t], &m->vocab_counts[t]);
@@ -121,6 +126,7 @@ void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
 
 void model_free(model *m) {
     arena_free(&m->weights);
+    dist_shared_free(&m->shared);
     free(m->layers);
     free(m->vocab_counts);
     free(m->vocab_offsets);

@@ -33,7 +33,8 @@ typedef struct {
 typedef struct {
     model_config cfg;
     plan_rank share;
-    arena weights;
+    arena weights;         /* over `shared`: one copy per node of each slice (dist_shared) */
+    dist_shared shared;
     float *tok_embeddings; /* (vocab_local, dim), first stage */
     model_layer *layers;   /* (n_layers_local) */
     float *norm;           /* (dim), last stage */
