@@ -5,6 +5,7 @@
 #include "convert.h"
 #include "dist.h"
 #include "machine.h"
+#include "info.h"
 #include "runner.h"
 #include "synth.h"
 #include "tokenize_cmd.h"
@@ -37,7 +38,7 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(cmd, "generate")) rc = runner_generate_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "score")) rc = runner_score_main(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "info")) rc = runner_info_main(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "info")) rc = info_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "machine")) rc = machine_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "tokenize")) rc = tokenize_main(argc - 1, argv + 1); /* serial: rank 0 only */
     else if (!strcmp(cmd, "synth")) rc = synth_main(argc - 1, argv + 1); /* collective: every rank writes */

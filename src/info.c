@@ -1,0 +1,68 @@
+/* info: the info subcommand (rank 0 only): a model file's config, tokenizer, tensors, and with
+ * --plan each rank's share of a grid */
+#include "info.h"
+
+#include <stdio.h>
+
+#include "config.h"
+#include "dist.h"
+#include "mfile.h"
+#include "plan.h"
+#include "run_opts.h"
+#include "util.h"
+
+int info_main(int argc, char **argv) {
+    run_opts o;
+    int rc = run_opts_parse("info", argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (util_rank() != 0) return 0;
+    mfile *f = mfile_open(o.model, dist_comm_self());
+    model_config c;
+    mfile_read_config(f, &c);
+    printf("model: %s\n", o.model);
+    config_print(&c, stdout);
+    mfile_tokenizer mt;
+    if (mfile_read_tokenizer(f, &mt)) {
+        printf("tokenizer: %s, %d pieces\n", mt.type, mt.n);
+        mfile_tokenizer_free(&mt);
+    } else {
+        printf("tokenizer: none (prompts must give prompt_ids)\n");
+    }
+    if (mfile_has(f, "source/tokenizer.json")) printf("source tokenizer.json: stored\n");
+    mfile_print_tensors(f, stdout);
+    if (o.plan) {
+        int pp = o.pp ? o.pp : 1, tp = o.tp ? o.tp : 1;
+        char why[256], valid[1024];
+        if (plan_check_grid(&c, pp, tp, why, sizeof(why)) != 0) {
+            plan_list_valid(&c, pp * tp, valid, sizeof(valid));
+            error("impossible grid: %s; valid grids for this model on %d ranks: %s", why, pp * tp, valid);
+            mfile_close(f);
+            return 1;
+        }
+        int seq = run_opts_seq_len(&o, c.max_seq_len);
+        plan_grid g;
+        plan_make(&g, &c, pp, tp);
+        printf("plan: --pp %d --tp %d, KV cache for --batch %d x --max-seq-len %d\n", pp, tp, o.batch, seq);
+        printf("%5s %5s %3s %9s %9s %9s %11s %14s %14s\n", "rank", "stage", "tp", "layers", "heads", "kv_heads",
+               "ffn_cols", "weight_bytes", "kv_bytes");
+        int64_t tw = 0, tk = 0;
+        for (int r = 0; r < pp * tp; r++) {
+            plan_rank pr;
+            plan_rank_share(&g, &c, r, &pr);
+            int64_t kvb = plan_kv_bytes(&pr, &c, seq, o.batch);
+            char lay[32], hd[32], kvh[32], ffn[32];
+            snprintf(lay, sizeof(lay), "%d-%d", pr.layer0, pr.layer0 + pr.n_layers_local - 1);
+            snprintf(hd, sizeof(hd), "%d-%d", pr.head0, pr.head0 + pr.n_heads_local - 1);
+            snprintf(kvh, sizeof(kvh), "%d-%d", pr.kv_head0, pr.kv_head0 + pr.n_kv_local - 1);
+            snprintf(ffn, sizeof(ffn), "%d-%d", pr.hidden0, pr.hidden0 + pr.hidden_local - 1);
+            printf("%5d %5d %3d %9s %9s %9s %11s %14lld %14lld\n", r, pr.stage, pr.tp_rank, lay, hd, kvh, ffn,
+                   (long long)pr.weight_bytes, (long long)kvb);
+            tw += pr.weight_bytes;
+            tk += kvb;
+        }
+        printf("total: weights %lld bytes (%.2f MiB), KV cache %lld bytes (%.2f MiB)\n", (long long)tw, tw / 1048576.0,
+               (long long)tk, tk / 1048576.0);
+    }
+    mfile_close(f);
+    return 0;
+}

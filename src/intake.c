@@ -1,0 +1,150 @@
+#include "intake.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "trace.h"
+#include "util.h"
+
+void intake_init(intake *in, const run_opts *o) {
+    memset(in, 0, sizeof(*in));
+    in->o = o;
+    if (access(o->prompts, R_OK) != 0) die_errno("cannot open prompts '%s'", o->prompts);
+    in->n_items = prompts_read(o->prompts, &in->items);
+}
+
+void intake_set_model(intake *in, const model_config *cfg, const tokenizer *tok, int ctx, const outfile *done) {
+    in->cfg = cfg;
+    in->tok = tok;
+    in->ctx = ctx;
+    in->done = done;
+}
+
+void intake_request_free(intake_request *rq) {
+    free(rq->ids);
+    free(rq->stop_ids);
+    free(rq->stop_text);
+    memset(rq, 0, sizeof(*rq));
+}
+
+/* the prompt's tokens into rq->ids; 0, or -1 with why */
+static int prompt_tokens(const intake *in, const prompt_item *it, intake_request *rq, int chat_stop[8], int *n_chat_stop,
+                         char *why, size_t why_size) {
+    const model_config *c = in->cfg;
+    const int ctx = in->ctx;
+    if (it->ids) {
+        rq->cap = it->n_ids + 16;
+        rq->ids = xmalloc(sizeof(int) * rq->cap);
+        for (int i = 0; i < it->n_ids; i++) {
+            if (it->ids[i] >= c->vocab_size) {
+                snprintf(why, why_size, "prompt_ids[%d] = %d is outside the vocabulary (%d)", i, it->ids[i], c->vocab_size);
+                return -1;
+            }
+            rq->ids[rq->n_ids++] = it->ids[i];
+        }
+        return 0;
+    }
+    if (!in->tok) {
+        snprintf(why, why_size, "the model file has no tokenizer: give 'prompt_ids'");
+        return -1;
+    }
+    rq->cap = ctx + 16;
+    rq->ids = xmalloc(sizeof(int) * rq->cap);
+    int bos = tok_bos_id(in->tok) >= 0 ? tok_bos_id(in->tok) : c->bos_id;
+    if (!it->roles) {
+        rq->n_ids = tok_encode(in->tok, it->text, bos, rq->ids, ctx + 1); /* may report more than it wrote */
+        return 0;
+    }
+    const char *tmpl = in->o->chat_template ? in->o->chat_template : tok_chat_template(in->tok);
+    if (!tmpl || !tmpl[0]) {
+        snprintf(why, why_size, "the model has no chat template: give --chat-template llama2|llama3|chatml");
+        return -1;
+    }
+    chat_message *msgs = xmalloc(sizeof(chat_message) * (size_t)it->n_messages);
+    for (int k = 0; k < it->n_messages; k++) msgs[k] = (chat_message){it->roles[k], it->contents[k]};
+    rq->n_ids = chat_encode(in->tok, tmpl, msgs, it->n_messages, 1, bos, rq->ids, ctx + 1, why, why_size);
+    free(msgs);
+    if (rq->n_ids < 0) return -1;
+    *n_chat_stop = chat_stop_ids(in->tok, tmpl, chat_stop, 8);
+    return 0;
+}
+
+/* one line into rq; 0, or -1 with why */
+static int make_request(const intake *in, int item, intake_request *rq, char *why, size_t why_size) {
+    const prompt_item *it = &in->items[item];
+    const run_opts *o = in->o;
+    memset(rq, 0, sizeof(*rq));
+    rq->item = item;
+    if (it->error) {
+        snprintf(why, why_size, "%s", it->error);
+        return -1;
+    }
+    int chat_stop[8], n_chat_stop = 0;
+    if (prompt_tokens(in, it, rq, chat_stop, &n_chat_stop, why, why_size) != 0) return -1;
+    const int ctx = in->ctx, limit = o->mode == RUN_GENERATE ? ctx - 1 : ctx;
+    if (rq->n_ids > limit) {
+        snprintf(why, why_size, "prompt has %d tokens, more than the %d that the context (--max-seq-len %d) allows%s",
+                 rq->n_ids, limit, ctx, o->mode == RUN_GENERATE ? " with one generated token" : "");
+        return -1;
+    }
+    if (rq->n_ids == 0) {
+        snprintf(why, why_size, "empty prompt (and the model has no BOS token)");
+        return -1;
+    }
+    rq->sp = o->sp;
+    if (!isnan(it->temperature)) rq->sp.temperature = it->temperature;
+    if (it->top_k >= 0) rq->sp.top_k = it->top_k;
+    if (!isnan(it->top_p)) rq->sp.top_p = it->top_p;
+    if (!isnan(it->min_p)) rq->sp.min_p = it->min_p;
+    if (!isnan(it->repetition_penalty)) rq->sp.repetition_penalty = it->repetition_penalty;
+    if (!isnan(it->frequency_penalty)) rq->sp.frequency_penalty = it->frequency_penalty;
+    if (!isnan(it->presence_penalty)) rq->sp.presence_penalty = it->presence_penalty;
+    rq->ignore_eos = it->ignore_eos >= 0 ? it->ignore_eos : o->ignore_eos;
+    rq->max_new = it->max_tokens >= 0 ? it->max_tokens : o->max_tokens;
+    rq->seed = it->has_seed ? (uint64_t)it->seed : sampler_seed_for((uint64_t)o->seed, it->custom_id);
+    rq->stop_ids = xmalloc(sizeof(int) * (size_t)(it->n_stop_ids + n_chat_stop + 1));
+    for (int j = 0; j < it->n_stop_ids; j++) rq->stop_ids[rq->n_stop_ids++] = it->stop_token_ids[j];
+    for (int j = 0; j < n_chat_stop; j++) rq->stop_ids[rq->n_stop_ids++] = chat_stop[j];
+    /* the request's stop strings replace the command line's */
+    int n_stop = it->n_stop ? it->n_stop : o->n_stop;
+    const char *const *stop = it->n_stop ? (const char *const *)it->stop : o->stop;
+    for (int k = 0; k < n_stop; k++) rq->stop_bytes += strlen(stop[k]) + 1;
+    rq->stop_text = xmalloc(rq->stop_bytes + 1);
+    for (size_t at = 0; rq->n_stop < n_stop; rq->n_stop++) {
+        size_t l = strlen(stop[rq->n_stop]) + 1;
+        memcpy(rq->stop_text + at, stop[rq->n_stop], l);
+        at += l;
+    }
+    return 0;
+}
+
+intake_status intake_next(intake *in, intake_request *rq, int *item, char *why, size_t why_size) {
+    while (in->next_item < in->n_items) {
+        int i = in->next_item++;
+        if (in->done && outfile_has(in->done, in->items[i].custom_id)) {
+            in->skipped++;
+            continue;
+        }
+        double t0 = trace_now();
+        *item = i;
+        if (make_request(in, i, rq, why, why_size) != 0) {
+            intake_request_free(rq);
+            return INTAKE_ERROR;
+        }
+        trace_end(TN_IO, TRACE_IO, t0, -1);
+        return INTAKE_READY;
+    }
+    return INTAKE_END;
+}
+
+int intake_more(const intake *in) { return in->next_item < in->n_items; }
+
+int intake_total(const intake *in) { return in->n_items - in->skipped; }
+
+void intake_free(intake *in) {
+    prompts_free(in->items, in->n_items);
+    memset(in, 0, sizeof(*in));
+}

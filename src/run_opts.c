@@ -1,0 +1,177 @@
+#include "run_opts.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+#include "util.h"
+
+enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
+       OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
+       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT };
+
+static const struct option long_opts[] = {
+    {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
+    {"output", required_argument, 0, 'o'},      {"pp", required_argument, 0, OPT_PP},
+    {"tp", required_argument, 0, OPT_TP},       {"batch", required_argument, 0, OPT_BATCH},
+    {"max-seq-len", required_argument, 0, OPT_MAXSEQ}, {"prefill-chunk", required_argument, 0, OPT_CHUNK},
+    {"max-tokens", required_argument, 0, OPT_MAXTOK},  {"temperature", required_argument, 0, OPT_TEMP},
+    {"top-k", required_argument, 0, OPT_TOPK},  {"top-p", required_argument, 0, OPT_TOPP},
+    {"seed", required_argument, 0, OPT_SEED},   {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
+    {"resume", no_argument, 0, OPT_RESUME},     {"verbose", no_argument, 0, 'v'},
+    {"plan", no_argument, 0, OPT_PLAN},         {"help", no_argument, 0, 'h'},
+    {"trace", required_argument, 0, OPT_TRACE}, {"grace", required_argument, 0, OPT_GRACE},
+    {"min-p", required_argument, 0, OPT_MINP},  {"repetition-penalty", required_argument, 0, OPT_REP},
+    {"frequency-penalty", required_argument, 0, OPT_FREQ}, {"presence-penalty", required_argument, 0, OPT_PRES},
+    {"stop", required_argument, 0, OPT_STOP},   {"micro-batches", required_argument, 0, OPT_MICRO},
+    {"progress-interval", required_argument, 0, OPT_PROGRESS}, {"chat-template", required_argument, 0, OPT_CHAT},
+    {0, 0, 0, 0}};
+
+void run_opts_usage(const char *cmd, FILE *out) {
+    if (!strcmp(cmd, "info")) {
+        fprintf(out, "usage: mpillama info M.h5 [--plan --pp P --tp T [--max-seq-len S] [--batch B]]\n");
+        return;
+    }
+    fprintf(out,
+            "usage: mpirun -n N mpillama %s --model M.h5 --prompts IN --output OUT.jsonl [options]\n"
+            "  IN: JSONL ({\"custom_id\", \"prompt\" | \"prompt_ids\" | \"messages\"}) or plain text, one prompt a line\n"
+            "  --pp P --tp T        pipeline stages x tensor-parallel ranks (P*T = N; default:\n"
+            "                       tp = ranks per node, pp = nodes)\n"
+            "  --batch B            sequences in flight (default 16)\n"
+            "  --max-seq-len S      KV cache positions per sequence (default: model's, at most 4096)\n"
+            "  --prefill-chunk C    prompt tokens per sequence per step (default 128)\n"
+            "  --micro-batches M    micro-batches in flight (default pp, so every stage is busy)\n"
+            "  --resume             keep OUT's finished records and skip their custom_ids\n"
+            "  --trace DIR          write DIR/summary.json and DIR/trace.json (Perfetto)\n"
+            "  --grace S            after SIGTERM/SIGUSR1, finish in-flight requests for S seconds (default 30),\n"
+            "                       then record them as interrupted and exit 75 (rerun with --resume)\n"
+            "  --progress-interval S  seconds between progress lines in logs (default 30)\n"
+            "  --verbose            binding map, per-rank plan, bytes read, KV cache size\n",
+            cmd);
+    if (!strcmp(cmd, "generate"))
+        fprintf(out,
+                "  --max-tokens N       tokens to generate (default 8192, capped by the context)\n"
+                "  --temperature T      0 = greedy (default 0.85)\n"
+                "  --top-k K            (default 25; 0 = off)   --top-p P (default 0.9; 1 = off)\n"
+                "  --seed S             job seed; each request's stream derives from it and its custom_id\n"
+                "  --min-p P            keep tokens with p >= P x p_max (default 0 = off)\n"
+                "  --repetition-penalty R  (default 1 = off)  --frequency-penalty F  --presence-penalty P (default 0)\n"
+                "  --stop STRING        end a completion at STRING (repeatable)\n"
+                "  --ignore-eos         do not stop at end-of-sequence tokens\n"
+                "  --chat-template NAME requests with \"messages\" use llama2, llama3 or chatml (default: the model's)\n"
+                "  Each JSONL request may override: max_tokens, temperature, top_k, top_p, min_p,\n"
+                "  repetition_penalty, frequency_penalty, presence_penalty, seed, stop, stop_token_ids, ignore_eos.\n");
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > 1000000000) return error("%s: '%s' is not an integer >= %d", flag, s, lo);
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *s, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) return error("%s: '%s' is not a number in [%g, %g]", flag, s, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
+    memset(o, 0, sizeof(*o));
+    o->cmd = cmd;
+    o->mode = !strcmp(cmd, "score") ? RUN_SCORE : !strcmp(cmd, "info") ? RUN_INFO : RUN_GENERATE;
+    o->batch = 16;
+    o->prefill_chunk = 128;
+    o->max_tokens = 8192;
+    o->sp.temperature = 0.85f;
+    o->sp.top_k = 25;
+    o->sp.top_p = 0.9f;
+    o->sp.min_p = 0.0f;
+    o->sp.repetition_penalty = 1.0f;
+    o->seed = 42;
+    o->grace = 30.0f;
+    o->progress_interval = 30.0f;
+    int quiet = util_rank() != 0, c, bad = 0;
+    opterr = 0;
+    optind = 1;
+    FILE *saved = stderr;
+    if (quiet) stderr = fopen("/dev/null", "w");
+    while (!bad && (c = getopt_long(argc, argv, "m:p:o:vh", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'p': o->prompts = optarg; break;
+        case 'o': o->output = optarg; break;
+        case 'v': o->verbose = 1; break;
+        case 'h':
+            if (!quiet) run_opts_usage(cmd, stdout);
+            if (quiet) fclose(stderr), stderr = saved;
+            return 1;
+        case OPT_PP: bad = parse_int("--pp", optarg, 1, &o->pp); break;
+        case OPT_TP: bad = parse_int("--tp", optarg, 1, &o->tp); break;
+        case OPT_BATCH: bad = parse_int("--batch", optarg, 1, &o->batch); break;
+        case OPT_MAXSEQ: bad = parse_int("--max-seq-len", optarg, 2, &o->max_seq_len); break;
+        case OPT_CHUNK: bad = parse_int("--prefill-chunk", optarg, 1, &o->prefill_chunk); break;
+        case OPT_MAXTOK: bad = parse_int("--max-tokens", optarg, 0, &o->max_tokens); break;
+        case OPT_TEMP: bad = parse_float("--temperature", optarg, 0, 100, &o->sp.temperature); break;
+        case OPT_TOPK: bad = parse_int("--top-k", optarg, 0, &o->sp.top_k); break;
+        case OPT_TOPP: bad = parse_float("--top-p", optarg, 1e-6f, 1, &o->sp.top_p); break;
+        case OPT_SEED: {
+            int s;
+            bad = parse_int("--seed", optarg, 0, &s);
+            o->seed = s;
+            break;
+        }
+        case OPT_IGNORE_EOS: o->ignore_eos = 1; break;
+        case OPT_RESUME: o->resume = 1; break;
+        case OPT_PLAN: o->plan = 1; break;
+        case OPT_TRACE: o->trace_dir = optarg; break;
+        case OPT_GRACE: bad = parse_float("--grace", optarg, 0, 1e6, &o->grace); break;
+        case OPT_MINP: bad = parse_float("--min-p", optarg, 0, 1, &o->sp.min_p); break;
+        case OPT_REP: bad = parse_float("--repetition-penalty", optarg, 1e-3f, 100, &o->sp.repetition_penalty); break;
+        case OPT_FREQ: bad = parse_float("--frequency-penalty", optarg, -2, 2, &o->sp.frequency_penalty); break;
+        case OPT_PRES: bad = parse_float("--presence-penalty", optarg, -2, 2, &o->sp.presence_penalty); break;
+        case OPT_MICRO: bad = parse_int("--micro-batches", optarg, 1, &o->micro_batches); break;
+        case OPT_PROGRESS: bad = parse_float("--progress-interval", optarg, 0.1f, 1e6, &o->progress_interval); break;
+        case OPT_CHAT:
+            if (!chat_template_known(optarg)) bad = error("--chat-template: '%s' is not one of llama2, llama3, chatml", optarg);
+            else o->chat_template = optarg;
+            break;
+        case OPT_STOP:
+            if (o->n_stop == 16) bad = error("--stop: at most 16 stop strings");
+            else if (!optarg[0]) bad = error("--stop: empty string");
+            else o->stop[o->n_stop++] = optarg;
+            break;
+        default:
+            error("%s: unknown or incomplete option '%s' (see 'mpillama %s --help')", cmd, argv[optind - 1], cmd);
+            bad = 1;
+        }
+    }
+    if (!bad && !strcmp(cmd, "info")) {
+        if (optind == argc - 1) o->model = argv[optind];
+        else if (!o->model) {
+            run_opts_usage(cmd, stderr);
+            bad = 1;
+        }
+    } else if (!bad) {
+        if (optind < argc) {
+            error("%s: unexpected argument '%s'", cmd, argv[optind]);
+            bad = 1;
+        } else if (!o->model || !o->prompts || !o->output) {
+            error("%s: --model, --prompts and --output are required (see 'mpillama %s --help')", cmd, cmd);
+            bad = 1;
+        }
+    }
+    if (quiet) fclose(stderr), stderr = saved;
+    return bad ? 2 : 0;
+}
+
+int run_opts_seq_len(const run_opts *o, int model_max) {
+    return o->max_seq_len ? o->max_seq_len : (model_max < 4096 ? model_max : 4096);
+}

@@ -1,0 +1,314 @@
+#include "scheduler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "trace.h"
+#include "util.h"
+
+struct sched_seq {
+    int active, in_flight;
+    intake_request rq;      /* the request; rq.ids grows by the completion */
+    int n, n_prompt;        /* tokens in rq.ids, of them the prompt's */
+    int n_cached;           /* tokens already in the KV cache */
+    uint64_t rng;
+    float *logprobs;        /* score: (n_prompt - 1) */
+    char *text;             /* generate: completion text so far (textlen bytes) */
+    size_t textlen, textcap;
+    tok_decoder dec;        /* streaming: never splits a UTF-8 character */
+    int has_dec;
+    double t_queued, t_admit, t_prefill_done, t_end;
+};
+
+struct sched_group {
+    int *msg;               /* (msg ints + T * dim floats) what was launched */
+    float *logits;          /* (rows, vocab) */
+    int in_flight;
+};
+
+void sched_init(sched *s, const run_opts *o, dist_ctx *d, model *m, const tokenizer *tok, stage_bufs *bufs, int M,
+                int T, double t_start, sched_source src, sched_sink sink, const volatile sig_atomic_t *stop_signal) {
+    memset(s, 0, sizeof(*s));
+    s->o = o;
+    s->d = d;
+    s->m = m;
+    s->cfg = &m->cfg;
+    s->tok = tok;
+    s->src = src;
+    s->sink = sink;
+    s->stop_signal = stop_signal;
+    s->bufs = bufs;
+    s->M = M;
+    s->T = T;
+    s->groups = xcalloc((size_t)M, sizeof(sched_group));
+    for (int g = 0; g < M; g++) {
+        s->groups[g].msg = bufs->out[g];
+        s->groups[g].logits = bufs->logits[g];
+    }
+    s->seqs = xcalloc((size_t)o->batch, sizeof(sched_seq));
+    s->cand = xmalloc(sizeof(sampler_candidate) * s->cfg->vocab_size);
+    s->seen = xcalloc((size_t)s->cfg->vocab_size, sizeof(int));
+    s->t_start = s->t_last_process = t_start;
+}
+
+static void seq_clear(sched_seq *q) {
+    intake_request_free(&q->rq);
+    free(q->logprobs);
+    free(q->text);
+    if (q->has_dec) tok_decoder_free(&q->dec);
+    memset(q, 0, sizeof(*q));
+}
+
+void sched_free(sched *s) {
+    for (int i = 0; i < s->o->batch; i++) seq_clear(&s->seqs[i]);
+    free(s->seqs);
+    free(s->groups);
+    free(s->cand);
+    free(s->seen);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ------------------------------------------------------------------ sequences */
+
+static void seq_push(sched_seq *q, int tok) {
+    if (q->n == q->rq.cap) q->rq.ids = xrealloc(q->rq.ids, sizeof(int) * (size_t)(q->rq.cap = q->rq.cap * 2 + 16));
+    q->rq.ids[q->n++] = tok;
+}
+
+static void seq_append_text(sched_seq *q, const char *t) {
+    size_t l = strlen(t);
+    if (q->textlen + l + 1 > q->textcap) q->text = xrealloc(q->text, q->textcap = (q->textlen + l + 1) * 2 + 64);
+    memcpy(q->text + q->textlen, t, l + 1);
+    q->textlen += l;
+}
+
+/* puts request rq (taken over) into slot */
+static void seq_start(sched *s, int slot, intake_request *rq) {
+    sched_seq *q = &s->seqs[slot];
+    seq_clear(q);
+    q->rq = *rq;
+    memset(rq, 0, sizeof(*rq));
+    q->n = q->n_prompt = q->rq.n_ids;
+    q->rng = q->rq.seed ? q->rq.seed : 1;
+    if (s->o->mode == RUN_SCORE) q->logprobs = xmalloc(sizeof(float) * (size_t)(q->n_prompt > 1 ? q->n_prompt - 1 : 1));
+    q->t_admit = util_now();
+    q->t_queued = q->t_admit - s->t_start;
+    q->active = 1;
+}
+
+/* appends the sampled token's text (streaming: a UTF-8 character split over tokens comes out
+ * whole) and looks for a stop string; 1 when one ended the text. token < 0 flushes. */
+static int check_stop_strings(sched *s, sched_seq *q, int token) {
+    if (!s->tok) return 0;
+    if (!q->has_dec) {
+        tok_decoder_init(&q->dec, s->tok, q->rq.ids[q->n_prompt - 1], s->cfg->bos_id, 0);
+        q->has_dec = 1;
+    }
+    size_t len, before = q->textlen;
+    const char *piece = token >= 0 ? tok_decoder_push(&q->dec, token, &len) : tok_decoder_flush(&q->dec, &len);
+    seq_append_text(q, piece);
+    const char *stop = q->rq.stop_text;
+    for (int k = 0; k < q->rq.n_stop; k++, stop += strlen(stop) + 1) {
+        size_t sl = strlen(stop), from = before >= sl ? before - sl + 1 : 0;
+        char *hit = q->textlen >= sl ? memmem(q->text + from, q->textlen - from, stop, sl) : NULL;
+        if (hit) {
+            q->textlen = (size_t)(hit - q->text);
+            q->text[q->textlen] = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* hands the finished request to the sink; reason "stop_string" is reported as "stop" after the
+ * text was cut */
+static void finish(sched *s, sched_seq *q, const char *reason) {
+    double t0 = trace_now();
+    q->t_end = util_now();
+    if (!q->t_prefill_done) q->t_prefill_done = q->t_end;
+    if (s->o->mode == RUN_GENERATE) {
+        if (q->has_dec && strcmp(reason, "stop_string") != 0) check_stop_strings(s, q, -1); /* held-back bytes */
+        if (!strcmp(reason, "stop_string")) reason = "stop";
+    }
+    sched_result r = {q->rq.item, reason, q->rq.ids, q->n_prompt, q->n, NULL, 0, q->logprobs, q->rq.seed,
+                      q->t_queued, q->t_prefill_done - q->t_admit, q->t_end - q->t_prefill_done,
+                      q->t_end - q->t_admit};
+    if (s->tok) {
+        r.text = q->text ? q->text : "";
+        r.text_len = q->text ? q->textlen : 0;
+    }
+    s->sink.result(s->sink.ctx, &r);
+    q->active = 0;
+    trace_end(TN_IO, TRACE_IO, t0, -1);
+}
+
+/* ------------------------------------------------------------------ micro-batches */
+
+/* builds group g's micro-batch from its active sequences; returns the token count */
+static int build_group(sched *s, int g) {
+    const int T = s->T, B = s->o->batch;
+    int *msg = s->groups[g].msg;
+    dist_ring_wait(s->d, g); /* the buffer's previous send must be complete */
+    model_batch b = stage_msg_batch(msg, T);
+    int n = 0, prompt_tokens = 0;
+    for (int slot = g; slot < B && n < T; slot += s->M) {
+        sched_seq *q = &s->seqs[slot];
+        if (!q->active) continue;
+        int take = q->n - q->n_cached;
+        if (take > s->o->prefill_chunk) take = s->o->prefill_chunk;
+        if (take > T - n) take = T - n;
+        for (int i = 0; i < take; i++) {
+            int p = q->n_cached + i;
+            b.token[n] = q->rq.ids[p];
+            b.pos[n] = p;
+            b.slot[n] = slot;
+            /* generate wants the last token's logits; score every one but the last */
+            b.want[n] = s->o->mode == RUN_GENERATE ? p == q->n - 1 : p < q->n_prompt - 1;
+            prompt_tokens += p < q->n_prompt;
+            n++;
+        }
+        if (take > 0) q->in_flight = 1;
+    }
+    msg[0] = n;
+    msg[1] = g;
+    msg[2] = prompt_tokens;
+    return n;
+}
+
+/* stage 0's share of a micro-batch; with pp = 1 the logits too */
+static void launch_group(sched *s, int g) {
+    sched_group *gs = &s->groups[g];
+    model_batch b = stage_msg_batch(gs->msg, s->T);
+    double t0 = trace_now();
+    dist_tp_bcast(s->d, gs->msg, sizeof(int) * stage_msg_ints(s->T));
+    model_embed(s->m, s->d, &b);
+    model_layers(s->m, s->d, &b);
+    if (s->d->pp > 1) {
+        float *x = (float *)(gs->msg + stage_msg_ints(s->T));
+        memcpy(x, s->m->x, sizeof(float) * (size_t)b.n * s->cfg->dim);
+        dist_pipe_send(s->d, gs->msg, sizeof(int) * stage_msg_ints(s->T) + sizeof(float) * (int64_t)b.n * s->cfg->dim, g);
+    } else {
+        model_logits(s->m, s->d, &b, gs->logits);
+    }
+    trace_end(stage_msg_step_name(gs->msg), TRACE_STEP, t0, b.n);
+    gs->in_flight = 1;
+    s->fifo[(s->fifo_head + s->fifo_len++) % DIST_RING] = g;
+}
+
+/* one sequence's logits row after its last token: the stop rules, then sampling */
+static void sample_next(sched *s, sched_seq *q, float *last) {
+    const int V = s->cfg->vocab_size;
+    if (!q->t_prefill_done) q->t_prefill_done = util_now();
+    if (q->n - q->n_prompt >= q->rq.max_new) {
+        finish(s, q, "length");
+        return;
+    }
+    sampler_penalize(last, &q->rq.sp, q->rq.ids, q->n_prompt, q->n, s->seen);
+    int next = sampler_sample(last, V, &q->rq.sp, &q->rng, s->cand);
+    int is_stop = !q->rq.ignore_eos && config_is_eos(s->cfg, next);
+    for (int j = 0; j < q->rq.n_stop_ids && !is_stop; j++) is_stop = q->rq.stop_ids[j] == next;
+    if (is_stop) {
+        finish(s, q, "stop");
+        return;
+    }
+    int stop_text = check_stop_strings(s, q, next);
+    seq_push(q, next);
+    s->st.tokens_out++;
+    if (stop_text) finish(s, q, "stop_string");
+    else if (q->n - q->n_prompt >= q->rq.max_new || q->n >= s->m->seq_len) finish(s, q, "length");
+}
+
+/* consumes group g's logits: log-probs, sampling, stops, finished requests */
+static void process_group(sched *s, int g) {
+    sched_group *gs = &s->groups[g];
+    const int T = s->T, V = s->cfg->vocab_size;
+    model_batch b = stage_msg_batch(gs->msg, T);
+    int nw = stage_msg_n_want(gs->msg, T);
+    if (s->d->pp > 1 && nw > 0) dist_logits_recv(s->d, gs->logits, (int64_t)nw * V);
+    double t0 = trace_now();
+    int row = 0, prefill_tokens = 0, decode_tokens = 0;
+    for (int k = 0; k < b.n;) {
+        const int slot = b.slot[k];
+        sched_seq *q = &s->seqs[slot];
+        int first = k;
+        while (k < b.n && b.slot[k] == slot) k++;
+        int ntok = k - first;
+        if (q->n_cached < q->n_prompt) prefill_tokens += ntok;
+        else decode_tokens += ntok;
+        float *last = NULL;
+        for (int i = first; i < k; i++) {
+            if (!b.want[i]) continue;
+            last = gs->logits + (int64_t)row++ * V;
+            if (s->o->mode == RUN_SCORE) q->logprobs[b.pos[i]] = kern_log_softmax_at(last, V, q->rq.ids[b.pos[i] + 1]);
+        }
+        q->n_cached += ntok;
+        q->in_flight = 0;
+        if (s->o->mode == RUN_SCORE) {
+            if (q->n_cached == q->n_prompt) finish(s, q, "done");
+            continue;
+        }
+        if (q->n_cached < q->n) continue; /* prompt not all in yet */
+        sample_next(s, q, last);
+    }
+    s->st.tokens_in += prefill_tokens;
+    trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, b.n);
+    /* the scheduler's time since the last micro-batch, split by the kind of tokens it carried */
+    double now = util_now(), dt = now - s->t_last_process;
+    s->t_last_process = now;
+    if (b.n > 0) {
+        s->st.t_prefill += dt * prefill_tokens / b.n;
+        s->st.t_decode += dt * decode_tokens / b.n;
+    }
+    gs->in_flight = 0;
+}
+
+/* the terminator: stage 0's tp ranks, then down the pipeline */
+static void send_terminator(sched *s) {
+    int *term = s->bufs->out[s->M];
+    memset(term, 0, sizeof(int) * stage_msg_ints(s->T));
+    dist_tp_bcast(s->d, term, sizeof(int) * stage_msg_ints(s->T));
+    if (s->d->pp > 1) {
+        dist_wait_sends(s->d);
+        dist_pipe_send(s->d, term, sizeof(int) * stage_msg_ints(s->T), s->M);
+    }
+    dist_wait_sends(s->d);
+}
+
+int sched_run(sched *s) {
+    const int B = s->o->batch;
+    int stopping = 0;
+    double deadline = 0;
+    for (;;) {
+        if (*s->stop_signal && !stopping) {
+            stopping = 1;
+            deadline = util_now() + s->o->grace;
+            fprintf(stderr, "mpillama: signal %d: taking no new prompts; finishing in-flight ones for up to %g s\n",
+                    (int)*s->stop_signal, s->o->grace);
+        }
+        int expired = stopping && util_now() >= deadline;
+        if (!stopping)
+            for (int slot = 0; slot < B; slot++) {
+                intake_request rq;
+                if (!s->seqs[slot].active && s->src.next(s->src.ctx, &rq)) seq_start(s, slot, &rq);
+            }
+        if (!expired)
+            for (int g = 0; g < s->M; g++)
+                if (!s->groups[g].in_flight && build_group(s, g) > 0) launch_group(s, g);
+        if (s->fifo_len == 0) break;
+        int g = s->fifo[s->fifo_head];
+        s->fifo_head = (s->fifo_head + 1) % DIST_RING;
+        s->fifo_len--;
+        process_group(s, g);
+        s->sink.tick(s->sink.ctx, &s->st);
+    }
+    int left = 0;
+    for (int slot = 0; slot < B; slot++)
+        if (s->seqs[slot].active) {
+            finish(s, &s->seqs[slot], "interrupted");
+            left++;
+        }
+    send_terminator(s);
+    return stopping && (left > 0 || s->src.more(s->src.ctx));
+}

@@ -1,0 +1,36 @@
+/* writer: the records of a job (world rank 0): a completion or score record from each finished
+ * request, an error record for each request that cannot run, and the progress lines. The bytes
+ * go through outfile (one whole line at a time, synced). */
+#ifndef MPILLAMA_WRITER_H
+#define MPILLAMA_WRITER_H
+
+#include <stdint.h>
+
+#include "outfile.h"
+#include "prompts.h"
+#include "run_opts.h"
+#include "scheduler.h"
+
+typedef struct {
+    const run_opts *o;
+    outfile out;
+    const prompt_item *items;  /* the prompt list: custom_id and line of each request */
+    int completed;             /* records of finished requests (not interrupted) */
+    int tty;                   /* stderr is a terminal: a live progress bar */
+    double t_start, t_last_progress;
+} writer;
+
+/* opens the output (dies naming it when it cannot be opened); with --resume keeps its finished
+ * records */
+void writer_open(writer *w, const run_opts *o);
+/* the prompt list records refer to, and the start of the clock for progress */
+void writer_start(writer *w, const prompt_item *items, double t_start);
+/* the record of a finished (or interrupted) request */
+void writer_result(writer *w, const sched_result *r);
+/* the error record of a request that cannot run */
+void writer_error(writer *w, int item, const char *why);
+/* a progress line every --progress-interval (a live bar on a terminal), or now with force */
+void writer_progress(writer *w, int total, const sched_stats *st, int force);
+void writer_close(writer *w);
+
+#endif
