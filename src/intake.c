@@ -55,7 +55,14 @@ static int prompt_tokens(const intake *in, const prompt_item *it, intake_request
     rq->ids = xmalloc(sizeof(int) * rq->cap);
     int bos = tok_bos_id(in->tok) >= 0 ? tok_bos_id(in->tok) : c->bos_id;
     if (!it->roles) {
-        rq->n_ids = tok_encode(in->tok, it->text, bos, rq->ids, ctx + 1); /* may report more than it wrote */
+        /* special tokens written in the text (a prompt rendered with a chat template by hand) are
+         * their ids, as Hugging Face tokenizers and vLLM parse prompts, unless --special-as-text */
+        unsigned flags = in->o->special_as_text ? 0 : TOK_ALLOW_SPECIAL;
+        rq->n_ids = tok_encode_ex(in->tok, it->text, bos, flags, rq->ids, ctx + 1); /* may report more than it wrote */
+        if (bos >= 0 && rq->n_ids >= 2 && rq->ids[0] == bos && rq->ids[1] == bos) { /* the text began with BOS */
+            memmove(rq->ids, rq->ids + 1, sizeof(int) * (size_t)(rq->n_ids < ctx + 1 ? rq->n_ids - 1 : ctx));
+            rq->n_ids--;
+        }
         return 0;
     }
     const char *tmpl = in->o->chat_template ? in->o->chat_template : tok_chat_template(in->tok);

@@ -10,7 +10,7 @@
 
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
-       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT };
+       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -27,6 +27,7 @@ static const struct option long_opts[] = {
     {"frequency-penalty", required_argument, 0, OPT_FREQ}, {"presence-penalty", required_argument, 0, OPT_PRES},
     {"stop", required_argument, 0, OPT_STOP},   {"micro-batches", required_argument, 0, OPT_MICRO},
     {"progress-interval", required_argument, 0, OPT_PROGRESS}, {"chat-template", required_argument, 0, OPT_CHAT},
+    {"special-as-text", no_argument, 0, OPT_SPECIAL_TEXT},
     {0, 0, 0, 0}};
 
 void run_opts_usage(const char *cmd, FILE *out) {
@@ -61,6 +62,7 @@ void run_opts_usage(const char *cmd, FILE *out) {
                 "  --stop STRING        end a completion at STRING (repeatable)\n"
                 "  --ignore-eos         do not stop at end-of-sequence tokens\n"
                 "  --chat-template NAME requests with \"messages\" use llama2, llama3 or chatml (default: the model's)\n"
+                "  --special-as-text    special tokens written in prompt text (\"<|eot_id|>\") stay text (default: their ids)\n"
                 "  Each JSONL request may override: max_tokens, temperature, top_k, top_p, min_p,\n"
                 "  repetition_penalty, frequency_penalty, presence_penalty, seed, stop, stop_token_ids, ignore_eos.\n");
 }
@@ -129,6 +131,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
             break;
         }
         case OPT_IGNORE_EOS: o->ignore_eos = 1; break;
+        case OPT_SPECIAL_TEXT: o->special_as_text = 1; break;
         case OPT_RESUME: o->resume = 1; break;
         case OPT_PLAN: o->plan = 1; break;
         case OPT_TRACE: o->trace_dir = optarg; break;

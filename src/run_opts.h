@@ -21,6 +21,7 @@ typedef struct {
     sampler_params sp;
     long long seed;
     int ignore_eos, resume, verbose;
+    int special_as_text;        /* --special-as-text: "<|eot_id|>" in prompt text stays text */
     const char *trace_dir;      /* --trace DIR: summary.json + trace.json */
     float grace;                /* seconds to finish in-flight requests after SIGTERM */
     int micro_batches;          /* 0 = pp */
