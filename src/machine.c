@@ -37,8 +37,18 @@ void machine_measure(machine_limits *m) {
 }
 
 int machine_main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    for (int a = 1; a < argc; a++) {
+        int help = !strcmp(argv[a], "-h") || !strcmp(argv[a], "--help");
+        if (util_rank() == 0) {
+            FILE *out = help ? stdout : stderr;
+            if (!help) fprintf(out, "mpillama machine: unknown argument '%s'\n", argv[a]);
+            fprintf(out, "usage: mpillama machine\n"
+                         "  measures this node's memory bandwidth (a triad over 3 x 128 MiB) and the sgemm rate of the\n"
+                         "  BLAS threads this process has, and prints them as one JSON line: the limits that the\n"
+                         "  benchmarks' ratios use\n");
+        }
+        return help ? 0 : 2;
+    }
     if (util_rank() != 0) return 0;
     machine_limits m;
     machine_measure(&m);
