@@ -23,7 +23,9 @@ void config_init_defaults(model_config *c) {
 
 int config_validate(const model_config *c, const char *src, char *why, size_t cap) {
     why[0] = 0;
-    if (strcmp(c->architecture, "llama") != 0) BAD("'%s': architecture '%s' is not supported (llama only)", src, c->architecture);
+    if (strcmp(c->architecture, "llama") != 0 && strcmp(c->architecture, "mistral") != 0 &&
+        strcmp(c->architecture, "qwen2") != 0 && strcmp(c->architecture, "qwen3") != 0)
+        BAD("'%s': architecture '%s' is not supported (" CONFIG_ARCHITECTURES ")", src, c->architecture);
     if (c->dim <= 0) BAD("'%s': config field 'dim' is %d, must be > 0", src, c->dim);
     if (c->hidden_dim <= 0) BAD("'%s': config field 'hidden_dim' is %d, must be > 0", src, c->hidden_dim);
     if (c->n_layers <= 0) BAD("'%s': config field 'n_layers' is %d, must be > 0", src, c->n_layers);
@@ -46,6 +48,9 @@ int config_validate(const model_config *c, const char *src, char *why, size_t ca
     for (int i = 0; i < c->n_eos; i++)
         if (c->eos_ids[i] < 0 || c->eos_ids[i] >= c->vocab_size)
             BAD("'%s': config field 'eos_ids' holds %d, outside the vocabulary", src, c->eos_ids[i]);
+    if (c->sliding_window < 0) BAD("'%s': config field 'sliding_window' is %d, must be >= 0", src, c->sliding_window);
+    if (c->attn_qkv_bias != 0 && c->attn_qkv_bias != 1) BAD("'%s': config field 'attn_qkv_bias' must be 0 or 1", src);
+    if (c->attn_qk_norm != 0 && c->attn_qk_norm != 1) BAD("'%s': config field 'attn_qk_norm' must be 0 or 1", src);
     return 0;
 }
 
@@ -62,6 +67,10 @@ void config_print(const model_config *c, FILE *out) {
     fprintf(out, "\ntied_classifier: %s\nbos_id: %d\neos_ids: [", c->tied_classifier ? "yes" : "no", c->bos_id);
     for (int i = 0; i < c->n_eos; i++) fprintf(out, "%s%d", i ? ", " : "", c->eos_ids[i]);
     fprintf(out, "]\n");
+    if (c->sliding_window > 0) fprintf(out, "sliding_window: %d\n", c->sliding_window);
+    else fprintf(out, "sliding_window: none\n");
+    fprintf(out, "attention: %s%s\n", c->attn_qkv_bias ? "q/k/v biases" : "no biases",
+            c->attn_qk_norm ? ", per-head q/k RMSNorm" : "");
 }
 
 int config_is_eos(const model_config *c, int token) {

@@ -7,7 +7,8 @@
 #define CONFIG_MAX_EOS 8
 
 typedef struct {
-    char architecture[32];      /* "llama" */
+    char architecture[32];      /* the source family: "llama", "mistral", "qwen2" or "qwen3"
+                                 * (informational: the fields below fix the math) */
     int dim;                    /* model width */
     int hidden_dim;             /* FFN width */
     int n_layers;
@@ -27,7 +28,15 @@ typedef struct {
     int bos_id;                 /* -1: none */
     int n_eos;
     int eos_ids[CONFIG_MAX_EOS];
+    /* later fields, absent from older files (read as 0) */
+    int sliding_window;         /* > 0: a token attends to itself and the sliding_window - 1
+                                 * positions before it (Mistral), in every layer; 0: all */
+    int attn_qkv_bias;          /* 1: q, k and v projections add a bias (Qwen2: bq, bk, bv) */
+    int attn_qk_norm;           /* 1: per-head RMSNorm of q and k before RoPE (Qwen3: q_norm,
+                                 * k_norm, each (head_size)) */
 } model_config;
+
+#define CONFIG_ARCHITECTURES "llama, mistral, qwen2, qwen3"
 
 /* fill the defaults every converter starts from (Llama, eps 1e-5, theta 10000, no scaling) */
 void config_init_defaults(model_config *c);

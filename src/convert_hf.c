@@ -120,28 +120,186 @@ static int cfg_bool(const cfg_json *c, const char *key, int def) {
     die("'%s': field '%s' must be true or false", c->path, key);
 }
 
-static void parse_rope_scaling(const cfg_json *c, model_config *cfg) {
-    const cJSON *rs = cfg_item(c->root, "rope_scaling");
-    if (!rs) return;
-    if (!cJSON_IsObject(rs)) die("'%s': field 'rope_scaling' must be an object or null", c->path);
+/* RoPE: transformers 4 writes rope_theta and rope_scaling ({rope_type or type, factor, ...}),
+ * transformers 5 one rope_parameters object ({rope_type, rope_theta, factor, ...}). Both are
+ * read; when both are given they must agree. Every key of the object is applied or refused. */
+static void parse_rope_object(const cfg_json *c, const cJSON *rs, const char *field,
+                              model_config *cfg) {
+    char p[64];
+    snprintf(p, sizeof p, "%s.", field);
+    if (!cJSON_IsObject(rs)) die("'%s': field '%s' must be an object or null", c->path, field);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, rs) {
+        if (cJSON_IsObject(it))
+            die("'%s': field '%s%s': rope parameters per layer type are not supported", c->path, p,
+                it->string);
+    }
     const cJSON *type = cfg_item(rs, "rope_type");
-    const char *type_key = "rope_scaling.rope_type";
+    const char *type_key = "rope_type";
     if (!type) {
         type = cfg_item(rs, "type");
-        type_key = "rope_scaling.type";
+        type_key = "type";
     }
-    if (!type) die("'%s': missing field 'rope_scaling.rope_type'", c->path);
-    if (!cJSON_IsString(type)) die("'%s': field '%s' must be a string", c->path, type_key);
-    const char *t = type->valuestring;
-    if (strcmp(t, "default") == 0) return; /* HF's name for plain RoPE */
-    if (strcmp(t, "llama3") != 0)
-        die("'%s': rope scaling type '%s' is not supported (only 'llama3')", c->path, t);
+    const char *t = "default";
+    if (type) {
+        if (!cJSON_IsString(type)) die("'%s': field '%s%s' must be a string", c->path, p, type_key);
+        t = type->valuestring;
+    } else if (strcmp(field, "rope_scaling") == 0) {
+        die("'%s': missing field 'rope_scaling.rope_type'", c->path);
+    }
+    int llama3 = strcmp(t, "llama3") == 0;
+    if (!llama3 && strcmp(t, "default") != 0)
+        die("'%s': field '%s%s' is '%s': only 'default' and 'llama3' RoPE are supported", c->path,
+            p, type_key, t);
+    cJSON_ArrayForEach(it, rs) {
+        const char *k = it->string;
+        if (!strcmp(k, "rope_type") || !strcmp(k, "type")) continue;
+        if (!strcmp(k, "rope_theta")) {
+            cfg->rope_theta = cfg_float(c, rs, p, k, 1, 0);
+        } else if (!strcmp(k, "partial_rotary_factor")) {
+            if (cfg_float(c, rs, p, k, 1, 0) != 1.0f)
+                die("'%s': field '%s%s': partial rotary embeddings are not supported", c->path, p, k);
+        } else if (llama3 && (!strcmp(k, "factor") || !strcmp(k, "low_freq_factor") ||
+                              !strcmp(k, "high_freq_factor") ||
+                              !strcmp(k, "original_max_position_embeddings"))) {
+            continue; /* read below */
+        } else if (!cJSON_IsNull(it)) {
+            die("'%s': field '%s%s' is not supported with rope type '%s'", c->path, p, k, t);
+        }
+    }
+    if (!llama3) return;
     snprintf(cfg->rope_scaling_type, sizeof cfg->rope_scaling_type, "llama3");
-    const char *p = "rope_scaling.";
     cfg->rope_factor = cfg_float(c, rs, p, "factor", 1, 0);
     cfg->rope_low_freq_factor = cfg_float(c, rs, p, "low_freq_factor", 1, 0);
     cfg->rope_high_freq_factor = cfg_float(c, rs, p, "high_freq_factor", 1, 0);
     cfg->rope_original_max_pos = cfg_int(c, rs, p, "original_max_position_embeddings", 1, 0);
+}
+
+static void parse_rope(const cfg_json *c, model_config *cfg) {
+    const cJSON *params = cfg_item(c->root, "rope_parameters");
+    const cJSON *scaling = cfg_item(c->root, "rope_scaling");
+    float theta4 = cfg_float(c, c->root, "", "rope_theta", 0, 10000.0f);
+    cfg->rope_theta = theta4;
+    if (!params) {
+        if (scaling) parse_rope_object(c, scaling, "rope_scaling", cfg);
+        return;
+    }
+    parse_rope_object(c, params, "rope_parameters", cfg);
+    if (cfg_item(c->root, "rope_theta") && cfg->rope_theta != theta4)
+        die("'%s': fields 'rope_theta' (%g) and 'rope_parameters.rope_theta' (%g) disagree",
+            c->path, theta4, cfg->rope_theta);
+    if (scaling) {
+        model_config other = *cfg;
+        config_init_defaults(&other);
+        parse_rope_object(c, scaling, "rope_scaling", &other);
+        if (strcmp(other.rope_scaling_type, cfg->rope_scaling_type) != 0 ||
+            other.rope_factor != cfg->rope_factor ||
+            other.rope_low_freq_factor != cfg->rope_low_freq_factor ||
+            other.rope_high_freq_factor != cfg->rope_high_freq_factor ||
+            other.rope_original_max_pos != cfg->rope_original_max_pos)
+            die("'%s': fields 'rope_scaling' and 'rope_parameters' disagree", c->path);
+    }
+}
+
+/* sliding-window attention. Mistral: sliding_window (null: none) on every layer. Qwen2 / Qwen3:
+ * only with use_sliding_window, on layers from max_window_layers on. transformers 5 also writes
+ * layer_types (full_attention / sliding_attention per layer), which must agree. One window on
+ * every layer or none is supported; a mix is refused. */
+static void parse_sliding_window(const cfg_json *c, model_config *cfg) {
+    const char *arch = cfg->architecture;
+    int n_sliding = 0; /* layers with the window, by the architecture's own fields */
+    int window = cfg_int(c, c->root, "", "sliding_window", 0, 0);
+    if (cfg_item(c->root, "sliding_window") && window <= 0)
+        die("'%s': field 'sliding_window' is %d, must be > 0 or null", c->path, window);
+    if (!strcmp(arch, "mistral")) {
+        n_sliding = window > 0 ? cfg->n_layers : 0;
+    } else if (!strcmp(arch, "qwen2") || !strcmp(arch, "qwen3")) {
+        if (cfg_bool(c, "use_sliding_window", 0)) {
+            if (window <= 0) die("'%s': use_sliding_window is set without a sliding_window", c->path);
+            int first = cfg_int(c, c->root, "", "max_window_layers", 1, 0);
+            n_sliding = first < 0 ? cfg->n_layers : first >= cfg->n_layers ? 0 : cfg->n_layers - first;
+        }
+    } else if (window > 0) {
+        die("'%s': field 'sliding_window' is not supported for model_type '%s'", c->path, arch);
+    }
+    const cJSON *types = cfg_item(c->root, "layer_types");
+    if (types) {
+        if (!cJSON_IsArray(types) || cJSON_GetArraySize(types) != cfg->n_layers)
+            die("'%s': field 'layer_types' must list one type for each of the %d layers", c->path,
+                cfg->n_layers);
+        int n = 0, l = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, types) {
+            const char *t = cJSON_IsString(it) ? it->valuestring : "?";
+            if (!strcmp(t, "sliding_attention")) n++;
+            else if (strcmp(t, "full_attention") != 0)
+                die("'%s': field 'layer_types' names '%s' for layer %d (only full_attention and "
+                    "sliding_attention are supported)", c->path, t, l);
+            l++;
+        }
+        if (n > 0 && window <= 0)
+            die("'%s': field 'layer_types' has sliding_attention layers but no sliding_window", c->path);
+        if (n != n_sliding)
+            die("'%s': field 'layer_types' has %d sliding_attention layers, the other fields "
+                "imply %d", c->path, n, n_sliding);
+    }
+    if (n_sliding != 0 && n_sliding != cfg->n_layers)
+        die("'%s': sliding-window attention on %d of %d layers is not supported (all or none)",
+            c->path, n_sliding, cfg->n_layers);
+    cfg->sliding_window = n_sliding ? window : 0;
+}
+
+/* every top-level field of config.json by name: applied (read in convert_hf_read_config),
+ * without effect on the math (ignored), or refused unless it holds its neutral value (null,
+ * false, 0 or 1, empty). A field in none of these lists converts with a warning naming it. */
+static const char *const cfg_fields_applied[] = {
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+    "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "hidden_act",
+    "attention_bias", "mlp_bias", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+    "sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
+};
+static const char *const cfg_fields_ignored[] = {
+    "architectures", "transformers_version", "_name_or_path", "initializer_range", "use_cache",
+    "pad_token_id", "attention_dropout", "dtype", "torch_dtype", "pretraining_tp",
+    "output_attentions", "output_hidden_states", "return_dict", "tokenizer_class", "auto_map",
+    "mlp_dropout", "hidden_dropout", "embd_pdrop", "resid_pdrop", "use_return_dict",
+};
+static const char *const cfg_fields_refused[] = {
+    "quantization_config", "partial_rotary_factor", "attn_logit_softcapping",
+    "final_logit_softcapping", "num_experts", "num_local_experts", "n_routed_experts",
+    "num_experts_per_tok", "embedding_multiplier", "residual_multiplier", "logits_scaling",
+    "attention_multiplier", "query_pre_attn_scalar", "use_qk_norm", "qk_layernorm",
+    "no_rope_layers", "sliding_window_pattern", "use_parallel_residual", "rope_interleaved",
+    "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers",
+};
+
+static int in_list(const char *key, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(key, list[i]) == 0) return 1;
+    return 0;
+}
+#define IN_LIST(key, list) in_list(key, list, sizeof(list) / sizeof(list[0]))
+
+static int json_is_neutral(const cJSON *it) {
+    if (cJSON_IsNull(it) || cJSON_IsFalse(it)) return 1;
+    if (cJSON_IsNumber(it)) return it->valuedouble == 0 || it->valuedouble == 1;
+    if (cJSON_IsArray(it) || cJSON_IsObject(it)) return cJSON_GetArraySize(it) == 0;
+    return 0;
+}
+
+static void walk_fields(const cfg_json *c) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, c->root) {
+        const char *k = it->string;
+        if (IN_LIST(k, cfg_fields_applied) || IN_LIST(k, cfg_fields_ignored)) continue;
+        if (IN_LIST(k, cfg_fields_refused)) {
+            if (!json_is_neutral(it)) die("'%s': field '%s' is not supported", c->path, k);
+            continue;
+        }
+        warning("'%s': field '%s' is unknown to this converter and ignored (check that the model "
+                "does not depend on it)", c->path, k);
+    }
 }
 
 static void parse_token_ids(const cfg_json *c, model_config *cfg) {
@@ -179,17 +337,30 @@ void convert_hf_read_config(const char *path, model_config *cfg, int shape_only)
     cfg_json c = {path, root};
 
     const cJSON *mt = cfg_item(root, "model_type");
-    if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "llama") != 0))
-        die("'%s': model_type '%s' is not supported (only 'llama')", path,
-            cJSON_IsString(mt) ? mt->valuestring : "?");
+    const char *arch = "llama";
+    if (mt) {
+        arch = cJSON_IsString(mt) ? mt->valuestring : "?";
+        if (strcmp(arch, "llama") != 0 && strcmp(arch, "mistral") != 0 &&
+            strcmp(arch, "qwen2") != 0 && strcmp(arch, "qwen3") != 0)
+            die("'%s': model_type '%s' is not supported (" CONFIG_ARCHITECTURES ")", path, arch);
+    }
+    walk_fields(&c);
     const cJSON *act = cfg_item(root, "hidden_act");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
         die("'%s': hidden_act '%s' is not supported (only 'silu')", path,
             cJSON_IsString(act) ? act->valuestring : "?");
-    if (cfg_bool(&c, "attention_bias", 0)) die("'%s': attention_bias is not supported", path);
+    /* Llama, Mistral and Qwen3's attention_bias puts a bias on o_proj too; Qwen2 has q/k/v
+     * biases always and no such field */
+    if (strcmp(arch, "qwen2") != 0 && cfg_bool(&c, "attention_bias", 0))
+        die("'%s': attention_bias is not supported for model_type '%s'", path, arch);
     if (cfg_bool(&c, "mlp_bias", 0)) die("'%s': mlp_bias is not supported", path);
+    const cJSON *dt = cfg_item(root, "dtype") ? cfg_item(root, "dtype") : cfg_item(root, "torch_dtype");
+    if (dt && !cJSON_IsString(dt)) die("'%s': field 'dtype' must be a string", path);
 
     config_init_defaults(cfg);
+    snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
+    cfg->attn_qkv_bias = strcmp(arch, "qwen2") == 0;
+    cfg->attn_qk_norm = strcmp(arch, "qwen3") == 0;
     cfg->dim = cfg_int(&c, root, "", "hidden_size", 1, 0);
     cfg->hidden_dim = cfg_int(&c, root, "", "intermediate_size", 1, 0);
     cfg->n_layers = cfg_int(&c, root, "", "num_hidden_layers", 1, 0);
@@ -200,7 +371,6 @@ void convert_hf_read_config(const char *path, model_config *cfg, int shape_only)
      * results; random weights (shape_only) don't care */
     cfg->max_seq_len = cfg_int(&c, root, "", "max_position_embeddings", !shape_only, 4096);
     cfg->norm_eps = cfg_float(&c, root, "", "rms_norm_eps", !shape_only, 1e-5f);
-    cfg->rope_theta = cfg_float(&c, root, "", "rope_theta", 0, 10000.0f);
     if (cfg_item(root, "head_dim")) {
         cfg->head_size = cfg_int(&c, root, "", "head_dim", 1, 0);
     } else {
@@ -209,7 +379,8 @@ void convert_hf_read_config(const char *path, model_config *cfg, int shape_only)
                 "is not given", path, cfg->dim, cfg->n_heads);
         cfg->head_size = cfg->dim / cfg->n_heads;
     }
-    parse_rope_scaling(&c, cfg);
+    parse_rope(&c, cfg);
+    parse_sliding_window(&c, cfg);
     cfg->tied_classifier = cfg_bool(&c, "tie_word_embeddings", 0);
     parse_token_ids(&c, cfg);
 
@@ -488,19 +659,28 @@ static int build_specs(const model_config *c, tensor_spec *v) {
         char hf[160], name[64];
 #define LAYER(HF, NAME, ROWS, COLS, ROPE)                                  \
     do {                                                                   \
-        snprintf(hf, sizeof hf, "model.layers.%d.%s.weight", l, HF);       \
+        snprintf(hf, sizeof hf, "model.layers.%d.%s", l, HF);              \
         snprintf(name, sizeof name, "layers/%d/%s", l, NAME);              \
         n = add_spec(v, n, hf, name, ROWS, COLS, ROPE);                    \
     } while (0)
-        LAYER("input_layernorm", "attention_norm", dim, 0, 0);
-        LAYER("self_attn.q_proj", "wq", q, dim, c->n_heads);
-        LAYER("self_attn.k_proj", "wk", kv, dim, c->n_kv_heads);
-        LAYER("self_attn.v_proj", "wv", kv, dim, 0);
-        LAYER("self_attn.o_proj", "wo", dim, q, 0);
-        LAYER("post_attention_layernorm", "ffn_norm", dim, 0, 0);
-        LAYER("mlp.gate_proj", "w1", hid, dim, 0);
-        LAYER("mlp.down_proj", "w2", dim, hid, 0);
-        LAYER("mlp.up_proj", "w3", hid, dim, 0);
+        LAYER("input_layernorm.weight", "attention_norm", dim, 0, 0);
+        LAYER("self_attn.q_proj.weight", "wq", q, dim, c->n_heads);
+        LAYER("self_attn.k_proj.weight", "wk", kv, dim, c->n_kv_heads);
+        LAYER("self_attn.v_proj.weight", "wv", kv, dim, 0);
+        if (c->attn_qkv_bias) { /* permuted with their rows */
+            LAYER("self_attn.q_proj.bias", "bq", q, 0, c->n_heads);
+            LAYER("self_attn.k_proj.bias", "bk", kv, 0, c->n_kv_heads);
+            LAYER("self_attn.v_proj.bias", "bv", kv, 0, 0);
+        }
+        if (c->attn_qk_norm) { /* one head's weights, permuted like each head's rows */
+            LAYER("self_attn.q_norm.weight", "q_norm", c->head_size, 0, 1);
+            LAYER("self_attn.k_norm.weight", "k_norm", c->head_size, 0, 1);
+        }
+        LAYER("self_attn.o_proj.weight", "wo", dim, q, 0);
+        LAYER("post_attention_layernorm.weight", "ffn_norm", dim, 0, 0);
+        LAYER("mlp.gate_proj.weight", "w1", hid, dim, 0);
+        LAYER("mlp.down_proj.weight", "w2", dim, hid, 0);
+        LAYER("mlp.up_proj.weight", "w3", hid, dim, 0);
 #undef LAYER
     }
     n = add_spec(v, n, "model.norm.weight", "norm", dim, 0, 0);
@@ -541,8 +721,8 @@ static void match_tensors(st_set *s, tensor_spec *v, int n, const char *dir,
         const char *inv = "rotary_emb.inv_freq"; /* a buffer older exports saved; recomputed */
         if (len >= strlen(inv) && strcmp(t->name + len - strlen(inv), inv) == 0) continue;
         if (cfg->tied_classifier && strcmp(t->name, "lm_head.weight") == 0) continue;
-        die("'%s': unexpected tensor '%s' (not part of a Llama model with this config.json)",
-            s->paths[t->file], t->name);
+        die("'%s': unexpected tensor '%s' (not part of a %s model with this config.json)",
+            s->paths[t->file], t->name, cfg->architecture);
     }
 }
 
@@ -570,7 +750,7 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
             "weights are supported)", dir);
     }
 
-    int n_specs = 2 + 9 * cfg.n_layers + (cfg.tied_classifier ? 0 : 1);
+    int n_specs = 2 + 14 * cfg.n_layers + (cfg.tied_classifier ? 0 : 1);
     tensor_spec *specs = xcalloc((size_t)n_specs, sizeof *specs);
     n_specs = build_specs(&cfg, specs);
     match_tensors(&s, specs, n_specs, dir, &cfg);
@@ -607,7 +787,8 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
         st_load_f32(&s, sp->t, data);
         if (sp->rope_heads > 0) {
             float *perm = xmalloc((size_t)sp->t->numel * sizeof(float));
-            convert_unpermute_rope(perm, data, sp->rope_heads, cfg.head_size, (long)sp->cols);
+            convert_unpermute_rope(perm, data, sp->rope_heads, cfg.head_size,
+                                   sp->cols ? (long)sp->cols : 1);
             free(data);
             data = perm;
         }

@@ -34,7 +34,8 @@ void kern_quantize_q8(int8_t *q, float *scale, const float *x, int64_t n);
 /* dst (n elements of type dt: KERN_F32 or KERN_BF16) = src (n) */
 void kern_store_rows(void *dst, kern_dtype dt, const float *src, int64_t n);
 
-/* out (n, d) = in (n, d) / rms(in row) * w (d) */
+/* out (n, d) = in (n, d) / rms(in row) * w (d); out may be in (in place). Per-head norms (Qwen3's
+ * q/k norm) call it on (n * n_heads, head_size) */
 void kern_rmsnorm(float *out, const float *in, const float *w, int n, int d, float eps);
 /* out (n, o) = in (n, i) @ w (o, i)^T, batch-invariant: a token's result is bit-identical whatever
  * other tokens share its call (alone, or at any position of a larger batch; tested in
@@ -82,7 +83,8 @@ void kern_rope_freqs(float *inv_freq, int head_size, float theta, int llama3, fl
  *   out (n, n_heads * hs); q (n, n_heads * hs)
  *   kcache, vcache (n_slots, seq_len, n_kv * hs) of kv_dtype (KERN_F32 or KERN_BF16, rows
  *   written with kern_store_rows), already holding every token of the batch
- *   token t of the batch attends to positions 0..pos[t] of slot slot[t]
+ *   token t of the batch attends to positions 0..pos[t] of slot slot[t]; with window > 0 only
+ *   to the last window of them, max(0, pos[t] - window + 1)..pos[t] (sliding-window attention)
  *   local query head h uses local KV head (head0 + h) / kv_mul - kv_head0
  *   att: scratch (n_heads * seq_len) for the reference; kern_attention uses its threads' own.
  * Batch-invariant: a token's output is one fixed computation whatever else shares the call.
@@ -90,6 +92,7 @@ void kern_rope_freqs(float *inv_freq, int head_size, float theta, int llama3, fl
 typedef struct {
     int n_heads, n_kv, head_size, seq_len, kv_mul, head0, kv_head0;
     kern_dtype kv_dtype; /* of the caches (0: KERN_F32) */
+    int window; /* 0: every earlier position */
 } kern_attn_dims;
 void kern_attention(float *out, const float *q, const void *kcache, const void *vcache,
                     const int *pos, const int *slot, int n, const kern_attn_dims *dims, float *att);
@@ -97,6 +100,8 @@ void kern_attention_ref(float *out, const float *q, const void *kcache, const vo
                         const int *pos, const int *slot, int n, const kern_attn_dims *dims, float *att);
 /* gate (n, h) = silu(gate) * up */
 void kern_swiglu(float *gate, const float *up, int64_t len);
+/* x (n, d) += b (d), every row (projection biases) */
+void kern_add_bias(float *x, const float *b, int n, int d);
 /* x += y */
 void kern_add(float *x, const float *y, int64_t len);
 /* in-place softmax of x (n) */

@@ -120,8 +120,10 @@ static const struct {
     const char *name;
     field_kind kind;
     size_t offset, size;
+    int optional; /* 1: added after the first files; absent reads as 0 */
 } config_fields[] = {
-#define F(name, kind) {#name, kind, offsetof(model_config, name), sizeof(((model_config *)0)->name)}
+#define F(name, kind) {#name, kind, offsetof(model_config, name), sizeof(((model_config *)0)->name), 0}
+#define OPT(name, kind) {#name, kind, offsetof(model_config, name), sizeof(((model_config *)0)->name), 1}
     F(architecture, FIELD_STR),    F(dim, FIELD_INT),         F(hidden_dim, FIELD_INT),
     F(n_layers, FIELD_INT),        F(n_heads, FIELD_INT),     F(n_kv_heads, FIELD_INT),
     F(head_size, FIELD_INT),       F(vocab_size, FIELD_INT),  F(max_seq_len, FIELD_INT),
@@ -129,6 +131,8 @@ static const struct {
     F(rope_factor, FIELD_FLOAT),   F(rope_low_freq_factor, FIELD_FLOAT),
     F(rope_high_freq_factor, FIELD_FLOAT), F(rope_original_max_pos, FIELD_INT),
     F(tied_classifier, FIELD_INT), F(bos_id, FIELD_INT),
+    OPT(sliding_window, FIELD_INT), OPT(attn_qkv_bias, FIELD_INT), OPT(attn_qk_norm, FIELD_INT),
+#undef OPT
 #undef F
 };
 
@@ -277,6 +281,7 @@ void mfile_read_config(mfile *m, model_config *c) {
     for (size_t k = 0; k < sizeof(config_fields) / sizeof(config_fields[0]); k++) {
         void *at = (char *)c + config_fields[k].offset;
         const char *name = config_fields[k].name;
+        if (config_fields[k].optional && H5Aexists(f, name) <= 0) continue; /* memset: 0 */
         switch (config_fields[k].kind) {
         case FIELD_INT: *(int *)at = attr_read_int(f, p, name); break;
         case FIELD_FLOAT: *(float *)at = attr_read_float(f, p, name); break;

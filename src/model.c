@@ -43,6 +43,15 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
         L->wq = arena_floats(&m->weights, qd * dim);
         L->wk = arena_floats(&m->weights, kvd * dim);
         L->wv = arena_floats(&m->weights, kvd * dim);
+        if (cfg->attn_qkv_bias) {
+            L->bq = arena_floats(&m->weights, qd);
+            L->bk = arena_floats(&m->weights, kvd);
+            L->bv = arena_floats(&m->weights, kvd);
+        }
+        if (cfg->attn_qk_norm) {
+            L->q_norm = arena_floats(&m->weights, hs);
+            L->k_norm = arena_floats(&m->weights, hs);
+        }
         L->wo = arena_floats(&m->weights, dim * qd);
         L->ffn_norm = arena_floats(&m->weights, dim);
         L->w1 = arena_floats(&m->weights, hl * dim);
@@ -74,6 +83,15 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
         LOAD("wq", L->wq, config_q_dim(cfg), dim, r->head0 * hs, qd, 0, dim);
         LOAD("wk", L->wk, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
         LOAD("wv", L->wv, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
+        if (cfg->attn_qkv_bias) { /* split with their rows */
+            LOAD("bq", L->bq, config_q_dim(cfg), 1, r->head0 * hs, qd, 0, 1);
+            LOAD("bk", L->bk, config_kv_dim(cfg), 1, r->kv_head0 * hs, kvd, 0, 1);
+            LOAD("bv", L->bv, config_kv_dim(cfg), 1, r->kv_head0 * hs, kvd, 0, 1);
+        }
+        if (cfg->attn_qk_norm) { /* replicated */
+            LOAD("q_norm", L->q_norm, hs, 1, 0, hs, 0, 1);
+            LOAD("k_norm", L->k_norm, hs, 1, 0, hs, 0, 1);
+        }
         LOAD("wo", L->wo, dim, config_q_dim(cfg), 0, dim, r->head0 * hs, qd);
         LOAD("ffn_norm", L->ffn_norm, dim, 1, 0, dim, 0, 1);
         LOAD("w1", L->w1, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
@@ -171,7 +189,7 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         check(b->pos[t] >= 0 && b->pos[t] < m->seq_len && b->slot[t] >= 0 && b->slot[t] < m->n_slots,
               "token %d: position %d / slot %d outside the KV cache", t, b->pos[t], b->slot[t]);
     kern_attn_dims ad = {r->n_heads_local, r->n_kv_local, hs, m->seq_len, c->n_heads / c->n_kv_heads,
-                         r->head0, r->kv_head0, KERN_F32};
+                         r->head0, r->kv_head0, KERN_F32, c->sliding_window};
     for (int l = 0; l < r->n_layers_local; l++) {
         const model_layer *L = &m->layers[l];
         const int gl = r->layer0 + l;
@@ -182,6 +200,15 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         kern_matmul(m->q, m->xb, L->wq, n, dim, qd);
         kern_matmul(m->k, m->xb, L->wk, n, dim, kvd);
         kern_matmul(m->v, m->xb, L->wv, n, dim, kvd);
+        if (L->bq) {
+            kern_add_bias(m->q, L->bq, n, qd);
+            kern_add_bias(m->k, L->bk, n, kvd);
+            kern_add_bias(m->v, L->bv, n, kvd);
+        }
+        if (L->q_norm) { /* every head its own row */
+            kern_rmsnorm(m->q, m->q, L->q_norm, n * r->n_heads_local, hs, c->norm_eps);
+            kern_rmsnorm(m->k, m->k, L->k_norm, n * r->n_kv_local, hs, c->norm_eps);
+        }
         kern_rope(m->q, b->pos, m->inv_freq, n, r->n_heads_local, hs);
         kern_rope(m->k, b->pos, m->inv_freq, n, r->n_kv_local, hs);
         for (int t = 0; t < n; t++) {

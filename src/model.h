@@ -14,6 +14,9 @@ typedef struct {
     float *wq;             /* (n_heads_local * head_size, dim) */
     float *wk;             /* (n_kv_local * head_size, dim) */
     float *wv;             /* (n_kv_local * head_size, dim) */
+    float *bq;             /* (n_heads_local * head_size) q bias, or NULL (attn_qkv_bias) */
+    float *bk, *bv;        /* (n_kv_local * head_size) k, v biases, or NULL */
+    float *q_norm, *k_norm; /* (head_size) per-head RMSNorm weights, or NULL (attn_qk_norm) */
     float *wo;             /* (dim, n_heads_local * head_size): input columns of this rank's heads */
     float *ffn_norm;       /* (dim) */
     float *w1;             /* (hidden_local, dim) gate */

@@ -52,7 +52,8 @@ void plan_list_valid(const model_config *c, int world, char *buf, size_t cap) {
 /* bytes of one layer, of the first-stage extra (embedding), of the last-stage extra */
 static int64_t layer_bytes(const model_config *c) {
     int64_t d = c->dim, q = config_q_dim(c), kv = config_kv_dim(c), h = c->hidden_dim;
-    return 4 * (2 * d + q * d + 2 * kv * d + d * q + 3 * h * d);
+    int64_t extra = (c->attn_qkv_bias ? q + 2 * kv : 0) + (c->attn_qk_norm ? 2LL * c->head_size : 0);
+    return 4 * (2 * d + q * d + 2 * kv * d + d * q + 3 * h * d + extra);
 }
 
 void plan_make(plan_grid *g, const model_config *c, int pp, int tp) {
@@ -121,6 +122,8 @@ void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, 
     r->has_classifier = r->stage == g->pp - 1;
     int64_t d = c->dim, hs = c->head_size;
     int64_t per_layer = 2 * d + r->n_heads_local * hs * d * 2 + 2 * r->n_kv_local * hs * d + 3 * (int64_t)r->hidden_local * d;
+    if (c->attn_qkv_bias) per_layer += (r->n_heads_local + 2LL * r->n_kv_local) * hs;
+    if (c->attn_qk_norm) per_layer += 2 * hs;
     int64_t b = per_layer * r->n_layers_local;
     if (r->has_embedding) b += (int64_t)r->vocab_local * d;
     if (r->has_classifier) {

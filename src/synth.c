@@ -137,12 +137,12 @@ typedef struct {
     char name[48];
     int id;
     int64_t rows, cols; /* cols = 0: a vector */
-    int is_norm;
+    int is_norm; /* 1: a norm's weights (1 + small); 2: a bias (small) */
 } synth_tensor;
 
 /* the model's tensors in file order (as the converters write them); returns the count */
 static int list_tensors(const model_config *c, synth_tensor **out) {
-    int n = 0, cap = 3 + 9 * c->n_layers;
+    int n = 0, cap = 3 + 14 * c->n_layers;
     synth_tensor *t = xcalloc((size_t)cap, sizeof(*t));
     const int64_t D = c->dim, H = c->hidden_dim, V = c->vocab_size, q = config_q_dim(c), kv = config_kv_dim(c);
 #define ADD(ID, ROWS, COLS, NORM, ...)                                  \
@@ -156,6 +156,18 @@ static int list_tensors(const model_config *c, synth_tensor **out) {
     for (int l = 0; l < c->n_layers; l++) {
         const int64_t rows[9] = {D, q, kv, kv, D, D, H, D, H}, cols[9] = {0, D, D, D, q, 0, D, H, D};
         for (int i = 0; i < 9; i++) ADD(3 + 9 * l + i, rows[i], cols[i], cols[i] == 0, "layers/%d/%s", l, names[i]);
+        /* Qwen2's biases (small, around 0) and Qwen3's per-head norms (around 1); ids after
+         * every Llama tensor's, so those keep their values */
+        const int id = 3 + 9 * c->n_layers + 5 * l;
+        if (c->attn_qkv_bias) {
+            ADD(id, q, 0, 2, "layers/%d/bq", l);
+            ADD(id + 1, kv, 0, 2, "layers/%d/bk", l);
+            ADD(id + 2, kv, 0, 2, "layers/%d/bv", l);
+        }
+        if (c->attn_qk_norm) {
+            ADD(id + 3, c->head_size, 0, 1, "layers/%d/q_norm", l);
+            ADD(id + 4, c->head_size, 0, 1, "layers/%d/k_norm", l);
+        }
     }
     ADD(1, D, 0, 1, "norm");
     if (!c->tied_classifier) ADD(2, V, D, 0, "output");
@@ -185,7 +197,7 @@ static void write_tensor(mfile_writer *w, const synth_tensor *t, uint64_t seed, 
     const int64_t rounds = share > 0 ? (share + block - 1) / block : 0;
     const uint64_t key = tensor_key(seed, t->id);
     const float scale = t->is_norm ? 1.0f / 16 : 1.0f / sqrtf((float)C);
-    const float offset = t->is_norm ? 1.0f : 0.0f;
+    const float offset = t->is_norm == 1 ? 1.0f : 0.0f;
     float *big = NULL;
     if (block * C > buf_floats) big = xmalloc((size_t)(block * C) * sizeof(float)); /* a single row over the block size */
     for (int64_t k = 0; k < rounds; k++) {

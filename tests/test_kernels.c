@@ -148,8 +148,8 @@ static void test_threads_and_binding(int o, int i, int n) {
 }
 
 static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_head0, int hs, int seq, int slots,
-                           kern_dtype kvt) {
-    kern_attn_dims d = {n_heads, n_kv, hs, seq, kv_mul, head0, kv_head0, kvt};
+                           kern_dtype kvt, int window) {
+    kern_attn_dims d = {n_heads, n_kv, hs, seq, kv_mul, head0, kv_head0, kvt, window};
     int n = 5;
     int pos[5] = {0, 3, seq - 1, 7, 1}, slot[5] = {0, slots - 1, 1 % slots, 0, slots - 1};
     long kvsize = (long)slots * seq * n_kv * hs;
@@ -167,9 +167,9 @@ static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_
     }
     kern_attention(a, q, kc, vc, pos, slot, n, &d, att);
     kern_attention_ref(b, q, kc, vc, pos, slot, n, &d, att);
-    char name[96];
-    snprintf(name, sizeof(name), "attention %s heads=%d kv=%d mul=%d off=%d/%d hs=%d", kern_dtype_name(kvt), n_heads,
-             n_kv, kv_mul, head0, kv_head0, hs);
+    char name[128];
+    snprintf(name, sizeof(name), "attention %s heads=%d kv=%d mul=%d off=%d/%d hs=%d win=%d", kern_dtype_name(kvt),
+             n_heads, n_kv, kv_mul, head0, kv_head0, hs, window);
     compare(name, a, b, (long)n * n_heads * hs, 1e-10);
     /* batch invariance: each token alone gives the bits it gave in the batch */
     int same = 1;
@@ -179,6 +179,16 @@ static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_
     }
     printf("%-44s tokens alone == batched %s\n", name, same ? "ok" : "FAIL");
     same ? passes++ : failures++;
+    if (window > 0) { /* the window matters: the same positions without it give another result */
+        kern_attn_dims full = d;
+        full.window = 0;
+        kern_attention_ref(b, q, kc, vc, pos, slot, n, &full, att);
+        double diff = 0;
+        for (long k = 0; k < (long)n * n_heads * hs; k++) diff = fmax(diff, fabs(a[k] - b[k]));
+        printf("attention window=%d differs from full attention by %.3g (must be > 0): %s\n", window, diff,
+               diff > 1e-3 ? "ok" : "FAIL");
+        diff > 1e-3 ? passes++ : failures++;
+    }
     free(kc), free(vc), free(q), free(a), free(b), free(att);
 }
 
@@ -457,12 +467,14 @@ int main(void) {
     test_invariance_big(14336, 4096, ns_small, 3, 1, 2);
     test_invariance_big(4096, 14336, ns_small, 3, 2, 1);
     for (int kvt = KERN_F32; kvt <= KERN_BF16; kvt++) {
-        test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt);    /* GQA, whole model on one rank */
-        test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt);    /* a tp rank's share: heads 4-5, kv head 2 */
-        test_attention(1, 1, 8, 3, 0, 16, 64, 1, kvt);   /* replicated kv head (tp > n_kv_heads) */
-        test_attention(4, 4, 1, 0, 0, 64, 128, 4, kvt);  /* MHA, larger heads */
-        test_attention(32, 8, 4, 0, 0, 64, 300, 2, kvt); /* the 1.1B shape */
-        test_attention(8, 2, 4, 0, 0, 100, 64, 2, kvt);  /* a head size that is no multiple of 16 */
+        test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt, 0);    /* GQA, whole model on one rank */
+        test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt, 0);    /* a tp rank's share: heads 4-5, kv head 2 */
+        test_attention(1, 1, 8, 3, 0, 16, 64, 1, kvt, 0);   /* replicated kv head (tp > n_kv_heads) */
+        test_attention(4, 4, 1, 0, 0, 64, 128, 4, kvt, 0);  /* MHA, larger heads */
+        test_attention(32, 8, 4, 0, 0, 64, 300, 2, kvt, 0); /* the 1.1B shape */
+        test_attention(8, 2, 4, 0, 0, 100, 64, 2, kvt, 0);  /* a head size that is no multiple of 16 */
+        test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt, 4);   /* sliding window (Mistral) */
+        test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt, 1);   /* a window of the token alone */
     }
     test_rope();
     test_rope_llama3();

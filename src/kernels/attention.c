@@ -45,8 +45,10 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
         abort();
     }
     for (int t = t0; t < t0 + tn; t++) {
-        const int len = J->pos[t] + 1;
-        const int64_t base = (int64_t)J->slot[t] * d->seq_len * kvd;
+        /* positions p0..pos[t]: all, or the last window of them */
+        const int p0 = d->window > 0 && J->pos[t] + 1 > d->window ? J->pos[t] + 1 - d->window : 0;
+        const int len = J->pos[t] + 1 - p0;
+        const int64_t base = ((int64_t)J->slot[t] * d->seq_len + p0) * kvd;
         for (int h = 0; h < d->n_heads; h++) {
             const int g = (d->head0 + h) / d->kv_mul - d->kv_head0;
             if (g < g0 || g >= g1) continue;
@@ -69,7 +71,8 @@ void kern_attention(float *out, const float *q, const void *kcache, const void *
     if (n <= 0) return;
     attn_job J = {out, q, kcache, vcache, pos, slot, d};
     double flops = 0;
-    for (int t = 0; t < n; t++) flops += 4.0 * (pos[t] + 1) * d->n_heads * d->head_size;
+    for (int t = 0; t < n; t++)
+        flops += 4.0 * (d->window > 0 && pos[t] + 1 > d->window ? d->window : pos[t] + 1) * d->n_heads * d->head_size;
     const int threads = kern_pool_threads(flops / 10e9, d->n_kv, 1);
     kern_pool_run(attn_unit, &J, n, 1, d->n_kv, 1, threads);
 }

@@ -98,6 +98,11 @@ void kern_swiglu(float *gate, const float *up, int64_t len) {
     }
 }
 
+void kern_add_bias(float *x, const float *b, int n, int d) {
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < d; j++) x[(int64_t)t * d + j] += b[j];
+}
+
 void kern_add(float *x, const float *y, int64_t len) {
     for (int64_t i = 0; i < len; i++) x[i] += y[i];
 }

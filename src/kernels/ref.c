@@ -58,20 +58,21 @@ void kern_attention_ref(float *out, const float *q, const void *kcache, const vo
                         const int *slot, int n, const kern_attn_dims *dd, float *att) {
     const int hs = dd->head_size, kvd = dd->n_kv * hs;
     for (int t = 0; t < n; t++) {
+        const int p0 = dd->window > 0 && pos[t] - dd->window + 1 > 0 ? pos[t] - dd->window + 1 : 0;
         for (int h = 0; h < dd->n_heads; h++) {
             const int kvh = (dd->head0 + h) / dd->kv_mul - dd->kv_head0;
             const float *qh = q + ((int64_t)t * dd->n_heads + h) * hs;
             float *a = att + (int64_t)h * dd->seq_len;
-            for (int p = 0; p <= pos[t]; p++) {
+            for (int p = p0; p <= pos[t]; p++) {
                 const int64_t k0 = ((int64_t)slot[t] * dd->seq_len + p) * kvd + kvh * hs;
                 float s = 0.0f;
                 for (int j = 0; j < hs; j++) s += qh[j] * ref_load(kcache, dd->kv_dtype, k0 + j);
                 a[p] = s / sqrtf((float)hs);
             }
-            kern_softmax(a, pos[t] + 1);
+            kern_softmax(a + p0, pos[t] + 1 - p0);
             float *o = out + ((int64_t)t * dd->n_heads + h) * hs;
             for (int j = 0; j < hs; j++) o[j] = 0.0f;
-            for (int p = 0; p <= pos[t]; p++) {
+            for (int p = p0; p <= pos[t]; p++) {
                 const int64_t v0 = ((int64_t)slot[t] * dd->seq_len + p) * kvd + kvh * hs;
                 for (int j = 0; j < hs; j++) o[j] += a[p] * ref_load(vcache, dd->kv_dtype, v0 + j);
             }
