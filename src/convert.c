@@ -108,7 +108,8 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
 
 static void usage(FILE *out) {
     fprintf(out, "usage: mpillama convert SRC -o OUT.h5 [--tokenizer FILE]\n"
-                 "  SRC: a llama2.c checkpoint (.bin) or a Hugging Face model directory\n"
+                 "  SRC: a llama2.c checkpoint (.bin), a Hugging Face model directory or a GGUF\n"
+                 "    file (detected from the content)\n"
                  "  --tokenizer FILE: the tokenizer to store in the model file: a llama2.c\n"
                  "    tokenizer.bin, a SentencePiece or tiktoken (Llama 3) tokenizer.model, or a\n"
                  "    Hugging Face tokenizer.json (detected from the content). A Hugging Face\n"
@@ -152,6 +153,10 @@ int convert_main(int argc, char **argv) {
     fclose(f);
     if (got == 8 && memcmp(magic, "\x89HDF\r\n\x1a\n", 8) == 0)
         die("'%s' is already an HDF5 file: nothing to convert", src);
+    if (got >= 4 && memcmp(magic, "GGUF", 4) == 0) {
+        convert_gguf(src, tok, out);
+        return 0;
+    }
     convert_llama2c(src, tok, out);
     return 0;
 }

@@ -16,6 +16,11 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
  * given, is a llama2.c tokenizer.bin to store as the runtime tokenizer. */
 void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path);
 
+/* GGUF file (llama.cpp; v2/v3; architectures llama, qwen2, qwen3): metadata -> config, the
+ * tokenizer from tokenizer.ggml.* (or tokenizer_path), tensors F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/
+ * Q6_K converted to f32; qwen2/qwen3 q/k rows permuted as for Hugging Face */
+void convert_gguf(const char *path, const char *tokenizer_path, const char *out_path);
+
 /* fills cfg from a Hugging Face config.json; dies naming the file (and the field) on any problem.
  * shape_only (synth's random weights): max_position_embeddings and rms_norm_eps may be absent
  * (4096, 1e-5). */

@@ -113,6 +113,16 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     m->inv_freq = xmalloc(sizeof(float) * (cfg->head_size / 2));
     kern_rope_freqs(m->inv_freq, cfg->head_size, cfg->rope_theta, strcmp(cfg->rope_scaling_type, "llama3") == 0,
                     cfg->rope_factor, cfg->rope_low_freq_factor, cfg->rope_high_freq_factor, cfg->rope_original_max_pos);
+    if (mfile_has(f, "rope_freqs")) { /* per-frequency divisors (from a GGUF's rope_freqs) */
+        float *div = xmalloc(sizeof(float) * (cfg->head_size / 2));
+        check_shape(f, "rope_freqs", cfg->head_size / 2, 1);
+        mfile_read_f32(f, "rope_freqs", 0, cfg->head_size / 2, 0, 1, div);
+        for (int i = 0; i < cfg->head_size / 2; i++) {
+            if (!(div[i] > 0)) die("'%s': tensor 'rope_freqs' holds %g, must be > 0", mfile_path(f), div[i]);
+            m->inv_freq[i] /= div[i];
+        }
+        free(div);
+    }
 }
 
 void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {

@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "mfile.h"
+#include "gguf.h"
 
 typedef struct tokenizer tokenizer;
 
@@ -33,6 +34,12 @@ void tok_load_tiktoken(mfile_tokenizer *out, const char *path);
  * a ByteLevel pre-tokenizer, byte-bpe). Returns 1 when loaded; 0 with the reason in why when
  * the file describes a tokenizer this code does not implement; dies on a malformed file. */
 int tok_load_hf_json(mfile_tokenizer *out, const char *path, char *why, size_t why_cap);
+/* a GGUF file's tokenizer.ggml.* keys: model "llama" (SentencePiece-style: tokens, scores,
+ * token types) or "gpt2" (byte-level BPE with merges and the split pattern named by
+ * tokenizer.ggml.pre: default/gpt2, llama-bpe, qwen2); BOS (when add_bos_token), EOS, the chat
+ * template's name. Returns 1 when loaded; 0 with the reason in why when the file has no
+ * tokenizer this code implements; dies on a malformed one. */
+int tok_load_gguf(mfile_tokenizer *out, const gguf_file *g, char *why, size_t why_cap);
 /* any of the four, detected from the content */
 void tok_load_file(mfile_tokenizer *out, const char *path);
 /* a Hugging Face model directory: tokenizer.json, else (or when that one is not supported)

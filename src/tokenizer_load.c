@@ -16,12 +16,14 @@
  *       the Split regex (or GPT-2's, for ByteLevel use_regex) as the pattern. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "gguf.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -1023,4 +1025,176 @@ int tok_load_hf_dir(mfile_tokenizer *out, const char *dir, char *why, size_t why
     free(config);
     free(jinja);
     return ok;
+}
+
+/* ---- GGUF tokenizer.ggml.* ---- */
+
+#define QWEN2_PATTERN                                                                           \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "                       \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+/* an optional boolean / integer key of the tokenizer; def when absent */
+static int64_t gguf_opt_int(const gguf_file *g, const char *key, int64_t def) {
+    const gguf_kv *kv = gguf_find(g, key);
+    return kv ? gguf_int(g, kv) : def;
+}
+
+/* an array key of the tokenizer with n elements (of strings when want_str), or NULL when absent */
+static const gguf_kv *gguf_tok_array(const gguf_file *g, const char *key, int want_str, uint64_t n) {
+    const gguf_kv *kv = gguf_find(g, key);
+    if (!kv) return NULL;
+    int numeric = kv->elem != GGUF_STRING && kv->elem != GGUF_BOOL;
+    if (kv->type != GGUF_ARRAY || (want_str ? kv->elem != GGUF_STRING : !numeric))
+        die("'%s': key '%s' must be an array of %s", g->path, key, want_str ? "strings" : "numbers");
+    if (n && kv->n != n)
+        die("'%s': key '%s' has %" PRIu64 " elements, tokenizer.ggml.tokens %" PRIu64, g->path, key,
+            kv->n, n);
+    return kv;
+}
+
+int tok_load_gguf(mfile_tokenizer *out, const gguf_file *g, char *why, size_t why_cap) {
+    const gguf_kv *mk = gguf_find(g, "tokenizer.ggml.model");
+    if (!mk) {
+        snprintf(why, why_cap, "no tokenizer.ggml.model");
+        return 0;
+    }
+    char *model = gguf_strdup(g, mk);
+    int byte_level = !strcmp(model, "gpt2");
+    if (!byte_level && strcmp(model, "llama") != 0) {
+        snprintf(why, why_cap, "tokenizer model '%s' (llama and gpt2 are supported)", model);
+        free(model);
+        return 0;
+    }
+    free(model);
+    const char *pattern = NULL;
+    int ignore_merges = 0;
+    if (byte_level) {
+        const gguf_kv *pk = gguf_find(g, "tokenizer.ggml.pre");
+        char *pre = pk ? gguf_strdup(g, pk) : xstrdup("default");
+        if (!strcmp(pre, "default") || !strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2")) {
+            pattern = GPT2_PATTERN;
+        } else if (!strcmp(pre, "llama3") || !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama-v3")) {
+            pattern = LLAMA3_PATTERN;
+            ignore_merges = 1;
+        } else if (!strcmp(pre, "qwen2")) {
+            pattern = QWEN2_PATTERN;
+        } else {
+            snprintf(why, why_cap, "pre-tokenizer '%s' (default, gpt2, llama-bpe and qwen2 are supported)", pre);
+            free(pre);
+            return 0;
+        }
+        free(pre);
+    }
+    const gguf_kv *tokens = gguf_tok_array(g, "tokenizer.ggml.tokens", 1, 0);
+    if (!tokens || tokens->n == 0 || tokens->n >= INT32_MAX / 2)
+        die("'%s': tokenizer.ggml.tokens is missing, empty or too long", g->path);
+    const int n = (int)tokens->n;
+    const gguf_kv *scores = gguf_tok_array(g, "tokenizer.ggml.scores", 0, tokens->n);
+    const gguf_kv *types = gguf_tok_array(g, "tokenizer.ggml.token_type", 0, tokens->n);
+    const gguf_kv *mlist = byte_level ? gguf_tok_array(g, "tokenizer.ggml.merges", 1, 0) : NULL;
+    if (byte_level && !mlist) die("'%s': a gpt2 tokenizer without tokenizer.ggml.merges", g->path);
+
+    piece_list p;
+    pieces_init(&p, n);
+    str_map map = {0};
+    int cp_to_byte[324];
+    for (int c = 0; c < 324; c++) cp_to_byte[c] = -1;
+    for (int b = 0; b < 256; b++) cp_to_byte[byte_to_cp(b)] = b;
+    char **keys = byte_level ? xcalloc((size_t)n, sizeof *keys) : NULL; /* NUL-terminated tokens */
+    if (byte_level) map_init(&map, n);
+    char *buf = NULL;
+    size_t buf_cap = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t len;
+        const char *s = gguf_arr_str(tokens, (uint64_t)i, &len);
+        int type = types ? (int)gguf_arr_num(types, (uint64_t)i) : 1;
+        /* GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte */
+        unsigned char kind = type >= 1 && type <= 6 ? (unsigned char)(type - 1) : MFILE_PIECE_NORMAL;
+        if (scores) p.scores[i] = (float)gguf_arr_num(scores, (uint64_t)i);
+        if (!byte_level || kind == MFILE_PIECE_CONTROL || kind == MFILE_PIECE_USER ||
+            kind == MFILE_PIECE_UNKNOWN) {
+            pieces_set(&p, i, s, (size_t)len, kind);
+        } else { /* byte-level alphabet -> raw bytes */
+            if (len + 1 > buf_cap) {
+                buf_cap = 2 * ((size_t)len + 1);
+                buf = xrealloc(buf, buf_cap);
+            }
+            memcpy(buf, s, (size_t)len);
+            buf[len] = 0;
+            size_t bl = 0;
+            for (size_t k = 0; k < len;) {
+                uint32_t cp;
+                k += (size_t)utf8_decode((const unsigned char *)buf + k, &cp);
+                if (cp >= 324 || cp_to_byte[cp] < 0)
+                    die("'%s': token %d ('%s') is not in the byte-level alphabet", g->path, i, buf);
+                buf[bl++] = (char)cp_to_byte[cp];
+            }
+            pieces_set(&p, i, buf, bl, kind);
+        }
+        if (byte_level) {
+            keys[i] = xmalloc((size_t)len + 1);
+            memcpy(keys[i], s, (size_t)len);
+            keys[i][len] = 0;
+            map_put(&map, keys[i], i);
+        }
+    }
+    free(buf);
+    int32_t *merges = NULL;
+    int n_merges = 0;
+    if (byte_level) {
+        if (mlist->n >= INT32_MAX / 2) die("'%s': tokenizer.ggml.merges is too long", g->path);
+        n_merges = (int)mlist->n;
+        merges = xmalloc(((size_t)n_merges + 1) * 2 * sizeof *merges);
+        char *cat = NULL;
+        size_t cat_cap = 0;
+        for (int r = 0; r < n_merges; r++) {
+            uint64_t len;
+            const char *m = gguf_arr_str(mlist, (uint64_t)r, &len);
+            const char *sp = memchr(m, ' ', (size_t)len);
+            if (!sp || memchr(sp + 1, ' ', (size_t)(m + len - sp - 1)))
+                die("'%s': merge %d is not 'left right'", g->path, r);
+            size_t la = (size_t)(sp - m), lb = (size_t)len - la - 1;
+            if (la + lb + 1 > cat_cap) {
+                cat_cap = 2 * (la + lb) + 16;
+                cat = xrealloc(cat, cat_cap);
+            }
+            memcpy(cat, m, la);
+            memcpy(cat + la, sp + 1, lb);
+            int ia = map_get(&map, m, la), ib = map_get(&map, sp + 1, lb), ic = map_get(&map, cat, la + lb);
+            if (ia < 0 || ib < 0 || ic < 0)
+                die("'%s': merge %d ('%.*s') names a token that is not in the vocabulary", g->path, r,
+                    (int)len, m);
+            merges[2 * r] = ia;
+            merges[2 * r + 1] = ib;
+            if (p.scores[ic] < -(float)r || p.scores[ic] == 0) p.scores[ic] = -(float)r;
+        }
+        free(cat);
+        for (int i = 0; i < n; i++) free(keys[i]);
+        free(keys);
+        map_free(&map);
+    }
+
+    stored_defaults(out, byte_level ? "byte-bpe" : "sentencepiece-bpe");
+    pieces_pack(&p, out);
+    out->merges = merges;
+    out->n_merges = n_merges;
+    if (pattern) out->pattern = xstrdup(pattern);
+    out->ignore_merges = ignore_merges;
+    out->add_dummy_prefix = (int)gguf_opt_int(g, "tokenizer.ggml.add_space_prefix", !byte_level);
+    out->remove_extra_whitespaces = (int)gguf_opt_int(g, "tokenizer.ggml.remove_extra_whitespaces", 0);
+    int64_t bos = gguf_opt_int(g, "tokenizer.ggml.bos_token_id", -1);
+    int64_t eos = gguf_opt_int(g, "tokenizer.ggml.eos_token_id", -1);
+    if (bos >= n || eos >= n || bos < -1 || eos < -1)
+        die("'%s': tokenizer.ggml.bos_token_id / eos_token_id outside the %d tokens", g->path, n);
+    out->bos_id = gguf_opt_int(g, "tokenizer.ggml.add_bos_token", !byte_level) ? (int)bos : -1;
+    out->eos_id = (int)eos;
+    const gguf_kv *ct = gguf_find(g, "tokenizer.chat_template");
+    if (ct) {
+        char *jinja = gguf_strdup(g, ct);
+        const char *name = tok_detect_chat_template(jinja);
+        if (name) snprintf(out->chat_template, sizeof out->chat_template, "%s", name);
+        else warning("'%s': the chat template is not one of llama2, llama3, chatml; none stored", g->path);
+        free(jinja);
+    }
+    return 1;
 }
