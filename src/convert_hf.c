@@ -271,7 +271,7 @@ static const char *const cfg_fields_refused[] = {
     "num_experts_per_tok", "embedding_multiplier", "residual_multiplier", "logits_scaling",
     "attention_multiplier", "query_pre_attn_scalar", "use_qk_norm", "qk_layernorm",
     "no_rope_layers", "sliding_window_pattern", "use_parallel_residual", "rope_interleaved",
-    "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers",
+    "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers", "use_mrope",
 };
 
 static int in_list(const char *key, const char *const *list, size_t n) {
