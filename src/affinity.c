@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <hwloc.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util.h"
@@ -38,6 +39,7 @@ void affinity_bind(int node_rank, int node_size, affinity_info *info) {
     }
     if (!info->kept_existing && !hwloc_bitmap_iszero(set) && hwloc_set_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) != 0)
         warning("hwloc cannot bind rank %d of this node", node_rank);
+    info->fair_cores = ncores >= node_size ? ncores / node_size : 1;
     info->cores = hwloc_get_nbobjs_inside_cpuset_by_type(topo, set, HWLOC_OBJ_CORE);
     if (info->cores < 1) info->cores = 1;
     hwloc_bitmap_list_snprintf(info->cpuset, sizeof(info->cpuset), set);
@@ -49,4 +51,15 @@ void affinity_bind(int node_rank, int node_size, affinity_info *info) {
     hwloc_bitmap_free(cur);
     hwloc_bitmap_free(set);
     hwloc_topology_destroy(topo);
+}
+
+int affinity_narrow(const affinity_info *info) { return info->kept_existing && info->cores < info->fair_cores; }
+
+void affinity_narrow_hint(char *buf, size_t cap, int n_narrow, int n_ranks, int fair_cores, int cores) {
+    snprintf(buf, cap,
+             "%d of %d rank(s) are bound (by the launcher or taskset) to %d core(s), fewer than their share of the node (%d cores each), "
+             "so they run %d thread(s); the binding is kept. To use the node: Open MPI 'mpirun --bind-to none' or "
+             "'--map-by slot:PE=%d', Slurm 'sbatch --cpus-per-task=%d' with 'srun --cpu-bind=cores' "
+             "(ranks x threads = cores: see README, \"Hybrid layouts\")",
+             n_narrow, n_ranks, cores, fair_cores, cores, fair_cores, fair_cores);
 }

@@ -4,6 +4,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -17,6 +20,8 @@ struct mfile {
     hid_t file;
     hid_t dxpl; /* collective transfer */
     char *path;
+    const char *map; /* (map_len) the whole file, read-only (MAP_FAILED: not mapped) */
+    size_t map_len;
 };
 
 void mfile_tokenizer_free(mfile_tokenizer *t) {
@@ -165,7 +170,11 @@ static mfile_writer *writer_new(hid_t f, const char *path, const model_config *c
 
 mfile_writer *mfile_create(const char *path, const model_config *c) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* objects of 4 KiB or more start on a page: tensors are used in place (mfile_view) */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_alignment(fapl, 4096, 4096);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) die("cannot create '%s' (is the directory there and writable?)", path);
     return writer_new(f, path, c);
 }
@@ -232,6 +241,28 @@ void mfile_close_writer(mfile_writer *w) {
 
 /* ---------------------------------------------------------------- reading */
 
+/* maps the whole file read-only: tensors laid out contiguously are then read straight from the
+ * page cache (mfile_view), without HDF5, MPI-IO or a copy. A file that cannot be mapped is read
+ * through HDF5 (the same on every rank: it depends on the file system, not the rank), and so is
+ * every file when MPILLAMA_MAP=0. */
+static void map_file(mfile *m) {
+    m->map = MAP_FAILED;
+    const char *env = getenv("MPILLAMA_MAP"); /* "0": read every tensor through HDF5 */
+    hid_t fcpl = H5Fget_create_plist(m->file);
+    hsize_t userblock = 0;
+    H5Pget_userblock(fcpl, &userblock);
+    H5Pclose(fcpl);
+    if ((env && strcmp(env, "0") == 0) || userblock != 0) return; /* offsets count from the userblock's end */
+    int fd = open(m->path, O_RDONLY);
+    struct stat st;
+    if (fd < 0) return;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+        m->map_len = (size_t)st.st_size;
+        m->map = mmap(NULL, m->map_len, PROT_READ, MAP_SHARED, fd, 0);
+    }
+    close(fd);
+}
+
 mfile *mfile_open(const char *path, MPI_Comm comm) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (access(path, R_OK) != 0) die_errno("cannot open model '%s'", path);
@@ -252,6 +283,7 @@ mfile *mfile_open(const char *path, MPI_Comm comm) {
     m->path = xstrdup(path);
     m->dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(m->dxpl, H5FD_MPIO_COLLECTIVE);
+    map_file(m);
 
     char fmt[64] = "";
     if (H5Aexists(f, "format") <= 0) die("'%s' is not an mpillama model file (no 'format' attribute)", path);
@@ -266,6 +298,7 @@ mfile *mfile_open(const char *path, MPI_Comm comm) {
 }
 
 void mfile_close(mfile *f) {
+    if (f->map != MAP_FAILED) munmap((void *)f->map, f->map_len);
     H5Pclose(f->dxpl);
     H5Fclose(f->file);
     free(f->path);
@@ -352,6 +385,55 @@ static hid_t select_block(hid_t d, const char *path, const char *name, int64_t r
     return ms;
 }
 
+/* ---------------------------------------------------------------- reading in place */
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
+/* the bytes of open dataset d in the file mapping when it is stored contiguously as little-endian
+ * values of elem bytes (no chunks, filters or external files; what every mpillama writer does),
+ * else NULL */
+static const char *dataset_in_map(mfile *m, hid_t d, size_t elem) {
+    if (m->map == MAP_FAILED) return NULL;
+    const union { uint16_t u; char c; } probe = {1};
+    hid_t dcpl = H5Dget_create_plist(d), ft = H5Dget_type(d), sp = H5Dget_space(d);
+    int ok = probe.c == 1 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS && H5Pget_external_count(dcpl) == 0 &&
+             H5Tget_size(ft) == elem && (elem == 1 || H5Tget_order(ft) == H5T_ORDER_LE);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    haddr_t off = ok ? H5Dget_offset(d) : HADDR_UNDEF;
+    H5Sclose(sp);
+    H5Tclose(ft);
+    H5Pclose(dcpl);
+    if (off == HADDR_UNDEF || n < 0 || off > m->map_len || (size_t)n * elem > m->map_len - off) return NULL;
+    return m->map + off;
+}
+
+/* brings [p, p+n) of the mapping into memory: read from the file system unless cached */
+static void map_populate(const char *p, size_t n) {
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, e = (uintptr_t)p + n;
+    madvise((void *)a, e - a, MADV_WILLNEED); /* read-ahead of the whole range, then fault it in */
+    if (madvise((void *)a, e - a, MADV_POPULATE_READ) == 0) return;
+    volatile char sink = 0;
+    for (uintptr_t q = a; q < e; q += 4096) sink ^= *(const volatile char *)q;
+    (void)sink;
+}
+
+/* rows [row0, row0+nrows) x cols [col0, col0+ncols) of dataset d (block checked by select_block),
+ * whose bytes are at base in the mapping, into out */
+static void copy_block(hid_t d, const char *base, size_t elem, int64_t row0, int64_t nrows, int64_t col0,
+                       int64_t ncols, void *out) {
+    if (nrows <= 0 || ncols <= 0) return;
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 1};
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (H5Sget_simple_extent_ndims(sp) == 1) dims[1] = 1;
+    H5Sclose(sp);
+    const size_t row_bytes = (size_t)dims[1] * elem, block_row = (size_t)ncols * elem;
+    const char *src = base + (size_t)row0 * row_bytes + (size_t)col0 * elem;
+    for (int64_t r = 0; r < nrows; r++) memcpy((char *)out + (size_t)r * block_row, src + (size_t)r * row_bytes, block_row);
+}
+
 int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, int64_t col0,
                        int64_t ncols, float *out) {
     if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
@@ -359,13 +441,39 @@ int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, 
     check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
     hid_t fs;
     hid_t ms = select_block(d, m->path, name, row0, nrows, col0, ncols, &fs);
+    const char *in_map = dataset_in_map(m, d, sizeof(float));
     float dummy;
-    if (H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, m->dxpl, nrows > 0 && ncols > 0 ? (void *)out : (void *)&dummy) < 0)
+    if (in_map) /* laid out plainly (the same on every rank): copied from the mapping, no MPI-IO */
+        copy_block(d, in_map, sizeof(float), row0, nrows, col0, ncols, out);
+    else if (H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, m->dxpl, nrows > 0 && ncols > 0 ? (void *)out : (void *)&dummy) < 0)
         die("'%s': cannot read tensor '%s' (file truncated or corrupt?)", m->path, name);
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(d);
     return nrows > 0 && ncols > 0 ? nrows * ncols * (int64_t)sizeof(float) : 0;
+}
+
+int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
+    *out = NULL;
+    if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
+    hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
+    check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
+    const char *base = dataset_in_map(m, d, elem);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 1};
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (H5Sget_simple_extent_ndims(sp) == 1) dims[1] = 1;
+    H5Sclose(sp);
+    H5Dclose(d);
+    if (!base || ((uintptr_t)base & 63)) return 0; /* kernels get 64-byte aligned rows */
+    if (nrows <= 0) return 1;
+    if (row0 < 0 || (hsize_t)(row0 + nrows) > dims[0])
+        die("'%s': tensor '%s' has %llu rows, not rows %lld+%lld", m->path, name, (unsigned long long)dims[0],
+            (long long)row0, (long long)nrows);
+    const char *p = base + (size_t)row0 * dims[1] * elem;
+    map_populate(p, (size_t)nrows * dims[1] * elem);
+    *out = p;
+    return 1;
 }
 
 /* reads a whole dataset (1-D, or any rank as its elements in order) collectively into a

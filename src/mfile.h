@@ -75,6 +75,14 @@ int mfile_shape(mfile *f, const char *name, int64_t dims[2]);
  * A rank that needs nothing passes nrows = 0 and still calls. Returns bytes read. */
 int64_t mfile_read_f32(mfile *f, const char *name, int64_t row0, int64_t nrows, int64_t col0,
                        int64_t ncols, float *out);
+/* collective like the reads (every rank, same datasets, same order; nrows = 0 for nothing):
+ * points *out at rows [row0, row0+nrows) of a dataset (elements of a 1-D one) in place, in a
+ * read-only mapping of the file, brought into memory before it returns (read from the file system
+ * unless the page cache holds them; the node's ranks share those pages), and returns 1. Returns 0
+ * (the same on every rank) when the dataset is not stored contiguously as elem-byte little-endian
+ * values at a 64-byte aligned offset, or the file cannot be mapped: read it with mfile_read_f32.
+ * The view lives until mfile_close; the file must not change meanwhile. */
+int mfile_view(mfile *f, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out);
 /* returns 0 when the file has no tokenizer; otherwise fills t (every rank) */
 int mfile_read_tokenizer(mfile *f, mfile_tokenizer *t);
 /* 1 with *data malloc'd when source/<name> exists */

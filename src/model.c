@@ -7,11 +7,24 @@
 #include "trace.h"
 #include "util.h"
 
-/* reads rows [r0, r0+nr) x cols [c0, c0+nc) of name into dst when mine, else joins with nothing */
-static void load_part(model *m, mfile *f, const char *name, int mine, float *dst, int64_t r0,
+/* rows [r0, r0+nr) x cols [c0, c0+nc) of name when mine (else nothing). A block of whole rows
+ * (whole) of a tensor laid out plainly in the file is used in place: *dst points into the file's
+ * mapping (page cache, shared by the node's ranks; no copy). Otherwise it is read into the arena
+ * at *dst, by the node's owner of this slice. The choice depends on the file and the grid only,
+ * so every rank makes the same one (both paths are collective). */
+static void load_part(model *m, mfile *f, const char *name, int mine, int whole, float **dst, int64_t r0,
                       int64_t nr, int64_t c0, int64_t nc) {
+    const void *in_place;
+    if (whole && mfile_view(f, name, r0, mine ? nr : 0, sizeof(float), &in_place)) {
+        if (mine) {
+            *dst = (float *)in_place; /* read-only: the model never writes its weights */
+            m->bytes_read += nr * nc * (int64_t)sizeof(float);
+            m->bytes_in_place += nr * nc * (int64_t)sizeof(float);
+        }
+        return;
+    }
     mine = mine && m->shared.owner;
-    m->bytes_read += mfile_read_f32(f, name, r0, mine ? nr : 0, c0, mine ? nc : 0, dst);
+    m->bytes_read += mfile_read_f32(f, name, r0, mine ? nr : 0, c0, mine ? nc : 0, *dst);
 }
 
 static void check_shape(mfile *f, const char *name, int64_t rows, int64_t cols) {
@@ -66,9 +79,9 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     /* every rank walks every tensor in the same order (collective metadata and reads) */
     check_shape(f, "tok_embeddings", cfg->vocab_size, dim);
     if (cfg->tied_classifier && r->has_classifier && !r->has_embedding)
-        load_part(m, f, "tok_embeddings", 1, m->classifier, r->vocab0, r->vocab_local, 0, dim);
+        load_part(m, f, "tok_embeddings", 1, 1, &m->classifier, r->vocab0, r->vocab_local, 0, dim);
     else
-        load_part(m, f, "tok_embeddings", r->has_embedding, m->tok_embeddings, r->vocab0, r->vocab_local, 0, dim);
+        load_part(m, f, "tok_embeddings", r->has_embedding, 1, &m->tok_embeddings, r->vocab0, r->vocab_local, 0, dim);
     char name[128];
     for (int gl = 0; gl < cfg->n_layers; gl++) {
         int l = gl - r->layer0, mine = l >= 0 && l < r->n_layers_local;
@@ -77,7 +90,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     do {                                                              \
         snprintf(name, sizeof(name), "layers/%d/" t, gl);             \
         check_shape(f, name, rows, cols);                             \
-        load_part(m, f, name, mine, dst, r0, nr, c0, nc);             \
+        load_part(m, f, name, mine, (nc) == (cols), &dst, r0, nr, c0, nc); \
     } while (0)
         LOAD("attention_norm", L->attention_norm, dim, 1, 0, dim, 0, 1);
         LOAD("wq", L->wq, config_q_dim(cfg), dim, r->head0 * hs, qd, 0, dim);
@@ -100,12 +113,13 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
 #undef LOAD
     }
     check_shape(f, "norm", dim, 1);
-    load_part(m, f, "norm", r->has_classifier, m->norm, 0, dim, 0, 1);
+    load_part(m, f, "norm", r->has_classifier, 1, &m->norm, 0, dim, 0, 1);
     if (!cfg->tied_classifier) {
         check_shape(f, "output", cfg->vocab_size, dim);
-        load_part(m, f, "output", r->has_classifier, m->classifier, r->vocab0, r->vocab_local, 0, dim);
+        load_part(m, f, "output", r->has_classifier, 1, &m->classifier, r->vocab0, r->vocab_local, 0, dim);
     }
 
+    if (tied_shared) m->classifier = m->tok_embeddings; /* it may have moved into the mapping */
     dist_shared_ready(d, &m->shared);
     m->vocab_counts = xmalloc(sizeof(int) * g->tp);
     m->vocab_offsets = xmalloc(sizeof(int) * g->tp);

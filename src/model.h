@@ -59,6 +59,7 @@ typedef struct {
     float *gather_scratch; /* (max_tokens, vocab), last stage's tp rank 0 */
     float *inv_freq;       /* (head_size / 2) */
     int64_t bytes_read, kv_bytes;
+    int64_t bytes_in_place; /* of bytes_read: weights used in place in the file's mapping */
 } model;
 
 /* collective over the world: every rank reads its own slice of every tensor */

@@ -78,6 +78,8 @@ void report_write_summary(const char *path, const report_run *run, const report_
     cJSON_AddNumberToObject(t, "completion", (double)run->tokens_completion);
     cJSON_AddNumberToObject(s, "wall_s", run->wall_s);
     cJSON_AddNumberToObject(s, "load_s", run->load_s);
+    cJSON_AddNumberToObject(s, "load_gbs", run->load_gbs);
+    cJSON_AddNumberToObject(s, "first_token_s", run->first_token_s);
     cJSON_AddNumberToObject(s, "prefill_s", run->prefill_s);
     cJSON_AddNumberToObject(s, "decode_s", run->decode_s);
     cJSON_AddNumberToObject(s, "prefill_tok_s", run->prefill_s > 0 ? run->tokens_prompt / run->prefill_s : 0);

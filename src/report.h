@@ -23,6 +23,8 @@ typedef struct {
     int prompts_total, completed, errors, skipped, interrupted;
     int64_t tokens_prompt, tokens_completion;
     double wall_s, load_s, prefill_s, decode_s;
+    double load_gbs;       /* weight bytes / the weight load's time (slowest rank) */
+    double first_token_s;  /* from the command's start to the first sampled token (score: first record) */
 } report_run;
 
 /* fills the calling rank's record (host name, peak RSS) */

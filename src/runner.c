@@ -106,7 +106,20 @@ typedef struct {
     model m;
     tokenizer *tok; /* world rank 0, when the file has one */
     int threads;    /* BLAS threads of this rank */
+    double load_gbs; /* weight bytes of all ranks / the slowest rank's load time */
 } run_setup;
+
+/* once, on rank 0: ranks the launcher bound to fewer cores than their share of the node */
+static void warn_narrow_binding(dist_ctx *d, const affinity_info *aff) {
+    int narrow = affinity_narrow(aff);
+    int n = (int)dist_sum_int64(d, narrow);
+    int fewest = (int)-dist_max_double(d, narrow ? -aff->cores : -1e9);
+    int fair = (int)dist_max_double(d, aff->fair_cores);
+    if (n == 0 || d->world_rank != 0) return;
+    char hint[640];
+    affinity_narrow_hint(hint, sizeof(hint), n, d->world_size, fair, fewest);
+    warning("%s", hint);
+}
 
 /* opens the model, picks the grid, loads every rank's share; -1 when the grid is impossible */
 static int setup(run_setup *su, run_opts *o) {
@@ -114,6 +127,7 @@ static int setup(run_setup *su, run_opts *o) {
     affinity_info aff;
     affinity_bind(su->d.node_rank, su->d.node_size, &aff);
     su->threads = aff.threads;
+    warn_narrow_binding(&su->d, &aff);
     if (o->verbose) /* the binding map, one line per rank, in rank order */
         for (int r = 0; r < su->d.world_size; r++) {
             if (r == su->d.world_rank)
@@ -144,11 +158,16 @@ static int setup(run_setup *su, run_opts *o) {
     double t_load = dist_max_double(&su->d, util_now() - t0);
     int64_t *bytes = su->d.world_rank == 0 ? xmalloc(sizeof(int64_t) * su->d.world_size) : NULL;
     dist_gather_int64(&su->d, su->m.bytes_read, bytes, 0);
+    int64_t in_place = dist_sum_int64(&su->d, su->m.bytes_in_place);
+    su->load_gbs = 0;
     if (su->d.world_rank == 0) {
         int64_t total = 0;
         for (int r = 0; r < su->d.world_size; r++) total += bytes[r];
-        fprintf(stderr, "mpillama: %d ranks on %d node(s), grid --pp %d --tp %d; loaded %.2f MiB of weights in %.2f s\n",
-                su->d.world_size, su->d.n_nodes, o->pp, o->tp, total / 1048576.0, t_load);
+        su->load_gbs = t_load > 0 ? total / t_load / 1e9 : 0;
+        fprintf(stderr, "mpillama: %d ranks on %d node(s), grid --pp %d --tp %d; loaded %.2f MiB of weights in %.2f s "
+                        "(%.2f GB/s, %.2f GB/s per rank, %.0f%% used in place)\n",
+                su->d.world_size, su->d.n_nodes, o->pp, o->tp, total / 1048576.0, t_load, su->load_gbs,
+                su->load_gbs / su->d.world_size, total ? 100.0 * in_place / total : 0.0);
         if (o->verbose)
             for (int r = 0; r < su->d.world_size; r++) {
                 plan_rank pr;
@@ -310,6 +329,8 @@ static int run_main(const char *cmd, int argc, char **argv) {
         run.tokens_completion = s.st.tokens_out;
         run.wall_s = wall;
         run.load_s = load_s;
+        run.load_gbs = su.load_gbs;
+        run.first_token_s = s.st.t_first_token > 0 ? s.st.t_first_token - t_load0 : 0;
         run.prefill_s = s.st.t_prefill;
         run.decode_s = s.st.t_decode;
         write_reports(&su, &o, &run, su.threads);

@@ -216,6 +216,7 @@ static void sample_next(sched *s, sched_seq *q, float *last) {
     int stop_text = check_stop_strings(s, q, next);
     seq_push(q, next);
     s->st.tokens_out++;
+    if (!s->st.t_first_token) s->st.t_first_token = util_now();
     if (stop_text) finish(s, q, "stop_string");
     else if (q->n - q->n_prompt >= q->rq.max_new || q->n >= s->m->seq_len) finish(s, q, "length");
 }
@@ -246,6 +247,7 @@ static void process_group(sched *s, int g) {
         q->n_cached += ntok;
         q->in_flight = 0;
         if (s->o->mode == RUN_SCORE) {
+            if (q->n_cached == q->n_prompt && !s->st.t_first_token) s->st.t_first_token = util_now();
             if (q->n_cached == q->n_prompt) finish(s, q, "done");
             continue;
         }

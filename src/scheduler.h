@@ -38,6 +38,7 @@ typedef struct {
 typedef struct {
     int64_t tokens_in, tokens_out;   /* prompt tokens computed, tokens generated */
     double t_prefill, t_decode;      /* the scheduler's time split by the kind of tokens */
+    double t_first_token;            /* util_now() of the first token sampled (score: first request done); 0: none */
 } sched_stats;
 
 typedef struct {
