@@ -45,7 +45,8 @@ with open(a.prompts) as f, open(prompts, "w") as g:
         r.update(max_tokens=a.max_tokens, ignore_eos=True, temperature=0)
         g.write(json.dumps(r) + "\n")
 
-lim = json.loads(subprocess.run([a.mpillama, "machine"], check=True, capture_output=True, text=True, env=env).stdout)
+lim = json.loads(subprocess.run([a.mpillama, "machine", "--file", model], check=True, capture_output=True, text=True,
+                                env=env).stdout)
 grid = []
 if a.pp:
     grid += ["--pp", str(a.pp)]
@@ -67,9 +68,15 @@ wbytes = s0["model"]["weight_bytes"]
 ranks = s0["ranks"]
 bw = lim["mem_gbs"] * 1e9 * ranks
 fl = lim["sgemm_gflops"] * 1e9 * ranks
-print("model %s: %.1fM params, %.2f GiB f32; grid %dx%d on %d rank(s); %d prompts x %d tokens" %
+print("model %s: %.1fM params, %.2f GiB f32; grid %dx%d on %d rank(s) x %d thread(s); %d prompts x %d tokens" %
       (os.path.basename(model), params / 1e6, wbytes / 2**30, s0["grid"]["pp"], s0["grid"]["tp"], ranks,
-       s0["prompts"]["total"], a.max_tokens))
+       s0["threads_per_rank"], s0["prompts"]["total"], a.max_tokens))
+loads = [s["load_gbs"] for _, s in rows if s.get("load_gbs")]
+if loads:
+    best = max(loads)
+    print("load: %.2f GB/s (best of %d runs) against a plain read of the file at %.2f GB/s (ratio %.2f); "
+          "first token after %.2f s" % (best, len(loads), lim["file_read_gbs"], best / lim["file_read_gbs"],
+                                       min(s["first_token_s"] for _, s in rows)))
 print("machine: %.1f GB/s triad, %.1f GFLOP/s sgemm (%d BLAS threads) per rank" % (lim["mem_gbs"], lim["sgemm_gflops"], lim["blas_threads"]))
 print("limits: decode at batch B <= B / max(weights / bandwidth, 2 params B / flops); prefill <= flops / (2 params)")
 print()

@@ -45,7 +45,10 @@ void affinity_bind(int node_rank, int node_size, affinity_info *info) {
     hwloc_bitmap_list_snprintf(info->cpuset, sizeof(info->cpuset), set);
     /* one BLAS thread per core of the set, unless the user chose */
     const char *env = getenv("OPENBLAS_NUM_THREADS");
-    info->threads = env && atoi(env) > 0 ? atoi(env) : info->cores;
+    /* a launcher's set shared by several ranks (mpirun binds to a socket above 2 ranks): the
+     * rank's share of the node, not every core of the set */
+    int mine = info->kept_existing && info->cores > info->fair_cores ? info->fair_cores : info->cores;
+    info->threads = env && atoi(env) > 0 ? atoi(env) : mine;
     if (ncores < node_size) info->threads = env && atoi(env) > 0 ? atoi(env) : 1;
     openblas_set_num_threads(info->threads);
     hwloc_bitmap_free(cur);
@@ -60,6 +63,6 @@ void affinity_narrow_hint(char *buf, size_t cap, int n_narrow, int n_ranks, int 
              "%d of %d rank(s) are bound (by the launcher or taskset) to %d core(s), fewer than their share of the node (%d cores each), "
              "so they run %d thread(s); the binding is kept. To use the node: Open MPI 'mpirun --bind-to none' or "
              "'--map-by slot:PE=%d', Slurm 'sbatch --cpus-per-task=%d' with 'srun --cpu-bind=cores' "
-             "(ranks x threads = cores: see README, \"Hybrid layouts\")",
+             "(ranks x threads = cores: README, \"Ranks and threads\")",
              n_narrow, n_ranks, cores, fair_cores, cores, fair_cores, fair_cores);
 }
