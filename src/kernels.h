@@ -73,6 +73,12 @@ const char *kern_matmul_impl_w(kern_dtype dt);
  * selection is then unchanged). Results of different implementations differ in rounding, so
  * select before the first matmul (tests do it) */
 int kern_matmul_use(const char *name);
+/* this CPU's limits as the kernels see them (for benchmarks), measured on `threads` threads of
+ * the kernels' pool: the operations per second (2 per multiply-add, in billions) of a register-only
+ * loop of the widest multiply-add for dt (f32: FMA, AVX-512 where present; bf16: vdpbf16ps;
+ * q8: vpdpbusd), 0 where the CPU has none; and the GB/s of reading `bytes` of memory */
+double kern_peak_gops(kern_dtype dt, int threads);
+double kern_read_gbs(size_t bytes, int threads);
 /* rotates adjacent pairs (2j, 2j+1) of every head of x (n, n_heads * head_size) in place by
  * angle pos[t] * inv_freq[j] */
 void kern_rope(float *x, const int *pos, const float *inv_freq, int n, int n_heads, int head_size);
@@ -98,6 +104,8 @@ void kern_attention(float *out, const float *q, const void *kcache, const void *
                     const int *pos, const int *slot, int n, const kern_attn_dims *dims, float *att);
 void kern_attention_ref(float *out, const float *q, const void *kcache, const void *vcache,
                         const int *pos, const int *slot, int n, const kern_attn_dims *dims, float *att);
+/* the implementation in use ("avx512", "generic"; chosen with the matmuls' by kern_matmul_use) */
+const char *kern_attention_impl(void);
 /* gate (n, h) = silu(gate) * up */
 void kern_swiglu(float *gate, const float *up, int64_t len);
 /* x (n, d) += b (d), every row (projection biases) */

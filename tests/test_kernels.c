@@ -168,8 +168,8 @@ static void test_attention(int n_heads, int n_kv, int kv_mul, int head0, int kv_
     kern_attention(a, q, kc, vc, pos, slot, n, &d, att);
     kern_attention_ref(b, q, kc, vc, pos, slot, n, &d, att);
     char name[128];
-    snprintf(name, sizeof(name), "attention %s heads=%d kv=%d mul=%d off=%d/%d hs=%d win=%d", kern_dtype_name(kvt),
-             n_heads, n_kv, kv_mul, head0, kv_head0, hs, window);
+    snprintf(name, sizeof(name), "attention %s %s heads=%d kv=%d mul=%d off=%d/%d hs=%d win=%d", kern_attention_impl(),
+             kern_dtype_name(kvt), n_heads, n_kv, kv_mul, head0, kv_head0, hs, window);
     compare(name, a, b, (long)n * n_heads * hs, 1e-10);
     /* batch invariance: each token alone gives the bits it gave in the batch */
     int same = 1;
@@ -466,16 +466,19 @@ int main(void) {
     openblas_set_num_threads(threads);
     test_invariance_big(14336, 4096, ns_small, 3, 1, 2);
     test_invariance_big(4096, 14336, ns_small, 3, 2, 1);
-    for (int kvt = KERN_F32; kvt <= KERN_BF16; kvt++) {
+    for (int k = 0; k < 4; k++) { /* portable, then the default; f32 and bf16 caches */
+        const kern_dtype kvt = k % 2 ? KERN_BF16 : KERN_F32;
+        kern_matmul_use(k < 2 ? "generic" : NULL);
         test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt, 0);    /* GQA, whole model on one rank */
         test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt, 0);    /* a tp rank's share: heads 4-5, kv head 2 */
         test_attention(1, 1, 8, 3, 0, 16, 64, 1, kvt, 0);   /* replicated kv head (tp > n_kv_heads) */
         test_attention(4, 4, 1, 0, 0, 64, 128, 4, kvt, 0);  /* MHA, larger heads */
         test_attention(32, 8, 4, 0, 0, 64, 300, 2, kvt, 0); /* the 1.1B shape */
         test_attention(8, 2, 4, 0, 0, 100, 64, 2, kvt, 0);  /* a head size that is no multiple of 16 */
-        test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt, 4);   /* sliding window (Mistral) */
-        test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt, 1);   /* a window of the token alone */
+        test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt, 4);    /* sliding window (Mistral) */
+        test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt, 1);    /* a window of the token alone */
     }
+    kern_matmul_use(NULL);
     test_rope();
     test_rope_llama3();
     test_misc();

@@ -18,19 +18,23 @@ typedef struct {
     const kern_attn_dims *d;
 } attn_job;
 
-/* the f32 value of row element k of a cache of type dt */
-static inline float attn_load(const void *c, kern_dtype dt, int64_t k) {
-    return dt == KERN_BF16 ? kern_bf16_to_f32(((const uint16_t *)c)[k]) : ((const float *)c)[k];
+/* the f32 value of row element k of a cache row of type dt */
+static inline float attn_load(const void *row, kern_dtype dt, int k) {
+    return dt == KERN_BF16 ? kern_bf16_to_f32(((const uint16_t *)row)[k]) : ((const float *)row)[k];
 }
 
-/* dot of q (hs) with a cache row, 8 lanes summed by a fixed tree */
-static float attn_dot(const float *q, const void *c, kern_dtype dt, int64_t k0, int hs) {
+/* portable: 8 lanes summed by a fixed tree */
+float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs) {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int j = 0;
     for (; j + 8 <= hs; j += 8)
-        for (int l = 0; l < 8; l++) a[l] += q[j + l] * attn_load(c, dt, k0 + j + l);
-    for (int l = 0; j + l < hs; l++) a[l] += q[j + l] * attn_load(c, dt, k0 + j + l);
+        for (int l = 0; l < 8; l++) a[l] += q[j + l] * attn_load(row, dt, j + l);
+    for (int l = 0; j + l < hs; l++) a[l] += q[j + l] * attn_load(row, dt, j + l);
     return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs) {
+    for (int j = 0; j < hs; j++) o[j] += w * attn_load(row, dt, j);
 }
 
 static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
@@ -38,6 +42,8 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
     const kern_attn_dims *d = J->d;
     const int hs = d->head_size, kvd = d->n_kv * hs;
     const kern_dtype dt = d->kv_dtype;
+    const size_t es = kern_dtype_size(dt);
+    const kern_attn_ops *ops = kern_attn_get();
     const float scale = 1.0f / sqrtf((float)hs);
     float *a = kern_room(KERN_ROOM_ATT, sizeof(float) * (size_t)d->seq_len);
     if (!a) {
@@ -48,19 +54,17 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
         /* positions p0..pos[t]: all, or the last window of them */
         const int p0 = d->window > 0 && J->pos[t] + 1 > d->window ? J->pos[t] + 1 - d->window : 0;
         const int len = J->pos[t] + 1 - p0;
-        const int64_t base = ((int64_t)J->slot[t] * d->seq_len + p0) * kvd;
+        const char *kb = (const char *)J->kc + ((int64_t)J->slot[t] * d->seq_len + p0) * kvd * es;
+        const char *vb = (const char *)J->vc + ((int64_t)J->slot[t] * d->seq_len + p0) * kvd * es;
         for (int h = 0; h < d->n_heads; h++) {
             const int g = (d->head0 + h) / d->kv_mul - d->kv_head0;
             if (g < g0 || g >= g1) continue;
             const float *qh = J->q + ((int64_t)t * d->n_heads + h) * hs;
-            for (int p = 0; p < len; p++) a[p] = attn_dot(qh, J->kc, dt, base + (int64_t)p * kvd + g * hs, hs) * scale;
+            for (int p = 0; p < len; p++) a[p] = ops->dot(qh, kb + ((int64_t)p * kvd + g * hs) * es, dt, hs) * scale;
             kern_softmax(a, len);
             float *o = J->out + ((int64_t)t * d->n_heads + h) * hs;
             for (int j = 0; j < hs; j++) o[j] = 0.0f;
-            for (int p = 0; p < len; p++) {
-                const int64_t v0 = base + (int64_t)p * kvd + g * hs;
-                for (int j = 0; j < hs; j++) o[j] += a[p] * attn_load(J->vc, dt, v0 + j);
-            }
+            for (int p = 0; p < len; p++) ops->axpy(o, a[p], vb + ((int64_t)p * kvd + g * hs) * es, dt, hs);
         }
     }
 }

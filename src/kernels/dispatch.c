@@ -31,6 +31,13 @@ static int mm_has_avx512(void) {
     __builtin_cpu_init();
     return mm_has_avx2() && __builtin_cpu_supports("avx512f");
 }
+
+static int mm_has_avx512bw(void) {
+    return mm_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
+static int mm_has_avx512bf16(void) { return mm_has_avx512bw() && __builtin_cpu_supports("avx512bf16"); }
+static int mm_has_avx512vnni(void) { return mm_has_avx512bw() && __builtin_cpu_supports("avx512vnni"); }
 #endif
 
 /* per dtype, in order of preference (the default: the first this CPU runs) */
@@ -43,10 +50,17 @@ static const mm_impl mm_f32_impls[] = {
     {NULL, NULL, NULL, 0, NULL},
 };
 static const mm_impl mm_bf16_impls[] = {
+#ifdef KERN_X86
+    {"avx512", NULL, kern_bf16_avx512_range, KERN_NEED_BF16, mm_has_avx512bf16},
+    {"avx2", NULL, kern_bf16_avx2_range, KERN_NEED_BF16, mm_has_avx2},
+#endif
     {"generic", NULL, kern_bf16_generic_range, KERN_NEED_BF16, mm_always},
     {NULL, NULL, NULL, 0, NULL},
 };
 static const mm_impl mm_q8_impls[] = {
+#ifdef KERN_X86
+    {"avx512", NULL, kern_q8_avx512_range, KERN_NEED_U, mm_has_avx512vnni},
+#endif
     {"generic", NULL, kern_q8_generic_range, KERN_NEED_Q, mm_always},
     {NULL, NULL, NULL, 0, NULL},
 };
@@ -60,14 +74,51 @@ static const mm_impl *mm_find(int dt, const char *name) {
     return NULL;
 }
 
+/* attention's row operations, chosen with the matmuls by the same names */
+static const kern_attn_ops mm_attn_impls[] = {
+#ifdef KERN_X86
+    {"avx512", kern_attn_dot_avx512, kern_attn_axpy_avx512},
+#endif
+    {"generic", kern_attn_dot_generic, kern_attn_axpy_generic},
+    {NULL, NULL, NULL},
+};
+static int mm_attn_supported(const kern_attn_ops *a) {
+#ifdef KERN_X86
+    if (a->dot == kern_attn_dot_avx512) return mm_has_avx512bw();
+#endif
+    (void)a;
+    return 1;
+}
+static _Atomic(const kern_attn_ops *) mm_attn_cur;
+
+static const kern_attn_ops *mm_attn_find(const char *name) {
+    for (const kern_attn_ops *a = mm_attn_impls; a->name; a++)
+        if ((!name || !strcmp(name, a->name)) && mm_attn_supported(a)) return a;
+    return NULL;
+}
+
 int kern_matmul_use(const char *name) {
     int found = 0;
     for (int dt = 0; dt < 3; dt++) {
         const mm_impl *m = mm_find(dt, name);
         if (m) atomic_store(&mm_cur[dt], m), found = 1;
     }
+    const kern_attn_ops *a = mm_attn_find(name);
+    if (a) atomic_store(&mm_attn_cur, a);
     return found ? 0 : -1;
 }
+
+const kern_attn_ops *kern_attn_get(void) {
+    const kern_attn_ops *a = atomic_load(&mm_attn_cur);
+    if (a) return a;
+    const char *env = getenv("MPILLAMA_MATMUL");
+    a = env && *env ? mm_attn_find(env) : NULL;
+    if (!a) a = mm_attn_find(NULL);
+    atomic_store(&mm_attn_cur, a);
+    return a;
+}
+
+const char *kern_attention_impl(void) { return kern_attn_get()->name; }
 
 static const mm_impl *mm_get(kern_dtype dt) {
     const mm_impl *m = atomic_load(&mm_cur[dt]);

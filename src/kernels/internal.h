@@ -42,6 +42,42 @@ typedef void (*kern_w_range_fn)(float *out, const kern_act *a, const kern_wmat *
 
 void kern_bf16_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+#ifdef KERN_X86
+void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+#endif
+
+/* Vector bf16 and q8 matmuls share one driver (matmul_w_drive.c) over tiles of R token rows by C
+ * weight rows, each tile computing its R x C elements over the whole input dimension (a fixed
+ * chain per element: no k blocks). x: the tile's first activation row (row stride i elements of
+ * esize bytes), xs its q8 scales (row stride i / 32; NULL for bf16), likewise w and ws. */
+typedef void (*kern_w_tile_fn)(float *y, int ldy, const void *x, const float *xs, const void *w, const float *ws,
+                               int i);
+typedef struct {
+    int esize;            /* bytes of an activation and of a weight element */
+    int rows;             /* R at most */
+    int cols[9];          /* C at most for each R */
+    kern_w_tile_fn tiles[9][9];
+} kern_w_kern;
+void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *xs, const kern_wmat *w, int n, int i,
+                  int o, int c0, int c1);
+
+/* ---- attention's row operations (attention.c; attention_avx512.c) ----
+ * dot: q (hs) . row (hs of type dt); axpy: o (hs) += w * row */
+typedef struct {
+    const char *name;
+    float (*dot)(const float *q, const void *row, kern_dtype dt, int hs);
+    void (*axpy)(float *o, float w, const void *row, kern_dtype dt, int hs);
+} kern_attn_ops;
+#ifdef KERN_X86
+float kern_attn_dot_avx512(const float *q, const void *row, kern_dtype dt, int hs);
+void kern_attn_axpy_avx512(float *o, float w, const void *row, kern_dtype dt, int hs);
+#endif
+float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs);
+void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs);
+/* the row operations in use (dispatch.c: chosen with the matmuls) */
+const kern_attn_ops *kern_attn_get(void);
 
 /* ---- the thread pool (kernels/pool.c) ----
  * Runs fn over units that cover rows [0, n) in chunks of nb and columns [0, o) in ranges of ub

@@ -1,0 +1,58 @@
+/* kernels/matmul_bf16_avx512.c: bf16 weights by bf16 activations with AVX512_BF16's vdpbf16ps:
+ * each of 16 lanes accumulates the products of its pair of columns (2l, 2l + 1) of every 32
+ * columns in order (vdpbf16ps adds the pair to the lane in a fixed way, denormals flushed), the
+ * last partial vector loaded masked with zeros, then the lanes summed by one fixed tree
+ * (mm_hsum512): one chain per element, whatever R, C, block or thread. */
+#include "matmul_f32_tile.h"
+
+#define BF_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+
+static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, int ldy, const uint16_t *x,
+                                                                    const uint16_t *w, int i, const int R,
+                                                                    const int C) {
+    __m512 a[4][8];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+        a[r][c] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 32 <= i; k += 32) {
+        __m512i wv[8];
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_loadu_si512(w + (int64_t)c * i + k);
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            __m512i xv = _mm512_loadu_si512(x + (int64_t)r * i + k);
+            __asm__("" : "+v"(xv));
+            _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+                a[r][c] = _mm512_dpbf16_ps(a[r][c], (__m512bh)xv, (__m512bh)wv[c]);
+        }
+    }
+    if (k < i) {
+        const __mmask32 m = (__mmask32)((1ull << (i - k)) - 1);
+        __m512i wv[8];
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_maskz_loadu_epi16(m, w + (int64_t)c * i + k);
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            const __m512i xv = _mm512_maskz_loadu_epi16(m, x + (int64_t)r * i + k);
+            _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+                a[r][c] = _mm512_dpbf16_ps(a[r][c], (__m512bh)xv, (__m512bh)wv[c]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+        y[(int64_t)r * ldy + c] = mm_hsum512(a[r][c]);
+}
+
+#define BF_TILE(R, C)                                                                                          \
+    static BF_AVX512 void bf_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,       \
+                                       const float *ws, int i) {                                             \
+        (void)xs, (void)ws;                                                                                    \
+        bf_tile(y, ldy, x, w, i, R, C);                                                                        \
+    }
+#define BF_TILES6(R) BF_TILE(R, 1) BF_TILE(R, 2) BF_TILE(R, 3) BF_TILE(R, 4) BF_TILE(R, 5) BF_TILE(R, 6)
+#define BF_TILES8(R) BF_TILES6(R) BF_TILE(R, 7) BF_TILE(R, 8)
+BF_TILES8(1) BF_TILES8(2) BF_TILES6(3) BF_TILES6(4)
+#define BF_ROW6(R) {NULL, bf_##R##x1, bf_##R##x2, bf_##R##x3, bf_##R##x4, bf_##R##x5, bf_##R##x6}
+#define BF_ROW8(R) {NULL, bf_##R##x1, bf_##R##x2, bf_##R##x3, bf_##R##x4, bf_##R##x5, bf_##R##x6, bf_##R##x7, bf_##R##x8}
+
+/* 32 registers: R x C accumulators, C weight vectors and the input vector */
+static const kern_w_kern bf_kern = {2, 4, {0, 8, 8, 6, 6}, {{NULL}, BF_ROW8(1), BF_ROW8(2), BF_ROW6(3), BF_ROW6(4)}};
+
+void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
+    kern_w_drive(&bf_kern, out, a->x, NULL, w, n, i, o, c0, c1);
+}

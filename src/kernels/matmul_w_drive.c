@@ -1,0 +1,35 @@
+/* kernels/matmul_w_drive.c: the driver of the vector bf16 and q8 matmuls (ISA-neutral: it calls
+ * the tiles of matmul_bf16_*.c and matmul_q8_*.c). Few token rows (one tile) stream the weights
+ * once, tile after tile; more go by blocks of weight rows that stay in L2 while every tile of
+ * token rows passes over them. Tiles compute whole elements, so the blocking changes speed,
+ * never results. */
+#include <stdint.h>
+
+#include "internal.h"
+
+#define W_L2 (512 << 10) /* bytes of weight rows a block keeps in L2 */
+
+void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *xs, const kern_wmat *w, int n, int i,
+                  int o, int c0, int c1) {
+    const int rt = K->rows, cm = K->cols[rt], es = K->esize, nb = i / KERN_Q8_BLOCK;
+    const char *xb = x, *wb = w->data;
+    const int64_t row = (int64_t)i * es;
+    if (n <= rt) {
+        const int C = K->cols[n];
+        for (int c = c0; c < c1; c += C)
+            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, xb, xs, wb + c * row, w->scale ? w->scale + (int64_t)c * nb : NULL, i);
+        return;
+    }
+    int bw = (int)(W_L2 / row) / cm * cm;
+    if (bw < cm) bw = cm;
+    for (int cb = c0; cb < c1; cb += bw) {
+        const int ce = cb + bw < c1 ? cb + bw : c1;
+        for (int t = 0; t < n; t += rt) {
+            const int R = n - t < rt ? n - t : rt, C = K->cols[R];
+            for (int c = cb; c < ce; c += C)
+                K->tiles[R][ce - c < C ? ce - c : C](out + (int64_t)t * o + c, o, xb + t * row,
+                                                     xs ? xs + (int64_t)t * nb : NULL, wb + c * row,
+                                                     w->scale ? w->scale + (int64_t)c * nb : NULL, i);
+        }
+    }
+}
