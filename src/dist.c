@@ -98,6 +98,12 @@ double dist_max_double(dist_ctx *d, double v) {
     return r;
 }
 
+double dist_sum_double(dist_ctx *d, double v) {
+    double r = v;
+    MPI_CHECK(MPI_Allreduce(&v, &r, 1, MPI_DOUBLE, MPI_SUM, d->world));
+    return r;
+}
+
 int64_t dist_sum_int64(dist_ctx *d, int64_t v) {
     int64_t r = v;
     MPI_CHECK(MPI_Allreduce(&v, &r, 1, MPI_INT64_T, MPI_SUM, d->world));

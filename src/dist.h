@@ -100,6 +100,8 @@ void dist_barrier(dist_ctx *d);
 /* abort every rank with exit code (after the caller printed why) */
 void dist_abort(int code) __attribute__((noreturn));
 double dist_max_double(dist_ctx *d, double v);
+/* the sum of v over the world */
+double dist_sum_double(dist_ctx *d, double v);
 int64_t dist_sum_int64(dist_ctx *d, int64_t v);
 /* gathers one int64 per rank to root (out: world_size values, root only) */
 void dist_gather_int64(dist_ctx *d, int64_t v, int64_t *out, int root);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench.h"
 #include "convert.h"
 #include "dist.h"
 #include "machine.h"
@@ -22,6 +23,7 @@ static void usage(FILE *out) {
             "  info M.h5 [--plan --pp P --tp T]        config, tensors, per-rank plan\n"
             "  synth --shape NAME -o M.h5 [--layers N] [--seed S]   random weights in a model's shapes\n"
             "  machine                                 this node's memory bandwidth and sgemm GFLOP/s (JSON)\n"
+            "  bench [--shape NAME | --model M.h5] [--dtype T]   forward pass against the machine's limits\n"
             "  tokenize (--model M.h5 | --tokenizer FILE) [options]   JSON lines: text <-> ids\n"
             "  version\n"
             "'mpillama COMMAND --help' lists a command's options.\n",
@@ -42,6 +44,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "machine")) rc = machine_main(argc - 1, argv + 1);
     else if (!strcmp(cmd, "tokenize")) rc = tokenize_main(argc - 1, argv + 1); /* serial: rank 0 only */
     else if (!strcmp(cmd, "synth")) rc = synth_main(argc - 1, argv + 1); /* collective: every rank writes */
+    else if (!strcmp(cmd, "bench")) rc = bench_main(argc - 1, argv + 1); /* collective */
     else if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("mpillama %s\n", MPILLAMA_VERSION);
         rc = 0;
