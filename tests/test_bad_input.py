@@ -93,7 +93,7 @@ def case(name, fn):
 
 
 def skip_case(name, why):
-    out("SKIP %-44s %s" % (name, why))
+    out("SKIP (part): %s: %s" % (name, why))
 
 
 def main():

@@ -167,7 +167,7 @@ if stories and os.path.exists(stories) and os.path.exists(tok512):
     cfg = mk.read_checkpoint(stories)["config"]
     models.append(dict(name="stories260K", h5=h5, bin=stories, cfg=cfg, why="shared, tokenizer stored"))
 else:
-    print("skipping model stories260K: ../shared/models/stories260K.bin or tok512.bin is absent "
+    print("SKIP (part): model stories260K: ../shared/models/stories260K.bin or tok512.bin is absent "
           "(a user's clone has no shared data); the synthetic models still run")
 for name, spec, why in SYNTHETIC:
     binpath = os.path.join(args.work, name + ".bin")

@@ -436,7 +436,7 @@ int main(void) {
     const char *impls[] = {"generic", "avx512", "avx2"};
     for (int m = 0; m < 3; m++) {
         if (kern_matmul_use(impls[m]) != 0 || strcmp(kern_matmul_impl(), impls[m]) != 0) {
-            printf("matmul %s: not supported here, skipped\n", impls[m]);
+            printf("SKIP (part): matmul %s: not supported by this CPU\n", impls[m]);
             continue;
         }
         test_matmul(1, 64, 172);
