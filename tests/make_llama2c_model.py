@@ -117,8 +117,9 @@ def read_checkpoint(path):
     return w
 
 
-def forward(w, ids, eps=1e-5, theta=10000.0):
-    """logits (len(ids), V) in float64 for one sequence, as llama2.c computes them"""
+def forward(w, ids, eps=1e-5, theta=10000.0, inv_freq=None):
+    """logits (len(ids), V) in float64 for one sequence, as llama2.c computes them; inv_freq (hs/2)
+    replaces theta's RoPE frequencies (e.g. Llama 3 scaled ones)"""
     c = w["config"]
     D, L, NH, KV = c["dim"], c["layers"], c["heads"], c["kv_heads"]
     hs = D // NH
@@ -128,7 +129,7 @@ def forward(w, ids, eps=1e-5, theta=10000.0):
     def rmsnorm(x, g):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * f64(g)
 
-    inv = 1.0 / (theta ** (np.arange(0, hs, 2, dtype=np.float64) / hs))
+    inv = 1.0 / (theta ** (np.arange(0, hs, 2, dtype=np.float64) / hs)) if inv_freq is None else np.asarray(inv_freq)
     ang = np.outer(np.arange(T, dtype=np.float64), inv)  # (T, hs/2)
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
 

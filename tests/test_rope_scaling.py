@@ -1,8 +1,8 @@
 """Llama 3 RoPE scaling end to end: stories260K written as a Hugging Face model with rope_scaling
 (factor 8, low 1, high 4, original context 200: of its four frequencies one is kept, one smoothed
 and two divided by 8), converted, and scored on ~200-token sequences; the log-probs must match a
-numpy float64 forward pass (written here from the Llama equations, with the frequencies from
-Meta's formula) within TOL. Before that, the same numpy pass without scaling must match llama2.c's
+numpy float64 forward pass (make_llama2c_model.forward, with the frequencies from Meta's formula
+restated here) within TOL. Before that, the same numpy pass without scaling must match llama2.c's
 reference log-probs (so the reference itself is right), and the scaled log-probs must differ from
 the unscaled ones by far more than TOL (so the check can see a wrong scaling)."""
 import math
@@ -14,7 +14,8 @@ import numpy as np
 import common as c
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_hf_model as hf  # noqa: E402  (the llama2.c reader)
+import make_hf_model as hf  # noqa: E402  (writes the Hugging Face model)
+import make_llama2c_model as mk  # noqa: E402  (the numpy float64 forward pass)
 
 # observed max |dlogprob| of the fp32 C pass against this float64 one on the scaled model: 2.4e-5
 # (1 rank), 3.5e-5 (tp 2); 1e-4 leaves a ~3x margin. Scaled against unscaled differ by ~8, and a
@@ -27,7 +28,7 @@ c.need_shared(args, "models/stories260K.bin", "models/tok512.bin", "reference/st
 W = args.work
 SRC = os.path.join(args.shared, "models/stories260K.bin")
 TOK = os.path.join(args.shared, "models/tok512.bin")
-cfg, w = hf.read_llama2c(SRC)
+w = mk.read_checkpoint(SRC)
 ref = c.read_jsonl(os.path.join(args.shared, "reference/stories260K/greedy.jsonl"))
 
 
@@ -47,47 +48,13 @@ def llama3_inv_freq(head_size, theta, factor, low, high, orig):
     return np.array(out)
 
 
-def rmsnorm(x, g, eps=1e-5):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
-
-
-def rope(x, cos, sin):
-    """x (T, heads, hs): adjacent pairs (2i, 2i+1) rotated by pos * inv_freq[i] (llama2.c layout)"""
-    a, b = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = a * cos[:, None, :] - b * sin[:, None, :]
-    out[..., 1::2] = a * sin[:, None, :] + b * cos[:, None, :]
-    return out
-
-
 def logprobs(ids, inv_freq):
-    """teacher-forced natural-log probabilities of ids[1:], float64"""
-    g = {k: (None if v is None else v.astype(np.float64)) for k, v in w.items()}
-    T, nh, nkv, hs = len(ids), cfg["n_heads"], cfg["n_kv"], cfg["hs"]
-    ang = np.arange(T)[:, None] * inv_freq[None, :]
-    cos, sin = np.cos(ang), np.sin(ang)
-    mask = np.triu(np.full((T, T), -np.inf), 1)
-    x = g["emb"][ids]
-    for l in range(cfg["n_layers"]):
-        h = rmsnorm(x, g["rms_att"][l])
-        q = rope((h @ g["wq"][l].T).reshape(T, nh, hs), cos, sin)
-        k = rope((h @ g["wk"][l].T).reshape(T, nkv, hs), cos, sin)
-        v = (h @ g["wv"][l].T).reshape(T, nkv, hs)
-        k, v = np.repeat(k, nh // nkv, axis=1), np.repeat(v, nh // nkv, axis=1)
-        s = np.einsum("thd,uhd->htu", q, k) / math.sqrt(hs) + mask
-        s = np.exp(s - s.max(axis=-1, keepdims=True))
-        s /= s.sum(axis=-1, keepdims=True)
-        x = x + np.einsum("htu,uhd->thd", s, v).reshape(T, nh * hs) @ g["wo"][l].T
-        h = rmsnorm(x, g["rms_ffn"][l])
-        a = h @ g["w1"][l].T
-        x = x + ((a / (1 + np.exp(-a))) * (h @ g["w3"][l].T)) @ g["w2"][l].T
-    logits = rmsnorm(x, g["rms_final"]) @ (g["emb"] if g["wcls"] is None else g["wcls"]).T
-    logits -= logits.max(axis=-1, keepdims=True)
-    lsm = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-    return lsm[np.arange(T - 1), ids[1:]]
+    """teacher-forced natural-log probabilities of ids[1:], float64 (make_llama2c_model's forward)"""
+    lsm = mk.log_softmax(mk.forward(w, ids, inv_freq=inv_freq))
+    return lsm[np.arange(len(ids) - 1), np.asarray(ids[1:])]
 
 
-hs = cfg["hs"]
+hs = w["config"]["dim"] // w["config"]["heads"]
 plain = llama3_inv_freq(hs, 10000.0, 1.0, 1.0, 4.0, 1e9)  # every wavelength below orig/high: unscaled
 scaled = llama3_inv_freq(hs, 10000.0, *SCALING)
 kinds = ["kept" if a == b else "divided" if abs(b - a / SCALING[0]) < 1e-12 * a else "smoothed"
