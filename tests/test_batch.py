@@ -1,5 +1,9 @@
-"""The batch job (issue 4): batch-size and grid independence of seeded completions, resume after
-SIGKILL at a random moment, SIGTERM with a grace period, and the trace and summary files."""
+"""The batch job (issue 4): seeded completions independent of the batch size, the grid and the
+order of the prompt file (reversed); SIGKILL at three seeded random moments and a hand-made torn
+last line, each resumed (--resume) to exactly the records of an uninterrupted run; SIGTERM with a
+grace period (TERM to the ranks: in-flight requests finished, none interrupted, exit 75) and without
+one (USR1 to mpiexec, passed on to the ranks: in-flight ones recorded as interrupted, exit 75), each
+resumed likewise; the trace and summary files."""
 import json
 import os
 import random
@@ -67,7 +71,7 @@ def records(path):
     return out
 
 
-def wait_records(path, k, proc, timeout=120):
+def wait_records(path, k, proc, timeout=600):
     """waits until path holds at least k lines (or the process ended)"""
     t0 = time.time()
     while time.time() - t0 < timeout and proc.poll() is None:
@@ -78,10 +82,10 @@ def wait_records(path, k, proc, timeout=120):
         time.sleep(0.01)
 
 
-def gen(name, n=1, extra=(), check=True):
+def gen(name, n=1, extra=(), check=True, prompts_file=None):
     out = os.path.join(W, name + ".jsonl")
-    r = c.mpirun(args, n, ["generate", "--model", model, "--prompts", pin, "--output", out, "--seed", "99"] + list(extra),
-                 check=check)
+    r = c.mpirun(args, n, ["generate", "--model", model, "--prompts", prompts_file or pin, "--output", out, "--seed", "99"]
+                 + list(extra), check=check)
     return out, r
 
 
@@ -99,73 +103,141 @@ for name, n, extra in [("b8", 1, ["--batch", "8"]), ("b32", 1, ["--batch", "32",
             c.fail("%s: record %s differs from B=1:\n  B=1: %s\n  %s: %s" % (name, k, v, name, other.get(k)))
     checks += 1
     print("%-4s identical to B=1 on all 64 records" % name)
+# the order of the prompt file does not matter: reversed, the same records
+rev_in = os.path.join(W, "reversed.jsonl")
+c.write_jsonl(rev_in, prompts[::-1])
+rev = records(gen("rev", 1, ["--batch", "8"], prompts_file=rev_in)[0])
+if rev != base:
+    c.fail("the reversed prompt file gave different records: %s" % [k for k in base if rev.get(k) != base[k]][:5])
+checks += 1
+print("rev  (reversed prompt file, B=8) identical to B=1 on all 64 records")
 greedy = [k for k, v in base.items() if any(p["custom_id"] == k and p.get("temperature") == 0 for p in prompts)]
 print("greedy records checked against the one-sequence path: %d" % len(greedy))
 stops = sum(1 for v in base.values() if v["finish_reason"] == "stop")
 print("finish reasons: %d stop, %d length" % (stops, sum(1 for v in base.values() if v["finish_reason"] == "length")))
 
-# ---- SIGKILL at a random moment, then --resume: the same set of records
-long_prompts = [dict(p, custom_id="%s-%d" % (p["custom_id"], k), max_tokens=300, ignore_eos=True)
-                for k in range(3) for p in prompts]
+# ---- SIGKILL at seeded random moments, then --resume: the same set of records
+# 64 x 200 tokens: a kill after at most 56 records leaves >= 8 requests, hundreds of steps
+long_prompts = [dict(p, custom_id="%s-long" % p["custom_id"], max_tokens=200, ignore_eos=True) for p in prompts]
 lin = os.path.join(W, "long.jsonl")
 c.write_jsonl(lin, long_prompts)
+LONG = ["generate", "--model", model, "--prompts", lin, "--seed", "5", "--batch", "4", "--pp", "2"]
 ref_path = os.path.join(W, "long_ref.jsonl")
-c.mpirun(args, 2, ["generate", "--model", model, "--prompts", lin, "--output", ref_path, "--seed", "5", "--batch", "4", "--pp", "2"])
+c.mpirun(args, 2, LONG + ["--output", ref_path], timeout=900)
 ref = records(ref_path)
-for attempt in range(2):
-    kp = os.path.join(W, "killed%d.jsonl" % attempt)
-    cmd = [args.mpiexec, "-n", "2", "--oversubscribe", args.mpillama, "generate", "--model", model, "--prompts", lin,
-           "--output", kp, "--seed", "5", "--batch", "4", "--pp", "2"]
-    proc = subprocess.Popen(cmd, env=c.mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_records(kp, random.Random(attempt).randrange(1, len(long_prompts) - 8), proc)
-    time.sleep(random.Random(attempt).uniform(0, 0.05))  # a random moment, mid-write or not
+
+
+def start(out, extra=(), stderr=subprocess.DEVNULL):
+    cmd = [args.mpiexec, "-n", "2", "--oversubscribe", args.mpillama] + LONG + ["--output", out] + list(extra)
+    return subprocess.Popen(cmd, env=c.mpi_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                            start_new_session=True)
+
+
+def resume_to_ref(out, what):
+    c.mpirun(args, 2, LONG + ["--output", out, "--resume"], timeout=900)
+    got = records(out)
+    if got != ref:
+        missing = set(ref) - set(got)
+        diff = [k for k in ref if k in got and got[k] != ref[k]]
+        c.fail("%s, then --resume: %d missing, %d differ (e.g. %s)" % (what, len(missing), len(diff), (list(missing) + diff)[:3]))
+
+
+for seed in range(3):
+    r = random.Random(seed)
+    k, delay = r.randrange(1, len(long_prompts) - 8), r.uniform(0, 0.05)  # after k records, mid-write or not
+    kp = os.path.join(W, "killed%d.jsonl" % seed)
+    proc = start(kp)
+    wait_records(kp, k, proc)
+    time.sleep(delay)
     if proc.poll() is not None:
         c.fail("the run to be killed ended first")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     subprocess.run(["pkill", "-9", "-f", kp], check=False)  # ranks orphaned by the kill
-    before = sum(1 for _ in open(kp)) if os.path.exists(kp) else 0
-    c.mpirun(args, 2, ["generate", "--model", model, "--prompts", lin, "--output", kp, "--seed", "5", "--batch", "4",
-                       "--pp", "2", "--resume"])
-    got = records(kp)
-    if got != ref:
-        missing = set(ref) - set(got)
-        diff = [k for k in ref if k in got and got[k] != ref[k]]
-        c.fail("after SIGKILL (%d records kept) and --resume: %d missing, %d differ (e.g. %s)" %
-               (before, len(missing), len(diff), (list(missing) + diff)[:3]))
+    with open(kp, "rb") as f:
+        data = f.read()
+    before, torn = data.count(b"\n"), not data.endswith(b"\n") and len(data) > 0
+    resume_to_ref(kp, "SIGKILL (seed %d: %d records kept%s)" % (seed, before, ", a torn line" if torn else ""))
     checks += 1
-    print("SIGKILL after %d of %d records, then --resume: all records, none duplicated or torn" % (before, len(ref)))
+    print("SIGKILL (seed %d) after %d records + %.3f s (%s), then --resume: all %d records, none duplicated or torn" %
+          (seed, before, delay, "last line torn" if torn else "whole lines", len(ref)))
 
-# ---- SIGTERM: stops within the grace period, writes the traces; a rerun completes the rest
-tp = os.path.join(W, "term.jsonl")
-tdir = os.path.join(W, "term_trace")
-cmd = [args.mpiexec, "-n", "2", "--oversubscribe", args.mpillama, "generate", "--model", model, "--prompts", lin,
-       "--output", tp, "--seed", "5", "--batch", "4", "--pp", "2", "--grace", "0", "--trace", tdir]
-proc = subprocess.Popen(cmd, env=c.mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                        start_new_session=True)
-wait_records(tp, 20, proc)
-t0 = time.time()
-os.killpg(proc.pid, signal.SIGTERM)
-try:
-    _, err = proc.communicate(timeout=30)
-except subprocess.TimeoutExpired:
-    os.killpg(proc.pid, signal.SIGKILL)
-    c.fail("SIGTERM: the job did not exit within 30 s")
-took = time.time() - t0
-if proc.returncode == 0 or "rerun with --resume" not in err:
-    c.fail("SIGTERM: exit %d and no word of the interruption (did the run end first?):\n%s" % (proc.returncode, err[-2000:]))
-for f in ("summary.json", "trace.json"):
-    if not os.path.exists(os.path.join(tdir, f)):
-        c.fail("SIGTERM: %s/%s not written" % (tdir, f))
-part = records(tp)
-print("SIGTERM: exited in %.1f s (grace 0 s) with %d records (%d interrupted), traces written" %
-      (took, len(part), sum(1 for v in part.values() if v.get("finish_reason") == "interrupted")))
-c.mpirun(args, 2, ["generate", "--model", model, "--prompts", lin, "--output", tp, "--seed", "5", "--batch", "4",
-                   "--pp", "2", "--resume"])
-if records(tp) != ref:
-    c.fail("after SIGTERM and --resume the records differ from an uninterrupted run")
+# a torn last line made by hand: whole records, then half of the next one without its newline
+with open(ref_path, "rb") as f:
+    lines = f.read().splitlines(keepends=True)
+tp = os.path.join(W, "torn.jsonl")
+with open(tp, "wb") as f:
+    f.write(b"".join(lines[:len(lines) - 12]) + lines[len(lines) - 12][:40])
+resume_to_ref(tp, "a hand-made torn last line")
 checks += 1
-print("SIGTERM then --resume: the same %d records as an uninterrupted run" % len(ref))
+print("a torn last line (40 bytes of a record), then --resume: all %d records" % len(ref))
+
+
+def ranks_of(out):
+    """pids of the mpillama ranks writing out (not mpiexec)"""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if argv and os.path.basename(argv[0]) == b"mpillama" and out.encode() in argv:
+            pids.append(int(d))
+    return pids
+
+
+# ---- SIGTERM: in-flight requests finished within --grace, exit 75, traces; a rerun completes the rest.
+# The signal goes where a batch system sends it: TERM to the ranks themselves, or USR1 to mpiexec,
+# which passes it on to every rank (slurm/*.sbatch do that; a TERM to mpiexec would kill the ranks).
+def term(name, grace, how):
+    out, tdir = os.path.join(W, name + ".jsonl"), os.path.join(W, name + "_trace")
+    proc = start(out, ["--grace", str(grace), "--trace", tdir], stderr=subprocess.PIPE)
+    wait_records(out, 20, proc)
+    if proc.poll() is not None:
+        c.fail("SIGTERM (grace %s): the run ended before the signal" % grace)
+    t0 = time.time()
+    if how == "TERM to the ranks":
+        pids = ranks_of(out)
+        if len(pids) != 2:
+            c.fail("found %d mpillama ranks writing %s, expected 2" % (len(pids), out))
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+    else:
+        os.kill(proc.pid, signal.SIGUSR1)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        c.fail("SIGTERM (grace %s): the job did not exit within 120 s" % grace)
+    took = time.time() - t0
+    if proc.returncode != 75 or "rerun with --resume" not in err:
+        c.fail("SIGTERM (grace %s): exit %d (want 75) or no word of the interruption:\n%s" % (grace, proc.returncode, err[-2000:]))
+    for f in ("summary.json", "trace.json"):
+        if not os.path.exists(os.path.join(tdir, f)):
+            c.fail("SIGTERM (grace %s): %s/%s not written" % (grace, tdir, f))
+    part = records(out)
+    return out, part, took
+
+
+out, part, took = term("term_grace", 60, "TERM to the ranks")
+done = {k: v for k, v in part.items() if v.get("finish_reason") != "interrupted"}
+if len(done) != len(part) or not 20 <= len(part) < len(ref) or any(v != ref[k] for k, v in part.items()):
+    c.fail("SIGTERM with --grace 60: %d records, %d interrupted, %d differ from the uninterrupted run (want >= 20, "
+           "< %d, none interrupted, all equal)" % (len(part), len(part) - len(done),
+                                                   sum(1 for k, v in part.items() if v != ref[k]), len(ref)))
+print("SIGTERM to the ranks, --grace 60: exit 75 after %.1f s, %d records, in-flight ones finished (none interrupted), "
+      "each equal to the uninterrupted run's" % (took, len(part)))
+resume_to_ref(out, "SIGTERM with --grace 60")
+checks += 1
+out, part, took = term("term", 0, "USR1 to mpiexec")
+n_int = sum(1 for v in part.values() if v.get("finish_reason") == "interrupted")
+if n_int == 0:
+    c.fail("SIGTERM with --grace 0: no request recorded as interrupted (%d records)" % len(part))
+print("USR1 to mpiexec, --grace 0: exit 75 after %.1f s with %d records (%d interrupted), traces written" % (took, len(part), n_int))
+resume_to_ref(out, "SIGTERM with --grace 0")
+checks += 1
+print("SIGTERM then --resume: the same %d records as an uninterrupted run (both grace periods)" % len(ref))
 
 # ---- the trace and the summary of a complete run
 tdir = os.path.join(W, "trace")

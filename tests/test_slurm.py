@@ -230,7 +230,9 @@ def part_one():
 
         # 2. stopped as before a time limit (TERM to the batch shell only, as --signal=B:TERM does), requeued, resumed
         ts = time.time()
-        long_args = ["--max-tokens", "150", "--seed", "3", "--batch", "4", "--grace", "0"]
+        # 60 x 300 tokens past EOS: seconds of work after the first record, so TERM lands mid-run
+        # (with 150 tokens that may stop at EOS, the job could end 0.45 s after its first record)
+        long_args = ["--max-tokens", "300", "--ignore-eos", "--seed", "3", "--batch", "4", "--grace", "0"]
         j_ref = cl.sbatch(one, long_args, ["--ntasks=2"], env=job_env(runs, LONG, dict(local, MPILLAMA_LAUNCHER="srun")), cwd=work)
         j_long = cl.sbatch(one, long_args, ["--ntasks=2"], env=job_env(runs, LONG, local), cwd=work)
         out = os.path.join(runs, j_long, "completions.jsonl")
