@@ -1,8 +1,12 @@
 """stories260K against llama2.c's reference output (../shared/reference/stories260K/greedy.jsonl):
-teacher-forced log-probs within 1e-4 and greedy ids and text exactly, on 1 rank and on grids."""
+teacher-forced log-probs within TOL and greedy ids and text exactly, on 1 rank and on grids."""
 import os
 
 import common as c
+
+# observed max |dlogprob| against llama2.c (fp32 both, stored to 6 decimals): 5e-6 on every grid;
+# 2e-5 leaves a 4x margin and still fails a wrong RMSNorm epsilon (1e-6 instead of 1e-5: 2.5e-4)
+TOL = 2e-5
 
 args = c.parse_args()
 c.need_shared(args, "models/stories260K.bin", "models/tok512.bin", "reference/stories260K/greedy.jsonl")
@@ -37,8 +41,8 @@ for pp, tp in [(1, 1), (1, 2), (2, 1), (2, 2), (5, 1), (1, 8)]:
             c.fail("%dx%d prompt %d: %d logprobs, expected %d" % (pp, tp, i, len(s["logprobs"]), len(r["prompt_logprobs"])))
         d = max([abs(a - b) for a, b in zip(s["logprobs"], r["prompt_logprobs"])] or [0.0])
         worst = max(worst, d)
-        if d > 1e-4:
-            c.fail("%dx%d prompt %d (%r): max |dlogprob| %.3g > 1e-4" % (pp, tp, i, r["prompt"], d))
+        if d > TOL:
+            c.fail("%dx%d prompt %d (%r): max |dlogprob| %.3g > %.0e" % (pp, tp, i, r["prompt"], d, TOL))
         if g["prompt_tokens"] != len(r["prompt_ids"]):
             c.fail("%dx%d prompt %d (%r): encoded to %d tokens, reference %d" % (pp, tp, i, r["prompt"], g["prompt_tokens"], len(r["prompt_ids"])))
         if g["completion_ids"] != r["greedy_ids"]:
@@ -69,6 +73,7 @@ c.mpirun(args, 1, ["generate", "--model", model, "--prompts", chat_in, "--output
 recs = {r["custom_id"]: r for r in c.read_jsonl(chat_out)}
 if "error" not in recs["c1"] or "chat template" not in recs["c1"]["error"] or "completion_ids" not in recs["c2"]:
     c.fail("messages without a chat template: %s" % recs)
+chat_out = os.path.join(args.work, "chat_out_llama2.jsonl")
 c.mpirun(args, 2, ["generate", "--model", model, "--prompts", chat_in, "--output", chat_out, "--temperature", "0",
                    "--chat-template", "llama2"])
 recs = {r["custom_id"]: r for r in c.read_jsonl(chat_out)}
