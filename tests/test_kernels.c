@@ -410,7 +410,7 @@ static void test_dtype(kern_dtype dt) {
     for (int k = 0; k < 3; k++) {
         kern_matmul_use(impls[k]);
         if (strcmp(kern_matmul_impl_w(dt), impls[k]) != 0) {
-            printf("matmul_w %s %s: none here, skipped\n", kern_dtype_name(dt), impls[k]);
+            printf("SKIP (part): matmul_w %s %s: not supported by this CPU\n", kern_dtype_name(dt), impls[k]);
             continue;
         }
         test_matmul_w(dt, 1, 64, 172);
