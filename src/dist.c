@@ -78,6 +78,8 @@ void dist_grid_init(dist_ctx *d, int pp, int tp) { dist_grid_init_dp(d, 1, pp, t
 int dist_scheduler_rank(const dist_ctx *d, int replica) { return replica * d->pp * d->tp; }
 
 void dist_ctx_free(dist_ctx *d) {
+    dist_msg_progress(d, 1);
+    free(d->posted);
     MPI_Comm *comms[] = {&d->tp_comm, &d->replica_comm, &d->ctrl, &d->twin};
     for (size_t i = 0; i < sizeof(comms) / sizeof(comms[0]); i++)
         if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
@@ -266,6 +268,38 @@ void dist_msg_send(dist_ctx *d, int dest, int tag, const void *buf, int64_t byte
     check(bytes < (1LL << 31), "message of %lld bytes is too large", (long long)bytes);
     MPI_CHECK(MPI_Send(buf, (int)bytes, MPI_BYTE, dest, tag, d->ctrl));
     d->bytes_ctrl += bytes;
+}
+
+struct dist_posted {
+    MPI_Request req;
+    void *copy;
+};
+
+void dist_msg_post(dist_ctx *d, int dest, int tag, const void *buf, int64_t bytes) {
+    check(bytes < (1LL << 31), "message of %lld bytes is too large", (long long)bytes);
+    if (d->n_posted == d->cap_posted)
+        d->posted = xrealloc(d->posted, sizeof(*d->posted) * (size_t)(d->cap_posted = d->cap_posted * 2 + 8));
+    struct dist_posted *p = &d->posted[d->n_posted++];
+    p->copy = xmalloc(bytes ? (size_t)bytes : 1);
+    memcpy(p->copy, buf, (size_t)bytes);
+    MPI_CHECK(MPI_Isend(p->copy, (int)bytes, MPI_BYTE, dest, tag, d->ctrl, &p->req));
+    d->bytes_ctrl += bytes;
+}
+
+void dist_msg_progress(dist_ctx *d, int wait) {
+    int k = 0;
+    for (int i = 0; i < d->n_posted; i++) {
+        int done = 0;
+        if (wait) {
+            MPI_CHECK(MPI_Wait(&d->posted[i].req, MPI_STATUS_IGNORE));
+            done = 1;
+        } else {
+            MPI_CHECK(MPI_Test(&d->posted[i].req, &done, MPI_STATUS_IGNORE));
+        }
+        if (done) free(d->posted[i].copy);
+        else d->posted[k++] = d->posted[i];
+    }
+    d->n_posted = k;
 }
 
 static void msg_status(MPI_Status *st, int *src_out, int *tag_out, int64_t *bytes) {

@@ -27,6 +27,8 @@ typedef struct {
     MPI_Comm twin;        /* the ranks of this node that hold the same slice (same stage and tp
                            * rank in other replicas): they share one copy of the weights */
     int twin_rank, twin_size;
+    struct dist_posted *posted; /* (n_posted) dist_msg_post's sends in flight and their copies */
+    int n_posted, cap_posted;
     /* non-blocking sends in flight, one per ring index (pipeline micro-batches) */
     MPI_Request ring[DIST_RING];
     /* counters for the run summary (times are kept by trace) */
@@ -66,6 +68,10 @@ void dist_shared_free(dist_shared *s);
 enum { DIST_MSG_WANT = 1, DIST_MSG_REQUESTS, DIST_MSG_RESULT, DIST_MSG_DONE, DIST_MSG_STOP };
 /* blocking send of bytes to world rank dest */
 void dist_msg_send(dist_ctx *d, int dest, int tag, const void *buf, int64_t bytes);
+/* non-blocking send of a copy of bytes to world rank dest (the copy is kept until it is sent) */
+void dist_msg_post(dist_ctx *d, int dest, int tag, const void *buf, int64_t bytes);
+/* completes the posted sends that are done; wait = 1: waits for all of them */
+void dist_msg_progress(dist_ctx *d, int wait);
 /* non-blocking check for a message from src (-1: any) with tag (-1: any); 1 when one waits,
  * with its source, tag and size */
 int dist_msg_probe(dist_ctx *d, int src, int tag, int *src_out, int *tag_out, int64_t *bytes);

@@ -259,7 +259,7 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
     }
 }
 
-int model_logits(model *m, dist_ctx *d, const model_batch *b, float *out) {
+int model_classify(model *m, const model_batch *b) {
     const model_config *c = &m->cfg;
     const int n = b->n, dim = c->dim;
     int nw = 0;
@@ -269,6 +269,13 @@ int model_logits(model *m, dist_ctx *d, const model_batch *b, float *out) {
     if (nw == 0) return 0;
     kern_matmul(m->logits_local, m->xb, m->classifier, nw, dim, m->share.vocab_local);
     trace_end(TN_CLASSIFIER, TRACE_COMPUTE, t0, nw);
+    return nw;
+}
+
+int model_logits(model *m, dist_ctx *d, const model_batch *b, float *out) {
+    const model_config *c = &m->cfg;
+    int nw = model_classify(m, b);
+    if (nw == 0) return 0;
     dist_gather_logits(d, m->logits_local, nw, m->share.vocab_local, m->vocab_counts, m->vocab_offsets, c->vocab_size,
                        m->gather_scratch, out);
     return nw;

@@ -74,5 +74,8 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b);
 /* last stage: final norm and classifier for the wanted tokens; the stage's tp rank 0 gets the
  * logits (n_want, vocab) in out. Returns n_want. */
 int model_logits(model *m, dist_ctx *d, const model_batch *b, float *out);
+/* last stage: final norm and this rank's classifier rows for the wanted tokens, into
+ * logits_local (n_want, vocab_local), nothing gathered. Returns n_want. */
+int model_classify(model *m, const model_batch *b);
 
 #endif

@@ -1,0 +1,168 @@
+"""Plots (matplotlib, optional)."""
+import os
+
+from .common import *  # noqa: F401,F403
+from .runs import *  # noqa: F401,F403
+from .model import *  # noqa: F401,F403
+
+
+def plots(runs, groups, model, predictions, out_dir, notes, args):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:
+        notes.add("plots skipped: matplotlib is missing (%s); Debian: apt-get install python3-matplotlib" % e)
+        return []
+    made = []
+
+    def save(fig, name):
+        p = os.path.join(out_dir, name)
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(name)
+
+    series = sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+    # throughput and efficiency vs ranks
+    for what, ylabel, name in (("tok_s", "tokens/s (prompt + completion)", "throughput.png"),
+                               ("efficiency", "parallel efficiency", "efficiency.png")):
+        try:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            all_ranks = set()
+            for (mk, batch), g in series:
+                g = sorted([x for x in g if x.get(what) is not None], key=lambda x: (x["ranks"], x["pp"]))
+                if not g:
+                    continue
+                xs = [x["ranks"] for x in g]
+                ys = [x[what] for x in g]
+                # every run a marker; the line joins the best grid of each rank count
+                best = {}
+                for x in g:
+                    if x["ranks"] not in best or x[what] > best[x["ranks"]]:
+                        best[x["ranks"]] = x[what]
+                bx = sorted(best)
+                line, = ax.plot(bx, [best[k] for k in bx], "-", label="%s, batch %d" % (model_label(g[0]), batch))
+                ax.plot(xs, ys, "o", color=line.get_color())
+                all_ranks.update(xs)
+                for x in g:
+                    ax.annotate(grid_name(x), (x["ranks"], x[what]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                if what == "tok_s":
+                    rmin = min(xs)
+                    base = median([x["tok_s"] for x in g if x["ranks"] == rmin])
+                    xr = sorted(set(xs))
+                    ax.plot(xr, [base * x / rmin for x in xr], ":", color=line.get_color(), alpha=0.6)
+                    pr = [(x["ranks"], x["pred_tok_s"]) for x in g if x.get("pred_tok_s")]
+                    if pr:
+                        ax.plot([p[0] for p in pr], [p[1] for p in pr], "x", color=line.get_color(), alpha=0.8)
+            if what == "efficiency":
+                ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+                ax.set_ylim(bottom=0)
+            ax.set_xlabel("ranks")
+            ax.set_ylabel(ylabel)
+            ax.set_xscale("log", base=2)
+            if all_ranks:
+                ticks = sorted(all_ranks)
+                ax.set_xticks(ticks)
+                ax.set_xticklabels([str(t) for t in ticks])
+                ax.minorticks_off()
+                if len(ticks) == 1:
+                    ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
+            ax.set_title("%s vs ranks%s" % ("throughput" if what == "tok_s" else "efficiency",
+                                            " (dotted: ideal; x: model)" if what == "tok_s" else ""))
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+            save(fig, name)
+        except Exception as e:
+            notes.add("plot %s failed: %s" % (name, e))
+    # time per category per rank, one panel per run
+    try:
+        rr = [r for r in runs if r["per_rank"]]
+        if len(rr) > args.max_panels:
+            notes.add("categories.png shows the first %d of %d runs (--max-panels)" % (args.max_panels, len(rr)))
+            rr = rr[:args.max_panels]
+        if rr:
+            cols = min(3, len(rr))
+            rows = -(-len(rr) // cols)
+            fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+            for i, r in enumerate(rr):
+                ax = axes[i // cols][i % cols]
+                pr = sorted(r["per_rank"], key=lambda x: x["rank"])
+                xs = list(range(len(pr)))
+                bottom = [0.0] * len(pr)
+                for c in CATS:
+                    v = [x["seconds"][c] for x in pr]
+                    ax.bar(xs, v, bottom=bottom, color=CAT_COLORS[c], label=c, width=0.7)
+                    bottom = [b + y for b, y in zip(bottom, v)]
+                if r["wall_s"]:
+                    ax.axhline(r["wall_s"], color="black", lw=0.8, ls="--")
+                ax.set_xticks(xs)
+                ax.set_xticklabels(["%d\ns%d t%d" % (x["rank"], x["stage"], x["tp"]) for x in pr], fontsize=7)
+                ax.set_title("%s: %s, %s" % (r["label"], grid_name(r), r["model"]["name"]), fontsize=8)
+                ax.set_ylabel("seconds", fontsize=8)
+            for j in range(len(rr), rows * cols):
+                axes[j // cols][j % cols].axis("off")
+            h, l = axes[0][0].get_legend_handles_labels()
+            fig.legend(h, l, loc="upper center", ncol=len(CATS), fontsize=8, bbox_to_anchor=(0.5, 1.0))
+            fig.tight_layout(rect=(0, 0, 1, 0.94))
+            p = os.path.join(out_dir, "categories.png")
+            fig.savefig(p, dpi=110)
+            plt.close(fig)
+            made.append("categories.png")
+    except Exception as e:
+        notes.add("plot categories.png failed: %s" % e)
+    # pipeline bubble vs pp
+    try:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        any_pt = False
+        for (mk, batch), g in series:
+            g = sorted([x for x in g if x["bubble"] is not None], key=lambda x: (x["pp"], x["tp"]))
+            if not g:
+                continue
+            any_pt = True
+            line, = ax.plot([x["pp"] for x in g], [x["bubble"] for x in g], "o", label="%s, batch %d: measured" % (model_label(g[0]), batch))
+            pg = [x for x in g if x.get("pred_bubble") is not None]
+            if pg:
+                ax.plot([x["pp"] for x in pg], [x["pred_bubble"] for x in pg], "x", color=line.get_color(), label="model")
+        if any_pt:
+            pps = sorted({x["pp"] for x in runs if x["bubble"] is not None})
+            ax.set_xticks(pps)
+            ax.set_xlim(min(pps) - 0.5, max(pps) + 0.5)
+            ax.set_xlabel("pipeline stages (pp)")
+            ax.set_ylabel("pipeline bubble (mean wait / wall)")
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=8)
+            ax.set_title("pipeline bubble vs pp")
+            save(fig, "bubble.png")
+        else:
+            plt.close(fig)
+            notes.add("bubble.png: no run reports pipeline_bubble")
+    except Exception as e:
+        notes.add("plot bubble.png failed: %s" % e)
+    # predictions vs nodes
+    try:
+        pts = {}
+        for p in predictions:
+            if p.get("nodes_series") and p.get("tok_s"):
+                pts.setdefault(p["model"], []).append((p["nodes"], p["tok_s"]))
+        if pts:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for name, v in sorted(pts.items()):
+                v = sorted(v)
+                ax.plot([x[0] for x in v], [x[1] for x in v], "o-", label=name)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ticks = sorted({x[0] for v in pts.values() for x in v})
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([str(t) for t in ticks])
+            ax.minorticks_off()
+            from matplotlib.ticker import FuncFormatter
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: "%g" % y))
+            ax.set_xlabel("nodes")
+            ax.set_ylabel("predicted tokens/s (best grid)")
+            ax.set_title("model prediction: %g Gb/s, %g us network" % (args.net_gbps, args.net_latency_us))
+            ax.legend(fontsize=8)
+            save(fig, "prediction.png")
+    except Exception as e:
+        notes.add("plot prediction.png failed: %s" % e)
+    return made

@@ -1,0 +1,146 @@
+#include "vsample.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "trace.h"
+#include "util.h"
+
+void vsample_init(vsample *v, const model *m, const dist_ctx *d, int rows_max, int score) {
+    memset(v, 0, sizeof(*v));
+    v->vocab = m->cfg.vocab_size;
+    v->vocab0 = m->share.vocab0;
+    v->vocab_local = m->share.vocab_local;
+    v->n_slots = m->n_slots;
+    v->seq_len = m->seq_len;
+    v->rows_max = rows_max;
+    v->hist = xcalloc((size_t)m->n_slots * m->seq_len, sizeof(int));
+    v->seen = xcalloc((size_t)v->vocab_local, sizeof(int));
+    v->val = xmalloc(sizeof(float) * rows_max);
+    v->sum = xmalloc(sizeof(float) * rows_max);
+    v->idx = xmalloc(sizeof(int) * rows_max);
+    v->pack_cap = (int64_t)sizeof(int) * rows_max + (int64_t)sizeof(sampler_candidate) * rows_max * v->vocab_local + 64;
+    v->packed = xmalloc((size_t)v->pack_cap);
+    if (d->tp_rank == 0) {
+        int64_t biggest = (int64_t)sizeof(int) * rows_max +
+                          (int64_t)sizeof(sampler_candidate) * rows_max * ((v->vocab + d->tp - 1) / d->tp) + 64;
+        v->gather_cap = biggest * d->tp;
+        v->gathered = xmalloc((size_t)v->gather_cap);
+        if (score) v->logits = xmalloc(sizeof(float) * (size_t)rows_max * v->vocab);
+        v->merge = xmalloc(sizeof(sampler_candidate) * v->vocab);
+    }
+}
+
+void vsample_free(vsample *v) {
+    free(v->hist);
+    free(v->seen);
+    free(v->val);
+    free(v->sum);
+    free(v->idx);
+    free(v->packed);
+    free(v->gathered);
+    free(v->merge);
+    free(v->logits);
+    memset(v, 0, sizeof(*v));
+}
+
+void vsample_record(vsample *v, const model_batch *b) {
+    for (int t = 0; t < b->n; t++) v->hist[(int64_t)b->slot[t] * v->seq_len + b->pos[t]] = b->token[t];
+}
+
+static uint64_t row_rng(const vsample_row *r) { return (uint64_t)r->rng_hi << 32 | r->rng_lo; }
+
+int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out) {
+    int nw = model_classify(m, b);
+    if (nw == 0) return 0;
+    check(nw <= v->rows_max, "%d rows to sample, more than the %d planned", nw, v->rows_max);
+    double t0 = trace_now();
+    const int vl = v->vocab_local;
+    int any_temp = 0;
+    /* 1. penalties on this shard; 2. greedy: the shard's argmax, else its max of logits / T */
+    for (int r = 0, t = 0; r < nw; r++, t++) {
+        while (!b->want[t]) t++;
+        const sampler_params *p = &rows[r].sp;
+        float *L = m->logits_local + (int64_t)r * vl;
+        sampler_penalize_shard(L, v->vocab0, vl, p, v->hist + (int64_t)b->slot[t] * v->seq_len, rows[r].n_prompt,
+                               b->pos[t] + 1, v->seen);
+        if (p->temperature <= 0.0f) {
+            v->val[r] = sampler_shard_argmax(L, v->vocab0, vl, &v->idx[r]);
+        } else {
+            v->val[r] = sampler_shard_scale(L, vl, p->temperature);
+            v->idx[r] = v->vocab0;
+            any_temp = 1;
+        }
+    }
+    dist_tp_argmax(d, v->val, v->idx, nw); /* greedy rows: the token; the others: the maximum */
+    char *cur = v->packed + sizeof(int) * nw;
+    int *counts = (int *)v->packed;
+    if (any_temp) {
+        /* 3. the softmax sum in the whole row's order: a chain through the shards */
+        for (int r = 0; r < nw; r++) v->sum[r] = 0.0f;
+        dist_tp_chain_recv(d, v->sum, nw);
+        for (int r = 0; r < nw; r++)
+            if (rows[r].sp.temperature > 0.0f)
+                v->sum[r] = sampler_shard_exp_sum(m->logits_local + (int64_t)r * vl, vl, v->val[r], v->sum[r]);
+        dist_tp_chain_send(d, v->sum, nw);
+        dist_tp_bcast_root(d, v->sum, sizeof(float) * nw, d->tp - 1);
+        /* 4. this shard's candidates */
+        for (int r = 0; r < nw; r++) {
+            counts[r] = 0;
+            if (rows[r].sp.temperature <= 0.0f) continue;
+            counts[r] = sampler_shard_candidates(m->logits_local + (int64_t)r * vl, v->vocab0, vl, v->sum[r],
+                                                 &rows[r].sp, (sampler_candidate *)cur);
+            cur += sizeof(sampler_candidate) * counts[r];
+        }
+        dist_tp_gather_bytes(d, v->packed, cur - v->packed, v->gathered, v->gather_cap);
+    }
+    if (d->tp_rank == 0) {
+        /* 5. the draw over every shard's candidates: packets back to back, counts then lists */
+        const int *cn[d->tp];
+        const sampler_candidate *pk[d->tp];
+        const char *q = v->gathered;
+        for (int k = 0; k < d->tp && any_temp; k++) {
+            cn[k] = (const int *)q;
+            pk[k] = (const sampler_candidate *)(q + sizeof(int) * nw);
+            int64_t total = 0;
+            for (int r = 0; r < nw; r++) total += cn[k][r];
+            q += sizeof(int) * nw + sizeof(sampler_candidate) * total;
+        }
+        for (int r = 0; r < nw; r++) {
+            uint64_t rng = row_rng(&rows[r]);
+            int token = v->idx[r];
+            if (rows[r].sp.temperature > 0.0f) {
+                int n = 0;
+                for (int k = 0; k < d->tp; k++) {
+                    memcpy(v->merge + n, pk[k], sizeof(sampler_candidate) * cn[k][r]);
+                    n += cn[k][r];
+                    pk[k] += cn[k][r];
+                }
+                token = sampler_draw(v->merge, n, &rows[r].sp, &rng);
+            }
+            out[r].token = token;
+            out[r].logprob = 0.0f;
+            out[r].rng_lo = (uint32_t)rng;
+            out[r].rng_hi = (uint32_t)(rng >> 32);
+        }
+    }
+    trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, nw);
+    return nw;
+}
+
+int vsample_score(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out) {
+    int nw = model_logits(m, d, b, v->logits);
+    check(nw <= v->rows_max, "%d rows to score, more than the %d planned", nw, v->rows_max);
+    if (nw == 0 || d->tp_rank != 0) return nw;
+    double t0 = trace_now();
+    const int V = m->cfg.vocab_size;
+    for (int r = 0; r < nw; r++) {
+        out[r].token = rows[r].target;
+        out[r].logprob = kern_log_softmax_at(v->logits + (int64_t)r * V, V, rows[r].target);
+        out[r].rng_lo = out[r].rng_hi = 0;
+    }
+    trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, nw);
+    return nw;
+}

@@ -1,0 +1,55 @@
+/* vsample: sampling on a replica's last stage, vocab-parallel. Each tensor-parallel rank of the
+ * last stage holds its classifier rows' logits; it applies the penalties to its shard and reduces
+ * it to what the sampler needs (its maximum; its candidates after min-p and top-k), so only those
+ * cross between ranks and only the sampled token (and the RNG state) goes back to the scheduler.
+ * The token is bit-identical to the whole-row sampler's (sampler.h's shard steps); score's
+ * log-probs are computed from the row gathered on the stage's tp rank 0. */
+#ifndef MPILLAMA_VSAMPLE_H
+#define MPILLAMA_VSAMPLE_H
+
+#include <stdint.h>
+
+#include "dist.h"
+#include "model.h"
+#include "sampler.h"
+
+/* one wanted row, as the scheduler sends it down the pipeline with its micro-batch */
+typedef struct {
+    sampler_params sp;
+    int n_prompt;          /* generate: the prompt's length (penalties split prompt / completion) */
+    int target;            /* score: the token whose log-prob is wanted */
+    uint32_t rng_lo, rng_hi; /* generate: the request's RNG state before this draw */
+} vsample_row;
+
+/* what goes back to the scheduler for one row */
+typedef struct {
+    int token;             /* generate: the sampled token */
+    float logprob;         /* score: log p(target) */
+    uint32_t rng_lo, rng_hi; /* generate: the RNG state after the draw */
+} vsample_out;
+
+typedef struct {
+    int vocab, vocab0, vocab_local, n_slots, seq_len, rows_max;
+    int *hist;                  /* (n_slots, seq_len) the token at each position of each slot */
+    int *seen;                  /* (vocab_local) zeroed penalty scratch */
+    float *val, *sum;           /* (rows_max) maxima, softmax sums */
+    int *idx;                   /* (rows_max) */
+    char *packed;               /* (pack_cap) this rank's candidates: counts (rows_max) then lists */
+    char *gathered;             /* (tp * pack_cap) tp rank 0: every rank's packet */
+    sampler_candidate *merge;   /* (vocab) tp rank 0 */
+    float *logits;              /* score, tp rank 0: (rows_max, vocab) the gathered rows */
+    int64_t pack_cap, gather_cap;
+} vsample;
+
+/* on the last stage's ranks: rows_max wanted rows per micro-batch at most; score: log-probs */
+void vsample_init(vsample *v, const model *m, const dist_ctx *d, int rows_max, int score);
+void vsample_free(vsample *v);
+/* remembers the batch's tokens by slot and position (the penalties' history) */
+void vsample_record(vsample *v, const model_batch *b);
+/* generate: samples the batch's wanted rows from m->logits_local (overwritten); out (n_want) on
+ * the stage's tp rank 0. Collective over the stage's tp ranks. Returns n_want. */
+int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out);
+/* score: log-probs of the rows' targets; out on the stage's tp rank 0. Returns n_want. */
+int vsample_score(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out);
+
+#endif
