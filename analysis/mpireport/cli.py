@@ -35,6 +35,9 @@ def main():
     p.add_argument("--predict-nodes", default="8,16,32,64")
     p.add_argument("--predict-batch", type=int, default=None, help="default: the batch of the reference runs")
     p.add_argument("--node-mem-gb", type=float, default=512.0, help="memory per node for the fits-in-memory check")
+    p.add_argument("--dp-models", default="llama-3.2-1b,llama-3.1-8b", help="shapes for the data-parallel table")
+    p.add_argument("--dp-nodes", default="1,2,4,8,16,32,64", help="node counts for the data-parallel table")
+    p.add_argument("--dp-prompts", type=int, default=100000, help="prompts of the job the data-parallel table assumes")
     p.add_argument("--max-panels", type=int, default=24, help="runs shown in categories.png")
     p.add_argument("--max-trace-mb", type=float, default=2000.0, help="larger trace.json files are not read")
     try:
@@ -80,7 +83,7 @@ def main():
         return 1
 
 
-OUTPUTS = ["report.md", "scaling.csv", "predictions.csv", "throughput.png", "efficiency.png", "categories.png",
+OUTPUTS = ["report.md", "scaling.csv", "predictions.csv", "dp_predictions.csv", "throughput.png", "efficiency.png", "categories.png",
            "bubble.png", "prediction.png"]
 
 
@@ -153,6 +156,10 @@ def report(args, pred_nodes, pred_models, notes):
                "bubble", "gb_per_rank", "fits", "dominant", "choice", "compute_from"]
     write_csv(os.path.join(out, "predictions.csv"), predictions, pfields,
               lambda p: {k: csv_val(p.get(k)) for k in pfields})
+    dfields = ["model", "nodes", "ranks_per_node", "prompts", "batch", "dp_layout", "dp_tok_s", "dp_gb_per_node", "dp_bubble",
+               "nodp_layout", "nodp_tok_s", "nodp_gb_per_node", "nodp_bubble", "ratio"]
+    write_csv(os.path.join(out, "dp_predictions.csv"), getattr(model, "dp_rows", None) or [], dfields,
+              lambda p: {k: csv_val(p.get(k)) for k in dfields})
     made = plots(runs, groups, model, predictions, out, notes, args) if runs else []
     write_markdown(out, args, runs, groups, weak, model, predictions, made, notes, n_files)
     print("report.py: %d run(s) from %s -> %s/report.md, scaling.csv, predictions.csv, %d plot(s)%s"

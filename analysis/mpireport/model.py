@@ -186,7 +186,10 @@ class PerfModel:
         return v * layer_params(m) / ref["layer_params"], "scaled from %s, batch %d" % (ref["model"], k[1])
 
     # ---- predict
-    def predict(self, model_key, m, pp, tp, wl, nodes, rpn, m_batches=None, compute_scale=1.0):
+    def predict(self, model_key, m, pp, tp, wl, nodes, rpn, m_batches=None, compute_scale=1.0, sample_last=False,
+                hub_prompts=None):
+        """one replica: sample_last = sampling on the last stage, vocab-parallel (only tokens go
+        back); hub_prompts = prompts whose I/O rank 0 does (the whole job's under dp)"""
         t_layer, how = self.t_layer_for(model_key, m, wl["batch"])
         if t_layer is None:
             return None
@@ -218,7 +221,17 @@ class PerfModel:
                     if f:  # the sender's cost (non-blocking sends); the transfer itself is below
                         p2p = f["alpha"] * steps + wl["n_tok"] * d * 4 * f["inv_beta"]
                 g = 0.0
-                if s == pp - 1:
+                if s == pp - 1 and sample_last:
+                    comp += (self.sigma or 0) * wl["n_logit"] * V / tp  # each rank samples its shard
+                    if tp > 1:  # max, the ordered softmax sum and the candidates: latency-bound
+                        cross = node_of(s * tp) != node_of(s * tp + tp - 1)
+                        a, ib = self.link(cross, "gather")
+                        g += 3 * a * steps + wl["n_logit"] * 64 * 8 * ib
+                    if pp > 1 and t == 0:
+                        f = self.comm.get("gather")
+                        if f:
+                            g += f["alpha"] * steps + wl["n_logit"] * 8 * f["inv_beta"]
+                elif s == pp - 1:
                     if tp > 1:
                         cross = node_of(s * tp) != node_of(s * tp + tp - 1)
                         a, ib = self.link(cross, "gather")
@@ -234,14 +247,15 @@ class PerfModel:
                     for k, v in (("compute", comp), ("allreduce", ar), ("p2p", p2p), ("gather", g)):
                         detail[k] += v
             stage_busy.append(worst)
-        fb = (self.sigma or 0) * wl["n_logit"] * V + (self.iota or 0) * wl["prompts"]
+        fb = (0 if sample_last else (self.sigma or 0) * wl["n_logit"] * V) + \
+            (self.iota or 0) * (wl["prompts"] if hub_prompts is None else hub_prompts)
         transit = 0.0
         if pp > 1:
             for s in range(pp - 1):
                 a, ib = self.link(node_of(s * tp) != node_of((s + 1) * tp), "p2p")
                 transit += a * steps + wl["n_tok"] * d * 4 * ib
             a, ib = self.link(node_of((pp - 1) * tp) != node_of(0), "gather")
-            transit += a * steps + wl["n_logit"] * V * 4 * ib
+            transit += a * steps + wl["n_logit"] * (8 if sample_last else V * 4) * ib
         wall = max(stage_busy[0] + fb, max(stage_busy), (sum(stage_busy) + fb + transit) / mb)
         busy[0] = busy.get(0, 0) + fb
         ranks = pp * tp
@@ -254,3 +268,77 @@ class PerfModel:
         return {"wall": wall, "tok_s": wl["tokens_total"] / wall if wall > 0 else None, "bubble": bubble,
                 "layers": layers, "micro_batches": mb, "rank_bytes": wb + kv, "weights_rank": wb, "kv_rank": kv,
                 "dominant": dom, "t_layer_how": how, "fb": fb, "transit": transit, "stage_busy": stage_busy}
+
+
+def scale_workload(wl, f):
+    """the workload with f times the prompts (tokens, logit rows, steps in proportion)"""
+    out = dict(wl)
+    for k in ("n_tok", "n_logit", "prompts", "steps", "rounds", "tokens_total"):
+        out[k] = wl[k] * f
+    return out
+
+
+def node_bytes(m, dp, pp, tp, rpn, batch, seq_len, shared=True):
+    """memory of the fullest node: weights (one copy per distinct slice when shared) and KV caches"""
+    layers = plan_layers(m, pp)
+    R = pp * tp
+    ranks = list(range(min(rpn, dp * R)))
+    slices, w, kv = set(), 0, 0
+    for r in ranks:
+        q = r % R
+        st = q // tp
+        wb, nkv = rank_weight_bytes(m, pp, tp, st, layers)
+        if not shared or q not in slices:
+            w += wb
+        slices.add(q)
+        kv += batch * seq_len * 2 * nkv * m["head_size"] * 4 * layers[st]
+    return w, kv
+
+
+def predict_dp(model, key, m, dp, pp, tp, wl, nodes, rpn, compute_scale=1.0):
+    """dp replicas of pp x tp sharing the job (dynamic distribution: each gets 1/dp of the
+    prompts); sampling on each replica's last stage; rank 0 (replica 0's scheduler) also does the
+    intake and writing of every prompt. Throughput = the replicas' together."""
+    part = scale_workload(wl, 1.0 / dp)
+    other = model.predict(key, m, pp, tp, part, nodes, rpn, compute_scale=compute_scale, sample_last=True, hub_prompts=0)
+    first = model.predict(key, m, pp, tp, part, nodes, rpn, compute_scale=compute_scale, sample_last=True,
+                          hub_prompts=wl["prompts"])
+    if not other or not first or not other["tok_s"] or not first["tok_s"]:
+        return None
+    rate = first["tok_s"] + (dp - 1) * other["tok_s"]
+    out = dict(first)
+    out["tok_s"] = rate
+    out["wall"] = wl["tokens_total"] / rate
+    out["hub_share"] = first["fb"] / first["wall"] if first["wall"] > 0 else None
+    return out
+
+
+def best_layouts(model, key, m, nodes, rpn, wl, node_mem, compute_scale=1.0):
+    """(best with dp, best with dp = 1), each (dp, pp, tp, prediction, node bytes), among the
+    layouts whose node memory fits; None where none fits"""
+    ranks = nodes * rpn
+    best = {True: None, False: None}
+    for R in range(1, ranks + 1):
+        if ranks % R:
+            continue
+        dp = ranks // R
+        for tp in range(1, R + 1):
+            if R % tp or not grid_valid(m, R // tp, tp):
+                continue
+            pp = R // tp
+            w, kv = node_bytes(m, dp, pp, tp, rpn, wl["batch"] or 1, wl["seq_len"])
+            if w + kv > 0.85 * node_mem:
+                continue
+            if dp == 1:  # today's driver: sampling on rank 0 from whole logits
+                pr = model.predict(key, m, pp, tp, wl, nodes, rpn, compute_scale=compute_scale)
+            else:
+                pr = predict_dp(model, key, m, dp, pp, tp, wl, nodes, rpn, compute_scale=compute_scale)
+            if not pr or not pr["tok_s"]:
+                continue
+            for with_dp in (True, False):
+                if not with_dp and dp > 1:
+                    continue
+                cur = best[with_dp]
+                if cur is None or pr["tok_s"] > cur[3]["tok_s"]:
+                    best[with_dp] = (dp, pp, tp, pr, w + kv)
+    return best[True], best[False]

@@ -52,6 +52,7 @@ def predict_others(runs, model, pred_models, pred_nodes, args, notes):
                   % (args.predict_batch, ref["label"], ref["batch"]))
     model.ref = ref
     model.ref_wl = wl
+    model.dp_rows = predict_dp_table(model, wl, args, notes)
     out = []
     targets = []
     seen = set()
@@ -98,6 +99,45 @@ def predict_others(runs, model, pred_models, pred_nodes, args, notes):
                             "fits": "yes" if pr["rank_bytes"] <= mem else "no", "dominant": pr["dominant"], "choice": choice,
                             "compute_from": pr["t_layer_how"], "nodes_series": choice == "best" and kind == "shape"})
     return out
+
+
+def predict_dp_table(model, wl, args, notes):
+    """the recommended dp x pp x tp layout per model and node count, against the best layout
+    without replicas (dp = 1), for --dp-prompts prompts like the reference run's"""
+    rows = []
+    if not wl.get("prompts"):
+        return rows
+    big = scale_workload(wl, args.dp_prompts / wl["prompts"])
+    for name in parse_names(args.dp_models):
+        mm = dict(SHAPES[name])
+        key = (name, mm["dim"], mm["n_layers"], mm["vocab_size"])
+        for nodes in parse_ints(args.dp_nodes):
+            rpn = args.ranks_per_node
+            with_dp, without = best_layouts(model, key, mm, nodes, rpn, big, args.node_mem_gb * 1e9, args.compute_scale)
+            if not with_dp and not without:
+                continue
+            row = {"model": name, "nodes": nodes, "ranks_per_node": rpn, "prompts": args.dp_prompts, "batch": big["batch"]}
+            for tag, b in (("dp", with_dp), ("nodp", without)):
+                if b:
+                    dp, pp, tp, pr, nb = b
+                    row.update({tag + "_layout": "%dx%dx%d" % (dp, pp, tp), tag + "_tok_s": pr["tok_s"],
+                                tag + "_gb_per_node": nb / 1e9, tag + "_bubble": pr["bubble"]})
+            if with_dp and without:
+                row["ratio"] = with_dp[3]["tok_s"] / without[3]["tok_s"]
+            rows.append(row)
+    if rows:
+        notes.add("dp predictions: %d prompts shaped like run %s's, %d ranks per node, %.0f GB per node; a layout must fit "
+                  "85%% of a node's memory (weights once per node, KV caches per replica)"
+                  % (args.dp_prompts, model.ref["label"], args.ranks_per_node, args.node_mem_gb))
+    return rows
+
+
+def parse_names(s):
+    return [x.strip() for x in str(s).split(",") if x.strip() in SHAPES]
+
+
+def parse_ints(s):
+    return [int(x) for x in str(s).split(",") if x.strip()]
 
 
 def write_markdown(out, args, runs, groups, weak, model, predictions, made, notes, n_files):
@@ -171,6 +211,18 @@ def write_markdown(out, args, runs, groups, weak, model, predictions, made, note
         if errs:
             w("Prediction of the measured runs: median |error| %.1f%%, max %.1f%% (table above, `model tok/s`).\n"
               % (median(errs), max(errs)))
+    # ---- data parallelism
+    dp_rows = getattr(model, "dp_rows", None) or []
+    if dp_rows:
+        w("## Data parallelism: recommended layouts\n")
+        w("Layouts dp x pp x tp (replicas x stages x tensor ranks) with the most predicted tok/s whose node "
+          "memory fits, against the best without replicas (dp = 1: one grid, rank 0 samples from whole logits). "
+          "Written to dp_predictions.csv.\n")
+        w(md_table(["model", "nodes", "with dp", "tok/s", "GB/node", "dp = 1", "tok/s", "GB/node", "ratio"],
+                   [[r["model"], r["nodes"], r.get("dp_layout", "–"), fmt(r.get("dp_tok_s"), 4), fmt(r.get("dp_gb_per_node"), 3),
+                     r.get("nodp_layout", "–"), fmt(r.get("nodp_tok_s"), 4), fmt(r.get("nodp_gb_per_node"), 3),
+                     fmt(r.get("ratio"), 3)] for r in dp_rows]))
+        w("")
     # ---- predictions
     if predictions:
         ref = getattr(model, "ref", None)
