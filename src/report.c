@@ -58,6 +58,7 @@ void report_write_summary(const char *path, const report_run *run, const report_
     cJSON_AddNumberToObject(m, "weight_bytes", params * 4);
     cJSON_AddStringToObject(s, "dtype", "f32");
     cJSON *g = cJSON_AddObjectToObject(s, "grid");
+    cJSON_AddNumberToObject(g, "dp", run->dp ? run->dp : 1);
     cJSON_AddNumberToObject(g, "pp", run->pp);
     cJSON_AddNumberToObject(g, "tp", run->tp);
     cJSON_AddNumberToObject(s, "ranks", run->ranks);
@@ -95,17 +96,44 @@ void report_write_summary(const char *path, const report_run *run, const report_
         for (int r = 0; r < n; r++) v[r] = ranks[r].seconds[c2];
         cJSON_AddItemToObject(cats, trace_category_names[c2], over_ranks(v, n));
     }
-    int64_t ba = 0, bp = 0, bg = 0;
+    int64_t ba = 0, bp = 0, bg = 0, bs = 0, bc = 0;
     for (int r = 0; r < n; r++) {
         ba += ranks[r].bytes_allreduce;
         bp += ranks[r].bytes_p2p;
         bg += ranks[r].bytes_gather;
+        bs += ranks[r].bytes_sampling;
+        bc += ranks[r].bytes_ctrl;
         v[r] = (double)ranks[r].peak_rss;
     }
     cJSON *b = cJSON_AddObjectToObject(s, "bytes_communicated");
     cJSON_AddNumberToObject(b, "allreduce", (double)ba);
     cJSON_AddNumberToObject(b, "p2p", (double)bp);
     cJSON_AddNumberToObject(b, "gather", (double)bg);
+    cJSON_AddNumberToObject(b, "sampling", (double)bs);
+    cJSON_AddNumberToObject(b, "control", (double)bc);
+    /* memory per node (host): the weights held (one copy per slice with shared windows), what
+     * they would be with a private copy per rank, the KV caches and the ranks' peak RSS */
+    cJSON *nodes = cJSON_AddArrayToObject(s, "memory_per_node");
+    for (int r = 0; r < n; r++) {
+        int seen = 0;
+        for (int q = 0; q < r && !seen; q++) seen = !strcmp(ranks[q].host, ranks[r].host);
+        if (seen) continue;
+        int64_t w = 0, wp = 0, kv = 0, rss = 0;
+        int count = 0;
+        for (int q = r; q < n; q++)
+            if (!strcmp(ranks[q].host, ranks[r].host)) {
+                w += ranks[q].weight_bytes, wp += ranks[q].weight_share, kv += ranks[q].kv_bytes, rss += ranks[q].peak_rss;
+                count++;
+            }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "host", ranks[r].host);
+        cJSON_AddNumberToObject(o, "ranks", count);
+        cJSON_AddNumberToObject(o, "weight_bytes", (double)w);
+        cJSON_AddNumberToObject(o, "weight_bytes_private", (double)wp);
+        cJSON_AddNumberToObject(o, "kv_bytes", (double)kv);
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)rss);
+        cJSON_AddItemToArray(nodes, o);
+    }
     cJSON_AddItemToObject(s, "peak_rss_bytes", over_ranks(v, n));
     free(v);
     cJSON *pr = cJSON_AddArrayToObject(s, "per_rank");
@@ -113,6 +141,7 @@ void report_write_summary(const char *path, const report_run *run, const report_
         const report_rank *x = &ranks[r];
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "rank", x->rank);
+        cJSON_AddNumberToObject(o, "replica", x->replica);
         cJSON_AddNumberToObject(o, "stage", x->stage);
         cJSON_AddNumberToObject(o, "tp", x->tp_rank);
         cJSON_AddStringToObject(o, "host", x->host);
@@ -126,6 +155,8 @@ void report_write_summary(const char *path, const report_run *run, const report_
         cJSON_AddNumberToObject(by, "allreduce", (double)x->bytes_allreduce);
         cJSON_AddNumberToObject(by, "p2p", (double)x->bytes_p2p);
         cJSON_AddNumberToObject(by, "gather", (double)x->bytes_gather);
+        cJSON_AddNumberToObject(by, "sampling", (double)x->bytes_sampling);
+        cJSON_AddNumberToObject(by, "control", (double)x->bytes_ctrl);
         cJSON_AddItemToArray(pr, o);
     }
     char *text = cJSON_Print(s);

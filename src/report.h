@@ -10,16 +10,19 @@
 
 /* one rank's totals, gathered to rank 0 as plain bytes */
 typedef struct {
-    int32_t rank, stage, tp_rank, n_spans, dropped, threads;
+    int32_t rank, replica, stage, tp_rank, n_spans, dropped, threads;
     char host[64];
     double seconds[TRACE_N_CATEGORIES];
     int64_t bytes_allreduce, bytes_p2p, bytes_gather, weight_bytes, kv_bytes, peak_rss;
+    int64_t bytes_sampling, bytes_ctrl;  /* vocab-parallel sampling and tokens back; rank 0 <-> schedulers */
+    int64_t weight_share;                /* the slice this rank uses (weight_bytes: what it read and holds;
+                                          * 0 when another rank of its node holds the same slice) */
 } report_rank;
 
 typedef struct {
     const char *command, *model_path;
     model_config cfg;
-    int pp, tp, ranks, nodes, batch, max_seq_len, prefill_chunk, micro_batches;
+    int dp, pp, tp, ranks, nodes, batch, max_seq_len, prefill_chunk, micro_batches;
     int prompts_total, completed, errors, skipped, interrupted;
     int64_t tokens_prompt, tokens_completion;
     double wall_s, load_s, prefill_s, decode_s;

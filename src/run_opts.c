@@ -10,7 +10,7 @@
 
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
-       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT };
+       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -27,19 +27,20 @@ static const struct option long_opts[] = {
     {"frequency-penalty", required_argument, 0, OPT_FREQ}, {"presence-penalty", required_argument, 0, OPT_PRES},
     {"stop", required_argument, 0, OPT_STOP},   {"micro-batches", required_argument, 0, OPT_MICRO},
     {"progress-interval", required_argument, 0, OPT_PROGRESS}, {"chat-template", required_argument, 0, OPT_CHAT},
-    {"special-as-text", no_argument, 0, OPT_SPECIAL_TEXT},
+    {"special-as-text", no_argument, 0, OPT_SPECIAL_TEXT}, {"dp", required_argument, 0, OPT_DP},
     {0, 0, 0, 0}};
 
 void run_opts_usage(const char *cmd, FILE *out) {
     if (!strcmp(cmd, "info")) {
-        fprintf(out, "usage: mpillama info M.h5 [--plan --pp P --tp T [--max-seq-len S] [--batch B]]\n");
+        fprintf(out, "usage: mpillama info M.h5 [--plan [--dp D] --pp P --tp T [--max-seq-len S] [--batch B]]\n");
         return;
     }
     fprintf(out,
             "usage: mpirun -n N mpillama %s --model M.h5 --prompts IN --output OUT.jsonl [options]\n"
             "  IN: JSONL ({\"custom_id\", \"prompt\" | \"prompt_ids\" | \"messages\"}) or plain text, one prompt a line\n"
-            "  --pp P --tp T        pipeline stages x tensor-parallel ranks (P*T = N; default:\n"
-            "                       tp = ranks per node, pp = nodes)\n"
+            "  --dp D --pp P --tp T replicas x pipeline stages x tensor-parallel ranks (D*P*T = N; default:\n"
+            "                       the smallest replica whose weights and KV cache fit a node, as many\n"
+            "                       replicas as the ranks allow)\n"
             "  --batch B            sequences in flight (default 16)\n"
             "  --max-seq-len S      KV cache positions per sequence (default: model's, at most 4096)\n"
             "  --prefill-chunk C    prompt tokens per sequence per step (default 128)\n"
@@ -116,6 +117,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
             if (quiet) fclose(stderr), stderr = saved;
             return 1;
         case OPT_PP: bad = parse_int("--pp", optarg, 1, &o->pp); break;
+        case OPT_DP: bad = parse_int("--dp", optarg, 1, &o->dp); break;
         case OPT_TP: bad = parse_int("--tp", optarg, 1, &o->tp); break;
         case OPT_BATCH: bad = parse_int("--batch", optarg, 1, &o->batch); break;
         case OPT_MAXSEQ: bad = parse_int("--max-seq-len", optarg, 2, &o->max_seq_len); break;

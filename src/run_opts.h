@@ -13,7 +13,7 @@ typedef struct {
     const char *cmd;            /* "generate", "score" or "info" */
     run_mode mode;
     const char *model, *prompts, *output;
-    int pp, tp;                 /* 0 = default (tp = ranks per node, pp = nodes) */
+    int dp, pp, tp;             /* replicas x stages x tp ranks; 0 = default (plan_default) */
     int batch;                  /* sequences in flight */
     int max_seq_len;            /* KV cache length per sequence; 0 = min(model, 4096) */
     int prefill_chunk;          /* prompt tokens per sequence per step */

@@ -17,6 +17,7 @@
 #include "mfile.h"
 #include "model.h"
 #include "plan.h"
+#include "replica.h"
 #include "report.h"
 #include "run_opts.h"
 #include "scheduler.h"
@@ -28,36 +29,56 @@
 
 /* ------------------------------------------------------------------ grid */
 
-/* fills pp/tp from the options or the default; returns 0, or -1 after rank 0 printed why */
-static int choose_grid(const model_config *c, const dist_ctx *d, run_opts *o) {
-    int world = d->world_size, pp = o->pp, tp = o->tp;
-    if (!pp && !tp) {
-        tp = d->node_size;
-        if (world % tp) tp = 1;
-        pp = world / tp;
-        char why[256];
-        /* the usual layout does not suit this model: fall back to the largest valid tp */
-        while (plan_check_grid(c, pp, tp, why, sizeof(why)) != 0 && tp > 1) {
-            do tp--; while (world % tp);
-            pp = world / tp;
+/* this node's memory in bytes (0 when unknown) */
+static int64_t node_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (int64_t)pages * size : 0;
+}
+
+/* fills dp/pp/tp from the options or the default (plan_default: the smallest replica that fits
+ * a node, as many replicas as the ranks allow); rank 0 decides, every rank gets its answer.
+ * Returns 0, or -1 after rank 0 printed why */
+static int choose_layout(const model_config *c, dist_ctx *d, run_opts *o, int seq_len) {
+    int v[4] = {0, 0, 0, 0}; /* dp, pp, tp, ok */
+    if (d->world_rank == 0) {
+        int world = d->world_size, dp = o->dp, pp = o->pp, tp = o->tp;
+        char why[256] = "", valid[1024];
+        if (!dp && !pp && !tp) {
+            int64_t mem = node_memory();
+            if (plan_default(c, world, d->node_size, mem ? mem : INT64_MAX / 2, seq_len, o->batch, &dp, &pp, &tp) != 0)
+                warning("no replica of this model fits a node's memory (%.1f GiB) with --batch %d x --max-seq-len %d; "
+                        "running one replica --pp %d --tp %d",
+                        mem / 1073741824.0, o->batch, seq_len, pp, tp);
+        } else if (!pp && !tp) { /* --dp D: replicas of world / D ranks, tp inside a node first */
+            int r = world % dp ? 0 : world / dp;
+            tp = r < d->node_size ? r : d->node_size;
+            while (tp > 1 && (r % tp || plan_check_grid(c, r / tp, tp, why, sizeof(why)) != 0)) tp--;
+            pp = tp ? r / tp : 0;
+        } else {
+            int given = (pp ? pp : 1) * (tp ? tp : 1) * (dp ? dp : 1), rest = world % given ? 0 : world / given;
+            if (!pp && !tp) pp = tp = 1;
+            if (!dp && pp && tp) dp = rest; /* --pp P --tp T on more ranks: replicas of P x T */
+            else if (!dp) dp = 1, pp = pp ? pp : rest, tp = tp ? tp : rest;
+            else if (!pp) pp = rest;
+            else if (!tp) tp = rest;
         }
-    } else if (!pp) {
-        pp = world % tp ? 0 : world / tp;
-    } else if (!tp) {
-        tp = world % pp ? 0 : world / pp;
-    }
-    char why[256] = "", valid[1024];
-    if (pp * tp != world) snprintf(why, sizeof(why), "--pp %d x --tp %d is not the %d ranks launched", o->pp ? o->pp : pp, o->tp ? o->tp : tp, world);
-    else plan_check_grid(c, pp, tp, why, sizeof(why));
-    if (why[0]) {
-        if (d->world_rank == 0) {
-            plan_list_valid(c, world, valid, sizeof(valid));
-            error("impossible grid: %s; valid grids for this model on %d ranks: %s", why, world, valid);
+        why[0] = 0;
+        if (dp < 1 || pp < 1 || tp < 1 || dp * pp * tp != world)
+            snprintf(why, sizeof(why), "--dp %d x --pp %d x --tp %d is not the %d ranks launched", o->dp ? o->dp : dp,
+                     o->pp ? o->pp : pp, o->tp ? o->tp : tp, world);
+        else plan_check_grid(c, pp, tp, why, sizeof(why));
+        if (why[0]) {
+            plan_list_layouts(c, world, valid, sizeof(valid));
+            error("impossible layout: %s; valid layouts for this model on %d ranks: %s", why, world, valid);
+        } else {
+            v[0] = dp, v[1] = pp, v[2] = tp, v[3] = 1;
         }
-        return -1;
     }
-    o->pp = pp;
-    o->tp = tp;
+    dist_bcast(d, v, sizeof(v), 0);
+    if (!v[3]) return -1;
+    o->dp = v[0];
+    o->pp = v[1];
+    o->tp = v[2];
     return 0;
 }
 
@@ -74,6 +95,8 @@ static void on_stop_signal(int sig) { g_stop_signal = sig; }
 typedef struct {
     intake in;
     writer w;
+    replica_hub hub;  /* dp > 1: the other replicas' requests and results */
+    int has_hub;
 } job;
 
 static int job_next(void *ctx, intake_request *rq) {
@@ -93,7 +116,12 @@ static void job_result(void *ctx, const sched_result *r) { writer_result(&((job 
 
 static void job_tick(void *ctx, const sched_stats *st) {
     job *j = ctx;
-    writer_progress(&j->w, intake_total(&j->in), st, 0);
+    sched_stats all = *st;
+    if (j->has_hub) {
+        replica_hub_poll(&j->hub);
+        replica_hub_total(&j->hub, st, &all);
+    }
+    writer_progress(&j->w, intake_total(&j->in), &all, 0);
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -138,21 +166,25 @@ static int setup(run_setup *su, run_opts *o) {
         }
     su->f = mfile_open(o->model, su->d.world);
     mfile_read_config(su->f, &su->cfg);
+    int seq_len = run_opts_seq_len(o, su->cfg.max_seq_len);
+    if (seq_len > su->cfg.max_seq_len) seq_len = su->cfg.max_seq_len;
     su->tok = NULL;
     mfile_tokenizer mt;
-    if (mfile_read_tokenizer(su->f, &mt)) { /* collective; only the sampling rank keeps it */
-        if (mt.n != su->cfg.vocab_size)
-            die("'%s': tokenizer has %d pieces, vocab_size is %d", o->model, mt.n, su->cfg.vocab_size);
-        if (su->d.world_rank == 0) su->tok = tok_init(&mt);
-        mfile_tokenizer_free(&mt);
-    }
-    if (choose_grid(&su->cfg, &su->d, o) != 0) {
+    int has_tok = mfile_read_tokenizer(su->f, &mt); /* collective */
+    if (has_tok && mt.n != su->cfg.vocab_size)
+        die("'%s': tokenizer has %d pieces, vocab_size is %d", o->model, mt.n, su->cfg.vocab_size);
+    if (choose_layout(&su->cfg, &su->d, o, seq_len) != 0) {
+        if (has_tok) mfile_tokenizer_free(&mt);
         mfile_close(su->f);
         dist_ctx_free(&su->d);
         return -1;
     }
-    dist_grid_init(&su->d, o->pp, o->tp);
-    plan_make(&su->grid, &su->cfg, o->pp, o->tp);
+    dist_grid_init_dp(&su->d, o->dp, o->pp, o->tp);
+    plan_make_dp(&su->grid, &su->cfg, o->dp, o->pp, o->tp);
+    if (has_tok) { /* rank 0 (the intake) and every replica's scheduler (stop strings, text) */
+        if (su->d.world_rank == 0 || (su->d.stage == 0 && su->d.tp_rank == 0)) su->tok = tok_init(&mt);
+        mfile_tokenizer_free(&mt);
+    }
     double t0 = util_now();
     model_load(&su->m, su->f, &su->cfg, &su->grid, &su->d);
     double t_load = dist_max_double(&su->d, util_now() - t0);
@@ -164,17 +196,17 @@ static int setup(run_setup *su, run_opts *o) {
         int64_t total = 0;
         for (int r = 0; r < su->d.world_size; r++) total += bytes[r];
         su->load_gbs = t_load > 0 ? total / t_load / 1e9 : 0;
-        fprintf(stderr, "mpillama: %d ranks on %d node(s), grid --pp %d --tp %d; loaded %.2f MiB of weights in %.2f s "
+        fprintf(stderr, "mpillama: %d ranks on %d node(s), layout --dp %d --pp %d --tp %d; loaded %.2f MiB of weights in %.2f s "
                         "(%.2f GB/s, %.2f GB/s per rank, %.0f%% used in place)\n",
-                su->d.world_size, su->d.n_nodes, o->pp, o->tp, total / 1048576.0, t_load, su->load_gbs,
+                su->d.world_size, su->d.n_nodes, o->dp, o->pp, o->tp, total / 1048576.0, t_load, su->load_gbs,
                 su->load_gbs / su->d.world_size, total ? 100.0 * in_place / total : 0.0);
         if (o->verbose)
             for (int r = 0; r < su->d.world_size; r++) {
                 plan_rank pr;
                 plan_rank_share(&su->grid, &su->cfg, r, &pr);
-                fprintf(stderr, "mpillama: rank %d stage %d tp %d: layers %d-%d, heads %d-%d, kv heads %d-%d, ffn %d-%d, "
+                fprintf(stderr, "mpillama: rank %d replica %d stage %d tp %d: layers %d-%d, heads %d-%d, kv heads %d-%d, ffn %d-%d, "
                                 "bytes read %lld (plan %lld)\n",
-                        r, pr.stage, pr.tp_rank, pr.layer0, pr.layer0 + pr.n_layers_local - 1, pr.head0,
+                        r, pr.replica, pr.stage, pr.tp_rank, pr.layer0, pr.layer0 + pr.n_layers_local - 1, pr.head0,
                         pr.head0 + pr.n_heads_local - 1, pr.kv_head0, pr.kv_head0 + pr.n_kv_local - 1, pr.hidden0,
                         pr.hidden0 + pr.hidden_local - 1, (long long)bytes[r], (long long)pr.weight_bytes);
             }
@@ -197,6 +229,10 @@ static void write_reports(run_setup *su, const run_opts *o, const report_run *ru
     me.rank = su->d.world_rank;
     me.stage = su->d.stage;
     me.tp_rank = su->d.tp_rank;
+    me.replica = su->d.replica;
+    me.bytes_sampling = su->d.bytes_sampling;
+    me.bytes_ctrl = su->d.bytes_ctrl;
+    me.weight_share = su->m.share.weight_bytes;
     me.threads = threads;
     me.bytes_allreduce = su->d.bytes_allreduce;
     me.bytes_p2p = su->d.bytes_p2p;
@@ -275,35 +311,55 @@ static int run_main(const char *cmd, int argc, char **argv) {
         fprintf(stderr, "mpillama: KV cache %.2f MiB in all (%d slots x %d positions); %d micro-batch(es) of up to %d tokens\n",
                 kv / 1048576.0, o.batch, seq_len, M, T);
 
-    /* buffers: a message in, and per micro-batch a message out and logits */
-    const int rows = o.mode == RUN_SCORE ? T : (o.batch + M - 1) / M;
-    const int is_scheduler = su.d.world_rank == 0;
+    /* buffers: a message in, per micro-batch a message out and the sampled tokens (or log-probs) */
+    const int per_group = (o.batch + M - 1) / M; /* sequences of a micro-batch at most */
+    const int rows = o.mode == RUN_SCORE ? T : per_group;
+    const int is_scheduler = su.d.stage == 0 && su.d.tp_rank == 0, is_hub = su.d.world_rank == 0;
     stage_bufs bufs;
-    stage_bufs_init(&bufs, &su.d, T, M, rows, c->dim, c->vocab_size, is_scheduler);
+    stage_bufs_init(&bufs, &su.d, &su.m, T, per_group, M, rows, o.mode == RUN_SCORE, is_scheduler);
     dist_barrier(&su.d);
     double t_start = util_now();
     int interrupted = 0;
     sched s;
     memset(&s, 0, sizeof(s));
+    sched_stats total = {0};
+    replica_remote rem;
+    memset(&rem, 0, sizeof(rem));
     if (!is_scheduler) {
-        stage_follow(&su.d, &su.m, T, &bufs);
-    } else {
+        stage_follow(&su.d, &su.m, &bufs);
+    } else if (is_hub) { /* the intake and the writer, replica 0's scheduler, the other replicas' hub */
         intake_set_model(&j.in, &su.cfg, su.tok, su.m.seq_len, o.resume ? &j.w.out : NULL);
         writer_start(&j.w, j.in.items, t_start);
+        if (su.d.dp > 1) {
+            replica_hub_init(&j.hub, &su.d, &j.in, &j.w, &g_stop_signal);
+            j.has_hub = 1;
+        }
         sched_source src = {job_next, job_more, &j};
         sched_sink sink = {job_result, job_tick, &j};
         sched_init(&s, &o, &su.d, &su.m, su.tok, &bufs, M, T, t_start, src, sink, &g_stop_signal);
         interrupted = sched_run(&s);
-        writer_progress(&j.w, intake_total(&j.in), &s.st, 1);
+        total = s.st;
+        if (j.has_hub) {
+            replica_hub_finish(&j.hub);
+            replica_hub_total(&j.hub, &s.st, &total);
+            interrupted = interrupted || j.hub.interrupted || (g_stop_signal && intake_more(&j.in));
+        }
+        writer_progress(&j.w, intake_total(&j.in), &total, 1);
+    } else { /* another replica's scheduler: requests from rank 0, results to it */
+        replica_remote_init(&rem, &su.d, o.batch, &g_stop_signal);
+        sched_init(&s, &o, &su.d, &su.m, su.tok, &bufs, M, T, t_start, replica_remote_source(&rem),
+                   replica_remote_sink(&rem), &rem.stop);
+        int cut = sched_run(&s);
+        replica_remote_done(&rem, &s.st, cut);
     }
     double wall = util_now() - t_start;
     if (su.d.world_rank == 0) {
         fprintf(stderr,
                 "mpillama: %d prompts: %d done, %d errors, %d skipped (resume), %d interrupted; %lld tokens in, %lld out; "
                 "%.2f s; prefill %.1f tok/s, decode %.1f tok/s\n",
-                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, (long long)s.st.tokens_in,
-                (long long)s.st.tokens_out, wall, s.st.t_prefill > 0 ? s.st.tokens_in / s.st.t_prefill : 0.0,
-                s.st.t_decode > 0 ? s.st.tokens_out / s.st.t_decode : 0.0);
+                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, (long long)total.tokens_in,
+                (long long)total.tokens_out, wall, total.t_prefill > 0 ? total.tokens_in / total.t_prefill * su.d.dp : 0.0,
+                total.t_decode > 0 ? total.tokens_out / total.t_decode * su.d.dp : 0.0);
         if (interrupted) fprintf(stderr, "mpillama: interrupted: rerun with --resume to finish the rest (exit 75)\n");
     }
     dist_bcast(&su.d, &interrupted, sizeof(int), 0);
@@ -312,6 +368,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         run.command = cmd;
         run.model_path = o.model;
         run.cfg = su.cfg;
+        run.dp = su.d.dp;
         run.pp = su.d.pp;
         run.tp = su.d.tp;
         run.ranks = su.d.world_size;
@@ -325,21 +382,23 @@ static int run_main(const char *cmd, int argc, char **argv) {
         run.errors = j.w.out.errors;
         run.skipped = j.in.skipped;
         run.interrupted = j.w.out.interrupted;
-        run.tokens_prompt = s.st.tokens_in;
-        run.tokens_completion = s.st.tokens_out;
+        run.tokens_prompt = total.tokens_in;
+        run.tokens_completion = total.tokens_out;
         run.wall_s = wall;
         run.load_s = load_s;
         run.load_gbs = su.load_gbs;
         run.first_token_s = s.st.t_first_token > 0 ? s.st.t_first_token - t_load0 : 0;
-        run.prefill_s = s.st.t_prefill;
-        run.decode_s = s.st.t_decode;
+        run.prefill_s = total.t_prefill / su.d.dp; /* the replicas' times overlap: their mean */
+        run.decode_s = total.t_decode / su.d.dp;
         write_reports(&su, &o, &run, su.threads);
     }
-    if (is_scheduler) {
+    if (is_hub) {
         writer_close(&j.w);
-        sched_free(&s);
         intake_free(&j.in);
+        if (j.has_hub) replica_hub_free(&j.hub);
     }
+    if (is_scheduler) sched_free(&s);
+    if (rem.d) replica_remote_free(&rem);
     stage_bufs_free(&bufs);
     teardown(&su);
     return interrupted ? 75 : 0;

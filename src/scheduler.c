@@ -24,7 +24,7 @@ struct sched_seq {
 
 struct sched_group {
     int *msg;               /* (msg ints + T * dim floats) what was launched */
-    float *logits;          /* (rows, vocab) */
+    vsample_out *res;       /* (rows) the last stage's tokens or log-probs */
     int in_flight;
 };
 
@@ -45,11 +45,9 @@ void sched_init(sched *s, const run_opts *o, dist_ctx *d, model *m, const tokeni
     s->groups = xcalloc((size_t)M, sizeof(sched_group));
     for (int g = 0; g < M; g++) {
         s->groups[g].msg = bufs->out[g];
-        s->groups[g].logits = bufs->logits[g];
+        s->groups[g].res = bufs->res[g];
     }
     s->seqs = xcalloc((size_t)o->batch, sizeof(sched_seq));
-    s->cand = xmalloc(sizeof(sampler_candidate) * s->cfg->vocab_size);
-    s->seen = xcalloc((size_t)s->cfg->vocab_size, sizeof(int));
     s->t_start = s->t_last_process = t_start;
 }
 
@@ -65,8 +63,6 @@ void sched_free(sched *s) {
     for (int i = 0; i < s->o->batch; i++) seq_clear(&s->seqs[i]);
     free(s->seqs);
     free(s->groups);
-    free(s->cand);
-    free(s->seen);
     memset(s, 0, sizeof(*s));
 }
 
@@ -152,20 +148,32 @@ static int build_group(sched *s, int g) {
     int *msg = s->groups[g].msg;
     dist_ring_wait(s->d, g); /* the buffer's previous send must be complete */
     model_batch b = stage_msg_batch(msg, T);
-    int n = 0, prompt_tokens = 0;
+    vsample_seq *seqs = stage_msg_seqs(msg, T);
+    int n = 0, prompt_tokens = 0, n_seqs = 0;
     for (int slot = g; slot < B && n < T; slot += s->M) {
         sched_seq *q = &s->seqs[slot];
         if (!q->active) continue;
         int take = q->n - q->n_cached;
         if (take > s->o->prefill_chunk) take = s->o->prefill_chunk;
         if (take > T - n) take = T - n;
+        if (take > 0 && q->n_cached == 0) { /* the sequence starts: what the last stage samples it with */
+            check(n_seqs < s->bufs->C, "more new sequences in a micro-batch than its %d records", s->bufs->C);
+            vsample_seq *v = &seqs[n_seqs++];
+            v->slot = slot;
+            v->n_prompt = q->n_prompt;
+            v->rng_lo = (uint32_t)q->rng;
+            v->rng_hi = (uint32_t)(q->rng >> 32);
+            v->sp = q->rq.sp;
+        }
         for (int i = 0; i < take; i++) {
             int p = q->n_cached + i;
             b.token[n] = q->rq.ids[p];
             b.pos[n] = p;
             b.slot[n] = slot;
-            /* generate wants the last token's logits; score every one but the last */
-            b.want[n] = s->o->mode == RUN_GENERATE ? p == q->n - 1 : p < q->n_prompt - 1;
+            /* generate samples after the last token; score wants every next token's log-prob
+             * (want = the target + 1) */
+            if (s->o->mode == RUN_GENERATE) b.want[n] = p == q->n - 1;
+            else b.want[n] = p < q->n_prompt - 1 ? q->rq.ids[p + 1] + 1 : 0;
             prompt_tokens += p < q->n_prompt;
             n++;
         }
@@ -174,39 +182,38 @@ static int build_group(sched *s, int g) {
     msg[0] = n;
     msg[1] = g;
     msg[2] = prompt_tokens;
+    msg[3] = n_seqs;
     return n;
 }
 
-/* stage 0's share of a micro-batch; with pp = 1 the logits too */
+/* stage 0's share of a micro-batch; with pp = 1 the sampling too */
 static void launch_group(sched *s, int g) {
     sched_group *gs = &s->groups[g];
     model_batch b = stage_msg_batch(gs->msg, s->T);
+    const int64_t ints = stage_msg_ints(s->T, s->bufs->C);
     double t0 = trace_now();
-    dist_tp_bcast(s->d, gs->msg, sizeof(int) * stage_msg_ints(s->T));
+    dist_tp_bcast(s->d, gs->msg, sizeof(int) * ints);
     model_embed(s->m, s->d, &b);
     model_layers(s->m, s->d, &b);
     if (s->d->pp > 1) {
-        float *x = (float *)(gs->msg + stage_msg_ints(s->T));
+        float *x = (float *)(gs->msg + ints);
         memcpy(x, s->m->x, sizeof(float) * (size_t)b.n * s->cfg->dim);
-        dist_pipe_send(s->d, gs->msg, sizeof(int) * stage_msg_ints(s->T) + sizeof(float) * (int64_t)b.n * s->cfg->dim, g);
+        dist_pipe_send(s->d, gs->msg, sizeof(int) * ints + sizeof(float) * (int64_t)b.n * s->cfg->dim, g);
     } else {
-        model_logits(s->m, s->d, &b, gs->logits);
+        stage_sample(s->bufs, s->d, s->m, gs->msg, gs->res);
     }
     trace_end(stage_msg_step_name(gs->msg), TRACE_STEP, t0, b.n);
     gs->in_flight = 1;
     s->fifo[(s->fifo_head + s->fifo_len++) % DIST_RING] = g;
 }
 
-/* one sequence's logits row after its last token: the stop rules, then sampling */
-static void sample_next(sched *s, sched_seq *q, float *last) {
-    const int V = s->cfg->vocab_size;
+/* one sequence's token sampled after its last token (by the last stage): the stop rules */
+static void sample_next(sched *s, sched_seq *q, int next) {
     if (!q->t_prefill_done) q->t_prefill_done = util_now();
     if (q->n - q->n_prompt >= q->rq.max_new) {
         finish(s, q, "length");
         return;
     }
-    sampler_penalize(last, &q->rq.sp, q->rq.ids, q->n_prompt, q->n, s->seen);
-    int next = sampler_sample(last, V, &q->rq.sp, &q->rng, s->cand);
     int is_stop = !q->rq.ignore_eos && config_is_eos(s->cfg, next);
     for (int j = 0; j < q->rq.n_stop_ids && !is_stop; j++) is_stop = q->rq.stop_ids[j] == next;
     if (is_stop) {
@@ -221,13 +228,13 @@ static void sample_next(sched *s, sched_seq *q, float *last) {
     else if (q->n - q->n_prompt >= q->rq.max_new || q->n >= s->m->seq_len) finish(s, q, "length");
 }
 
-/* consumes group g's logits: log-probs, sampling, stops, finished requests */
+/* consumes group g's results: log-probs or sampled tokens, stops, finished requests */
 static void process_group(sched *s, int g) {
     sched_group *gs = &s->groups[g];
-    const int T = s->T, V = s->cfg->vocab_size;
+    const int T = s->T;
     model_batch b = stage_msg_batch(gs->msg, T);
     int nw = stage_msg_n_want(gs->msg, T);
-    if (s->d->pp > 1 && nw > 0) dist_logits_recv(s->d, gs->logits, (int64_t)nw * V);
+    if (s->d->pp > 1 && nw > 0) dist_tokens_recv(s->d, gs->res, (int64_t)sizeof(vsample_out) * nw);
     double t0 = trace_now();
     int row = 0, prefill_tokens = 0, decode_tokens = 0;
     for (int k = 0; k < b.n;) {
@@ -238,11 +245,12 @@ static void process_group(sched *s, int g) {
         int ntok = k - first;
         if (q->n_cached < q->n_prompt) prefill_tokens += ntok;
         else decode_tokens += ntok;
-        float *last = NULL;
+        int next = -1;
         for (int i = first; i < k; i++) {
             if (!b.want[i]) continue;
-            last = gs->logits + (int64_t)row++ * V;
-            if (s->o->mode == RUN_SCORE) q->logprobs[b.pos[i]] = kern_log_softmax_at(last, V, q->rq.ids[b.pos[i] + 1]);
+            const vsample_out *r = &gs->res[row++];
+            if (s->o->mode == RUN_SCORE) q->logprobs[b.pos[i]] = r->logprob;
+            else next = r->token;
         }
         q->n_cached += ntok;
         q->in_flight = 0;
@@ -252,10 +260,10 @@ static void process_group(sched *s, int g) {
             continue;
         }
         if (q->n_cached < q->n) continue; /* prompt not all in yet */
-        sample_next(s, q, last);
+        sample_next(s, q, next);
     }
     s->st.tokens_in += prefill_tokens;
-    trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, b.n);
+    trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, b.n); /* the stop rules and the text of the tokens */
     /* the scheduler's time since the last micro-batch, split by the kind of tokens it carried */
     double now = util_now(), dt = now - s->t_last_process;
     s->t_last_process = now;
@@ -269,11 +277,12 @@ static void process_group(sched *s, int g) {
 /* the terminator: stage 0's tp ranks, then down the pipeline */
 static void send_terminator(sched *s) {
     int *term = s->bufs->out[s->M];
-    memset(term, 0, sizeof(int) * stage_msg_ints(s->T));
-    dist_tp_bcast(s->d, term, sizeof(int) * stage_msg_ints(s->T));
+    const int64_t ints = stage_msg_ints(s->T, s->bufs->C);
+    memset(term, 0, sizeof(int) * ints);
+    dist_tp_bcast(s->d, term, sizeof(int) * ints);
     if (s->d->pp > 1) {
         dist_wait_sends(s->d);
-        dist_pipe_send(s->d, term, sizeof(int) * stage_msg_ints(s->T), s->M);
+        dist_pipe_send(s->d, term, sizeof(int) * ints, s->M);
     }
     dist_wait_sends(s->d);
 }

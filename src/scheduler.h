@@ -1,8 +1,9 @@
 /* scheduler (prefix sched_; the file is not sched.h, which would hide the system <sched.h>):
  * the scheduler of one replica, on its driver rank (stage 0, tp rank 0). It keeps up to --batch
  * sequences in KV slots, groups them into micro-batches (slot s belongs to group s % M),
- * launches stage 0's share of each micro-batch, consumes the logits that come back (log-probs,
- * sampling, stop rules) and hands every finished request on.
+ * launches stage 0's share of each micro-batch, consumes the tokens (or score's log-probs) that
+ * the replica's last stage sends back (it samples where the logits are: vsample.h), applies the
+ * stop rules and hands every finished request on.
  *
  * Requests come from a source and results go to a sink, two small interfaces: today both are
  * local on world rank 0 (the intake and the writer); a data-parallel job swaps them for ones
@@ -74,8 +75,6 @@ typedef struct {
     sched_seq *seqs;              /* (batch) one per KV slot */
     sched_group *groups;          /* (M) */
     int fifo[DIST_RING], fifo_head, fifo_len; /* groups in flight, in launch order */
-    sampler_candidate *cand;      /* (vocab) sampling scratch */
-    int *seen;                    /* (vocab) zeroed scratch for penalties */
     sched_stats st;
     double t_start, t_last_process;
 } sched;

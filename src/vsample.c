@@ -17,6 +17,7 @@ void vsample_init(vsample *v, const model *m, const dist_ctx *d, int rows_max, i
     v->seq_len = m->seq_len;
     v->rows_max = rows_max;
     v->hist = xcalloc((size_t)m->n_slots * m->seq_len, sizeof(int));
+    v->seqs = xcalloc((size_t)m->n_slots, sizeof(vsample_seq));
     v->seen = xcalloc((size_t)v->vocab_local, sizeof(int));
     v->val = xmalloc(sizeof(float) * rows_max);
     v->sum = xmalloc(sizeof(float) * rows_max);
@@ -35,6 +36,7 @@ void vsample_init(vsample *v, const model *m, const dist_ctx *d, int rows_max, i
 
 void vsample_free(vsample *v) {
     free(v->hist);
+    free(v->seqs);
     free(v->seen);
     free(v->val);
     free(v->sum);
@@ -46,25 +48,32 @@ void vsample_free(vsample *v) {
     memset(v, 0, sizeof(*v));
 }
 
-void vsample_record(vsample *v, const model_batch *b) {
+void vsample_record(vsample *v, const vsample_seq *seqs, int n, const model_batch *b) {
+    for (int i = 0; i < n; i++) {
+        check(seqs[i].slot >= 0 && seqs[i].slot < v->n_slots, "sequence record for slot %d of %d", seqs[i].slot, v->n_slots);
+        v->seqs[seqs[i].slot] = seqs[i];
+    }
     for (int t = 0; t < b->n; t++) v->hist[(int64_t)b->slot[t] * v->seq_len + b->pos[t]] = b->token[t];
 }
 
-static uint64_t row_rng(const vsample_row *r) { return (uint64_t)r->rng_hi << 32 | r->rng_lo; }
-
-int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out) {
+int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsample_out *out) {
     int nw = model_classify(m, b);
     if (nw == 0) return 0;
     check(nw <= v->rows_max, "%d rows to sample, more than the %d planned", nw, v->rows_max);
     double t0 = trace_now();
     const int vl = v->vocab_local;
     int any_temp = 0;
+    vsample_seq *rows[nw];
+    for (int r = 0, t = 0; r < nw; r++, t++) {
+        while (!b->want[t]) t++;
+        rows[r] = &v->seqs[b->slot[t]];
+    }
     /* 1. penalties on this shard; 2. greedy: the shard's argmax, else its max of logits / T */
     for (int r = 0, t = 0; r < nw; r++, t++) {
         while (!b->want[t]) t++;
-        const sampler_params *p = &rows[r].sp;
+        const sampler_params *p = &rows[r]->sp;
         float *L = m->logits_local + (int64_t)r * vl;
-        sampler_penalize_shard(L, v->vocab0, vl, p, v->hist + (int64_t)b->slot[t] * v->seq_len, rows[r].n_prompt,
+        sampler_penalize_shard(L, v->vocab0, vl, p, v->hist + (int64_t)b->slot[t] * v->seq_len, rows[r]->n_prompt,
                                b->pos[t] + 1, v->seen);
         if (p->temperature <= 0.0f) {
             v->val[r] = sampler_shard_argmax(L, v->vocab0, vl, &v->idx[r]);
@@ -82,16 +91,16 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, cons
         for (int r = 0; r < nw; r++) v->sum[r] = 0.0f;
         dist_tp_chain_recv(d, v->sum, nw);
         for (int r = 0; r < nw; r++)
-            if (rows[r].sp.temperature > 0.0f)
+            if (rows[r]->sp.temperature > 0.0f)
                 v->sum[r] = sampler_shard_exp_sum(m->logits_local + (int64_t)r * vl, vl, v->val[r], v->sum[r]);
         dist_tp_chain_send(d, v->sum, nw);
         dist_tp_bcast_root(d, v->sum, sizeof(float) * nw, d->tp - 1);
         /* 4. this shard's candidates */
         for (int r = 0; r < nw; r++) {
             counts[r] = 0;
-            if (rows[r].sp.temperature <= 0.0f) continue;
+            if (rows[r]->sp.temperature <= 0.0f) continue;
             counts[r] = sampler_shard_candidates(m->logits_local + (int64_t)r * vl, v->vocab0, vl, v->sum[r],
-                                                 &rows[r].sp, (sampler_candidate *)cur);
+                                                 &rows[r]->sp, (sampler_candidate *)cur);
             cur += sizeof(sampler_candidate) * counts[r];
         }
         dist_tp_gather_bytes(d, v->packed, cur - v->packed, v->gathered, v->gather_cap);
@@ -109,37 +118,37 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, cons
             q += sizeof(int) * nw + sizeof(sampler_candidate) * total;
         }
         for (int r = 0; r < nw; r++) {
-            uint64_t rng = row_rng(&rows[r]);
+            uint64_t rng = (uint64_t)rows[r]->rng_hi << 32 | rows[r]->rng_lo;
             int token = v->idx[r];
-            if (rows[r].sp.temperature > 0.0f) {
+            if (rows[r]->sp.temperature > 0.0f) {
                 int n = 0;
                 for (int k = 0; k < d->tp; k++) {
                     memcpy(v->merge + n, pk[k], sizeof(sampler_candidate) * cn[k][r]);
                     n += cn[k][r];
                     pk[k] += cn[k][r];
                 }
-                token = sampler_draw(v->merge, n, &rows[r].sp, &rng);
+                token = sampler_draw(v->merge, n, &rows[r]->sp, &rng);
             }
             out[r].token = token;
             out[r].logprob = 0.0f;
-            out[r].rng_lo = (uint32_t)rng;
-            out[r].rng_hi = (uint32_t)(rng >> 32);
+            rows[r]->rng_lo = (uint32_t)rng;
+            rows[r]->rng_hi = (uint32_t)(rng >> 32);
         }
     }
     trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, nw);
     return nw;
 }
 
-int vsample_score(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out) {
+int vsample_score(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsample_out *out) {
     int nw = model_logits(m, d, b, v->logits);
     check(nw <= v->rows_max, "%d rows to score, more than the %d planned", nw, v->rows_max);
     if (nw == 0 || d->tp_rank != 0) return nw;
     double t0 = trace_now();
     const int V = m->cfg.vocab_size;
-    for (int r = 0; r < nw; r++) {
-        out[r].token = rows[r].target;
-        out[r].logprob = kern_log_softmax_at(v->logits + (int64_t)r * V, V, rows[r].target);
-        out[r].rng_lo = out[r].rng_hi = 0;
+    for (int r = 0, t = 0; r < nw; r++, t++) {
+        while (!b->want[t]) t++;
+        out[r].token = b->want[t] - 1;
+        out[r].logprob = kern_log_softmax_at(v->logits + (int64_t)r * V, V, out[r].token);
     }
     trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, nw);
     return nw;

@@ -13,24 +13,26 @@
 #include "model.h"
 #include "sampler.h"
 
-/* one wanted row, as the scheduler sends it down the pipeline with its micro-batch */
+/* a sequence starting in a KV slot, as the scheduler sends it down the pipeline with the
+ * micro-batch that carries its first tokens: what the last stage needs to sample it */
 typedef struct {
+    int slot;
+    int n_prompt;            /* the penalties split prompt / completion here */
+    uint32_t rng_lo, rng_hi; /* the request's RNG state (its seed) */
     sampler_params sp;
-    int n_prompt;          /* generate: the prompt's length (penalties split prompt / completion) */
-    int target;            /* score: the token whose log-prob is wanted */
-    uint32_t rng_lo, rng_hi; /* generate: the request's RNG state before this draw */
-} vsample_row;
+} vsample_seq;
+#define VSAMPLE_SEQ_INTS ((int)(sizeof(vsample_seq) / sizeof(int)))
 
-/* what goes back to the scheduler for one row */
+/* what goes back to the scheduler for one wanted row */
 typedef struct {
-    int token;             /* generate: the sampled token */
-    float logprob;         /* score: log p(target) */
-    uint32_t rng_lo, rng_hi; /* generate: the RNG state after the draw */
+    int token;               /* generate: the sampled token */
+    float logprob;           /* score: log p(target) */
 } vsample_out;
 
 typedef struct {
     int vocab, vocab0, vocab_local, n_slots, seq_len, rows_max;
     int *hist;                  /* (n_slots, seq_len) the token at each position of each slot */
+    vsample_seq *seqs;          /* (n_slots) each slot's sequence: parameters, RNG state */
     int *seen;                  /* (vocab_local) zeroed penalty scratch */
     float *val, *sum;           /* (rows_max) maxima, softmax sums */
     int *idx;                   /* (rows_max) */
@@ -44,12 +46,15 @@ typedef struct {
 /* on the last stage's ranks: rows_max wanted rows per micro-batch at most; score: log-probs */
 void vsample_init(vsample *v, const model *m, const dist_ctx *d, int rows_max, int score);
 void vsample_free(vsample *v);
-/* remembers the batch's tokens by slot and position (the penalties' history) */
-void vsample_record(vsample *v, const model_batch *b);
-/* generate: samples the batch's wanted rows from m->logits_local (overwritten); out (n_want) on
- * the stage's tp rank 0. Collective over the stage's tp ranks. Returns n_want. */
-int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out);
-/* score: log-probs of the rows' targets; out on the stage's tp rank 0. Returns n_want. */
-int vsample_score(vsample *v, model *m, dist_ctx *d, const model_batch *b, const vsample_row *rows, vsample_out *out);
+/* the micro-batch's new sequences (n of them), then its tokens by slot and position (the
+ * penalties' history) */
+void vsample_record(vsample *v, const vsample_seq *seqs, int n, const model_batch *b);
+/* generate: samples the batch's wanted rows (their slots' parameters and RNG) from the
+ * classifier's local logits; out (n_want) on the stage's tp rank 0, whose RNG states advance.
+ * Collective over the stage's tp ranks. Returns n_want. */
+int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsample_out *out);
+/* score: log p(want - 1) for each wanted row (want holds the target + 1); out on the stage's
+ * tp rank 0. Returns n_want. */
+int vsample_score(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsample_out *out);
 
 #endif
