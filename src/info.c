@@ -31,22 +31,23 @@ int info_main(int argc, char **argv) {
     if (mfile_has(f, "source/tokenizer.json")) printf("source tokenizer.json: stored\n");
     mfile_print_tensors(f, stdout);
     if (o.plan) {
-        int pp = o.pp ? o.pp : 1, tp = o.tp ? o.tp : 1;
+        int dp = o.dp ? o.dp : 1, pp = o.pp ? o.pp : 1, tp = o.tp ? o.tp : 1;
         char why[256], valid[1024];
         if (plan_check_grid(&c, pp, tp, why, sizeof(why)) != 0) {
-            plan_list_valid(&c, pp * tp, valid, sizeof(valid));
-            error("impossible grid: %s; valid grids for this model on %d ranks: %s", why, pp * tp, valid);
+            plan_list_layouts(&c, dp * pp * tp, valid, sizeof(valid));
+            error("impossible layout: %s; valid layouts for this model on %d ranks: %s", why, dp * pp * tp, valid);
             mfile_close(f);
             return 1;
         }
         int seq = run_opts_seq_len(&o, c.max_seq_len);
         plan_grid g;
-        plan_make(&g, &c, pp, tp);
-        printf("plan: --pp %d --tp %d, KV cache for --batch %d x --max-seq-len %d\n", pp, tp, o.batch, seq);
-        printf("%5s %5s %3s %9s %9s %9s %11s %14s %14s\n", "rank", "stage", "tp", "layers", "heads", "kv_heads",
-               "ffn_cols", "weight_bytes", "kv_bytes");
+        plan_make_dp(&g, &c, dp, pp, tp);
+        printf("plan: --dp %d --pp %d --tp %d (%d replica%s of %d rank%s), KV cache for --batch %d x --max-seq-len %d per replica\n",
+               dp, pp, tp, dp, dp > 1 ? "s" : "", pp * tp, pp * tp > 1 ? "s" : "", o.batch, seq);
+        printf("%5s %7s %5s %3s %9s %9s %9s %11s %14s %14s\n", "rank", "replica", "stage", "tp", "layers", "heads",
+               "kv_heads", "ffn_cols", "weight_bytes", "kv_bytes");
         int64_t tw = 0, tk = 0;
-        for (int r = 0; r < pp * tp; r++) {
+        for (int r = 0; r < dp * pp * tp; r++) {
             plan_rank pr;
             plan_rank_share(&g, &c, r, &pr);
             int64_t kvb = plan_kv_bytes(&pr, &c, seq, o.batch);
@@ -55,13 +56,20 @@ int info_main(int argc, char **argv) {
             snprintf(hd, sizeof(hd), "%d-%d", pr.head0, pr.head0 + pr.n_heads_local - 1);
             snprintf(kvh, sizeof(kvh), "%d-%d", pr.kv_head0, pr.kv_head0 + pr.n_kv_local - 1);
             snprintf(ffn, sizeof(ffn), "%d-%d", pr.hidden0, pr.hidden0 + pr.hidden_local - 1);
-            printf("%5d %5d %3d %9s %9s %9s %11s %14lld %14lld\n", r, pr.stage, pr.tp_rank, lay, hd, kvh, ffn,
-                   (long long)pr.weight_bytes, (long long)kvb);
+            printf("%5d %7d %5d %3d %9s %9s %9s %11s %14lld %14lld\n", r, pr.replica, pr.stage, pr.tp_rank, lay, hd, kvh,
+                   ffn, (long long)pr.weight_bytes, (long long)kvb);
             tw += pr.weight_bytes;
             tk += kvb;
         }
         printf("total: weights %lld bytes (%.2f MiB), KV cache %lld bytes (%.2f MiB)\n", (long long)tw, tw / 1048576.0,
                (long long)tk, tk / 1048576.0);
+        if (dp > 1) { /* all ranks on one node: replicas share one copy of each slice */
+            plan_node_mem shared, priv;
+            plan_node_bytes(&g, &c, 0, dp * pp * tp, seq, o.batch, 1, &shared);
+            plan_node_bytes(&g, &c, 0, dp * pp * tp, seq, o.batch, 0, &priv);
+            printf("on one node: weights %.2f MiB shared by the replicas (%.2f MiB with a copy each), KV cache %.2f MiB\n",
+                   shared.weight_bytes / 1048576.0, priv.weight_bytes / 1048576.0, shared.kv_bytes / 1048576.0);
+        }
     }
     mfile_close(f);
     return 0;
