@@ -34,8 +34,8 @@ int info_main(int argc, char **argv) {
         int dp = o.dp ? o.dp : 1, pp = o.pp ? o.pp : 1, tp = o.tp ? o.tp : 1;
         char why[256], valid[1024];
         if (plan_check_grid(&c, pp, tp, why, sizeof(why)) != 0) {
-            plan_list_layouts(&c, dp * pp * tp, valid, sizeof(valid));
-            error("impossible layout: %s; valid layouts for this model on %d ranks: %s", why, dp * pp * tp, valid);
+            plan_list_valid(&c, pp * tp, valid, sizeof(valid));
+            error("impossible grid: %s; valid grids for this model on %d ranks: %s", why, pp * tp, valid);
             mfile_close(f);
             return 1;
         }

@@ -58,9 +58,9 @@ void report_write_summary(const char *path, const report_run *run, const report_
     cJSON_AddNumberToObject(m, "weight_bytes", params * 4);
     cJSON_AddStringToObject(s, "dtype", "f32");
     cJSON *g = cJSON_AddObjectToObject(s, "grid");
-    cJSON_AddNumberToObject(g, "dp", run->dp ? run->dp : 1);
     cJSON_AddNumberToObject(g, "pp", run->pp);
     cJSON_AddNumberToObject(g, "tp", run->tp);
+    cJSON_AddNumberToObject(s, "dp", run->dp ? run->dp : 1); /* replicas of the pp x tp grid */
     cJSON_AddNumberToObject(s, "ranks", run->ranks);
     cJSON_AddNumberToObject(s, "nodes", run->nodes);
     cJSON_AddNumberToObject(s, "threads_per_rank", n > 0 ? ranks[0].threads : 1);

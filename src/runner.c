@@ -63,13 +63,22 @@ static int choose_layout(const model_config *c, dist_ctx *d, run_opts *o, int se
             else if (!tp) tp = rest;
         }
         why[0] = 0;
-        if (dp < 1 || pp < 1 || tp < 1 || dp * pp * tp != world)
-            snprintf(why, sizeof(why), "--dp %d x --pp %d x --tp %d is not the %d ranks launched", o->dp ? o->dp : dp,
-                     o->pp ? o->pp : pp, o->tp ? o->tp : tp, world);
-        else plan_check_grid(c, pp, tp, why, sizeof(why));
+        if (dp < 1 || pp < 1 || tp < 1 || dp * pp * tp != world) {
+            if (o->dp)
+                snprintf(why, sizeof(why), "--dp %d x --pp %d x --tp %d is not the %d ranks launched", o->dp,
+                         o->pp ? o->pp : pp, o->tp ? o->tp : tp, world);
+            else
+                snprintf(why, sizeof(why), "--pp %d x --tp %d is not the %d ranks launched", o->pp ? o->pp : pp,
+                         o->tp ? o->tp : tp, world);
+        } else {
+            plan_check_grid(c, pp, tp, why, sizeof(why));
+        }
         if (why[0]) {
-            plan_list_layouts(c, world, valid, sizeof(valid));
-            error("impossible layout: %s; valid layouts for this model on %d ranks: %s", why, world, valid);
+            char layouts[1024];
+            plan_list_valid(c, world, valid, sizeof(valid));
+            plan_list_layouts(c, world, layouts, sizeof(layouts));
+            error("impossible grid: %s; valid grids for this model on %d ranks: %s; with replicas: %s", why, world, valid,
+                  layouts);
         } else {
             v[0] = dp, v[1] = pp, v[2] = tp, v[3] = 1;
         }

@@ -18,7 +18,11 @@ import common  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORT = os.path.join(ROOT, "analysis", "report.py")
 PROMPTS = os.path.join(ROOT, "data", "bench_prompts.jsonl")
-GRIDS = [(1, 1), (1, 2), (2, 1)]
+GRIDS = [(1, 1, 1), (1, 1, 2), (1, 2, 1), (2, 1, 1)]  # dp, pp, tp
+
+
+def gname(g):
+    return "%dx%dx%d" % g if g[0] > 1 else "%dx%d" % g[1:]
 PNGS = ["throughput.png", "efficiency.png", "categories.png", "bubble.png"]
 
 
@@ -100,11 +104,11 @@ def main():
     common.write_jsonl(prompts, rows)
 
     runs = os.path.join(args.work, "runs")
-    for pp, tp in GRIDS:
-        d = os.path.join(runs, "%dx%d" % (pp, tp))
+    for dp, pp, tp in GRIDS:
+        d = os.path.join(runs, gname((dp, pp, tp)))
         os.makedirs(d)
-        common.mpirun(args, pp * tp, ["generate", "--model", model, "--prompts", prompts, "--output", os.path.join(d, "out.jsonl"),
-                                      "--pp", str(pp), "--tp", str(tp), "--trace", os.path.join(d, "trace"), "--batch", "8",
+        common.mpirun(args, dp * pp * tp, ["generate", "--model", model, "--prompts", prompts, "--output", os.path.join(d, "out.jsonl"),
+                                      "--dp", str(dp), "--pp", str(pp), "--tp", str(tp), "--trace", os.path.join(d, "trace"), "--batch", "8",
                                       "--max-tokens", "8", "--temperature", "0", "--ignore-eos", "--max-seq-len", "320"])
         s = os.path.join(d, "trace", "summary.json")
         if not os.path.exists(s):
@@ -116,8 +120,8 @@ def main():
     with open(os.path.join(out, "scaling.csv")) as f:
         table = list(csv.DictReader(f))
     grids = sorted(r["grid"] for r in table)
-    if grids != sorted("%dx%d" % g for g in GRIDS):
-        common.fail("scaling.csv grids %s, expected %s" % (grids, sorted("%dx%d" % g for g in GRIDS)))
+    if grids != sorted(gname(g) for g in GRIDS):
+        common.fail("scaling.csv grids %s, expected %s" % (grids, sorted(gname(g) for g in GRIDS)))
     for r in table:
         if not r["tok_s"] or float(r["tok_s"]) <= 0:
             common.fail("scaling.csv row %s has no throughput" % r)
@@ -125,8 +129,8 @@ def main():
             common.fail("scaling.csv row %s lacks speed-up, efficiency or prediction" % r)
         if r["grid"] == "1x1" and abs(float(r["speedup"]) - 1) > 1e-9:
             common.fail("the 1x1 run is the baseline, its speed-up is %s" % r["speedup"])
-        if int(r["ranks"]) != int(r["pp"]) * int(r["tp"]):
-            common.fail("scaling.csv row %s: ranks != pp x tp" % r)
+        if int(r["ranks"]) != int(r["dp"]) * int(r["pp"]) * int(r["tp"]):
+            common.fail("scaling.csv row %s: ranks != dp x pp x tp" % r)
     for g in ("| 1x1 |", "| 1x2 |", "| 2x1 |"):
         if g not in md:
             common.fail("report.md has no table row for grid %s" % g)
@@ -146,6 +150,18 @@ def main():
         pred = list(csv.DictReader(f))
     if not any(p["model"] == "llama-3.1-70b" and p["nodes"] == "4" for p in pred):
         common.fail("predictions.csv has no llama-3.1-70b row at 4 nodes")
+    # data parallelism: a recommended dp x pp x tp for 1B and 8B at 1 to 64 nodes, never below dp = 1
+    with open(os.path.join(out, "dp_predictions.csv")) as f:
+        dpp = list(csv.DictReader(f))
+    for name in ("llama-3.2-1b", "llama-3.1-8b"):
+        rows_ = [p for p in dpp if p["model"] == name]
+        if sorted(int(p["nodes"]) for p in rows_) != [1, 2, 4, 8, 16, 32, 64]:
+            common.fail("dp_predictions.csv: %s rows at nodes %s" % (name, [p["nodes"] for p in rows_]))
+        for p in rows_:
+            if p["ratio"] and float(p["ratio"]) < 1 - 1e-9:
+                common.fail("dp_predictions.csv: the best layout with dp is slower than without: %s" % p)
+    if "Data parallelism" not in md:
+        common.fail("report.md has no data-parallelism section")
 
     # bad input: a broken file, a partial summary and a single good run still give a report
     bad = os.path.join(args.work, "bad")

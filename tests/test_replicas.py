@@ -92,8 +92,8 @@ tdir = os.path.join(W, "trace")
 run("traced", 2, ["--dp", "2", "--trace", tdir])
 with open(os.path.join(tdir, "summary.json")) as f:
     s = json.load(f)
-if s["grid"].get("dp") != 2:
-    c.fail("summary.json grid %s, expected dp 2" % s["grid"])
+if s.get("dp") != 2 or s["grid"] != {"pp": 1, "tp": 1}:
+    c.fail("summary.json dp %s grid %s, expected dp 2 of 1 x 1" % (s.get("dp"), s["grid"]))
 nodes = s.get("memory_per_node") or []
 if len(nodes) != 1 or nodes[0]["ranks"] != 2 or nodes[0]["weight_bytes_private"] != 2 * nodes[0]["weight_bytes"]:
     c.fail("memory_per_node %s: expected one node whose 2 replicas hold one copy of the weights" % nodes)
@@ -106,7 +106,7 @@ print("summary.json: dp 2, one node holding %d weight bytes for 2 replicas (%d w
 # impossible layouts are refused up front, naming the valid ones
 r = c.mpirun(args, 2, ["generate", "--model", model, "--prompts", pin, "--output", os.path.join(W, "bad.jsonl"),
                        "--dp", "3"], check=False)
-if r.returncode != 1 or "valid layouts" not in r.stderr or "--dp 2 --pp 1 --tp 1" not in r.stderr:
+if r.returncode != 1 or "impossible grid" not in r.stderr or "with replicas: --dp 2 --pp 1 --tp 1" not in r.stderr:
     c.fail("--dp 3 on 2 ranks: exit %d, stderr:\n%s" % (r.returncode, r.stderr[-1500:]))
 if os.path.exists(os.path.join(W, "bad.jsonl")) and os.path.getsize(os.path.join(W, "bad.jsonl")) > 0:
     c.fail("a refused layout wrote records")

@@ -117,8 +117,11 @@ def report(args, pred_nodes, pred_models, notes):
             if "workload" not in r or not r["model_ok"]:
                 continue
             rpn = max(1, r["ranks"] // max(1, r["nodes"]))
-            pr = model.predict(r["model_key"], r["model"], r["pp"], r["tp"], r["workload"], r["nodes"], rpn,
-                               m_batches=r["micro_batches"])
+            if r.get("dp", 1) > 1:
+                pr = predict_dp(model, r["model_key"], r["model"], r["dp"], r["pp"], r["tp"], r["workload"], r["nodes"], rpn)
+            else:
+                pr = model.predict(r["model_key"], r["model"], r["pp"], r["tp"], r["workload"], r["nodes"], rpn,
+                                   m_batches=r["micro_batches"])
             if pr and pr["tok_s"]:
                 r["pred_tok_s"] = pr["tok_s"]
                 r["pred_bubble"] = pr["bubble"] if r["pp"] > 1 or r["tp"] > 1 else 0.0
@@ -133,14 +136,14 @@ def report(args, pred_nodes, pred_models, notes):
             r.setdefault("pred_err", None)
             r.setdefault("pred_bubble", None)
 
-    fields = ["label", "model", "dim", "n_layers", "batch", "grid", "pp", "tp", "ranks", "nodes", "threads_per_rank",
+    fields = ["label", "model", "dim", "n_layers", "batch", "grid", "dp", "pp", "tp", "ranks", "nodes", "threads_per_rank",
               "micro_batches", "prompt_tokens", "completion_tokens", "wall_s", "tok_s", "decode_tok_s", "prefill_tok_s",
               "speedup", "efficiency", "weak_efficiency", "pipeline_bubble", "predicted_tok_s", "prediction_error_pct",
               "predicted_bubble"] + ["max_%s_s" % c for c in CATS]
 
     def row(r):
         d = {"label": r["label"], "model": r["model"]["name"], "dim": r["model"].get("dim"), "n_layers": r["model"].get("n_layers"),
-             "batch": r["batch"], "grid": grid_name(r), "pp": r["pp"], "tp": r["tp"], "ranks": r["ranks"], "nodes": r["nodes"],
+             "batch": r["batch"], "grid": grid_name(r), "dp": r.get("dp", 1), "pp": r["pp"], "tp": r["tp"], "ranks": r["ranks"], "nodes": r["nodes"],
              "threads_per_rank": r["threads"], "micro_batches": r["micro_batches"], "prompt_tokens": r["tok_prompt"],
              "completion_tokens": r["tok_completion"], "wall_s": r["wall_s"], "tok_s": r["tok_s"],
              "decode_tok_s": r["decode_tok_s"], "prefill_tok_s": r["prefill_tok_s"], "speedup": r["speedup"],

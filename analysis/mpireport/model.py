@@ -97,6 +97,8 @@ class PerfModel:
             m = r["model"]
             wl = run_workload(r)
             r["workload"] = wl
+            if r.get("dp", 1) > 1:  # each rank works on its replica's share of the job
+                wl = scale_workload(wl, 1.0 / r["dp"])
             if wl["steps_estimated"]:
                 notes.add("%s: no trace.json step counts: steps estimated from tokens and batch" % r["path"])
             layers = plan_layers(m, r["pp"])

@@ -99,7 +99,8 @@ def normalize(s, path, runs_dir, notes, args):
     if tp is None and ranks_list:
         tp = max(x["tp"] for x in ranks_list) + 1
     r["pp"], r["tp"] = need("grid.pp", pp) or 1, need("grid.tp", tp) or 1
-    r["ranks"] = inum(s.get("ranks")) or (len(ranks_list) or r["pp"] * r["tp"])
+    r["dp"] = inum(s.get("dp")) or 1  # replicas (absent before data parallelism: one)
+    r["ranks"] = inum(s.get("ranks")) or (len(ranks_list) or r["dp"] * r["pp"] * r["tp"])
     nodes = inum(s.get("nodes"))
     if nodes is None:
         hosts = {x["host"] for x in ranks_list if x["host"] != "?"}
@@ -190,6 +191,9 @@ def load_runs(runs_dir, notes, args):
 
 
 def grid_name(r):
+    """PPxTP, or DPxPPxTP with replicas"""
+    if r.get("dp", 1) > 1:
+        return "%dx%dx%d" % (r["dp"], r["pp"], r["tp"])
     return "%dx%d" % (r["pp"], r["tp"])
 
 
