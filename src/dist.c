@@ -230,8 +230,11 @@ void dist_shared_alloc(const dist_ctx *d, dist_shared *s, size_t bytes) {
     memset(s, 0, sizeof(*s));
     s->bytes = bytes;
     s->win = MPI_WIN_NULL;
-    s->owner = d->twin == MPI_COMM_NULL || d->twin_rank == 0;
-    if (d->twin == MPI_COMM_NULL || d->twin_size == 1) {
+    /* MPILLAMA_PRIVATE_WEIGHTS=1: a copy per rank (to measure what sharing saves) */
+    const char *priv = getenv("MPILLAMA_PRIVATE_WEIGHTS");
+    int private_copy = priv && priv[0] == '1';
+    s->owner = d->twin == MPI_COMM_NULL || d->twin_rank == 0 || private_copy;
+    if (d->twin == MPI_COMM_NULL || d->twin_size == 1 || private_copy) {
         if (posix_memalign(&s->base, 64, bytes ? bytes : 64) != 0)
             die("out of memory: cannot allocate %.1f MiB of weights", bytes / 1048576.0);
         return;

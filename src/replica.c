@@ -204,6 +204,19 @@ void replica_hub_poll(replica_hub *h) {
     dist_msg_progress(h->d, 0);
 }
 
+void replica_hub_start(replica_hub *h) {
+    /* every other replica asks at once: serve them before replica 0 fills its own slots, so
+     * that a short prompt file is not taken by replica 0 alone */
+    int asked = 0;
+    while (asked + h->n_done < h->d->dp - 1) { /* (a replica stopped by a signal may just be done) */
+        int src, tag;
+        int64_t bytes;
+        dist_msg_wait(h->d, -1, -1, &src, &tag, &bytes);
+        asked += tag == DIST_MSG_WANT;
+        hub_one(h, 1);
+    }
+}
+
 void replica_hub_finish(replica_hub *h) {
     while (h->n_done < h->d->dp - 1) {
         hub_signal(h);

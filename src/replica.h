@@ -31,6 +31,8 @@ typedef struct {
 } replica_hub;
 
 void replica_hub_init(replica_hub *h, dist_ctx *d, intake *in, writer *w, const volatile sig_atomic_t *signal);
+/* before replica 0 starts: answers the first request of every other replica */
+void replica_hub_start(replica_hub *h);
 /* answers whatever waits (requests wanted, results, replicas done) without blocking */
 void replica_hub_poll(replica_hub *h);
 /* after replica 0's own run: serves the others until every one has finished */

@@ -213,9 +213,9 @@ static int setup(run_setup *su, run_opts *o) {
             for (int r = 0; r < su->d.world_size; r++) {
                 plan_rank pr;
                 plan_rank_share(&su->grid, &su->cfg, r, &pr);
-                fprintf(stderr, "mpillama: rank %d replica %d stage %d tp %d: layers %d-%d, heads %d-%d, kv heads %d-%d, ffn %d-%d, "
+                fprintf(stderr, "mpillama: rank %d stage %d tp %d: layers %d-%d, heads %d-%d, kv heads %d-%d, ffn %d-%d, "
                                 "bytes read %lld (plan %lld)\n",
-                        r, pr.replica, pr.stage, pr.tp_rank, pr.layer0, pr.layer0 + pr.n_layers_local - 1, pr.head0,
+                        r, pr.stage, pr.tp_rank, pr.layer0, pr.layer0 + pr.n_layers_local - 1, pr.head0,
                         pr.head0 + pr.n_heads_local - 1, pr.kv_head0, pr.kv_head0 + pr.n_kv_local - 1, pr.hidden0,
                         pr.hidden0 + pr.hidden_local - 1, (long long)bytes[r], (long long)pr.weight_bytes);
             }
@@ -342,6 +342,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         if (su.d.dp > 1) {
             replica_hub_init(&j.hub, &su.d, &j.in, &j.w, &g_stop_signal);
             j.has_hub = 1;
+            replica_hub_start(&j.hub);
         }
         sched_source src = {job_next, job_more, &j};
         sched_sink sink = {job_result, job_tick, &j};

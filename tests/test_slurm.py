@@ -58,7 +58,7 @@ work = os.path.abspath(args.work)
 # ------------------------------------------------------------------ the templates, statically
 def check_templates():
     blocks = {}
-    for name in ("one-node.sbatch", "multi-node.sbatch", "strong-scaling.sbatch", "weak-scaling.sbatch"):
+    for name in ("one-node.sbatch", "multi-node.sbatch", "strong-scaling.sbatch", "weak-scaling.sbatch", "replicas.sbatch"):
         path = os.path.join(SLURM_DIR, name)
         text = open(path).read()
         a, b = text.find("# ---- common: begin"), text.find("# ---- common: end")
@@ -321,6 +321,18 @@ def part_two():
                 c.fail("%s: mpillama did not see 2 nodes:\n%s" % (what, log_text))
         log("two nodes: srun -N2 --mpi=pmix (pp 2 tp 1) and mpirun (pp 2 tp 2) across the namespaces: "
             "%d greedy records equal to 1 rank (%.1f s)" % (len(want), time.time() - ts))
+
+        # replicas.sbatch: dp 2 across the two hosts (one replica on each), the same records
+        ts = time.time()
+        j3 = cl.sbatch(os.path.join(SLURM_DIR, "replicas.sbatch"), g_args, ["-N2", "--ntasks-per-node=1"],
+                       env=job_env(runs, GREEDY, dict(tcp, REPLICA_PP="1", REPLICA_TP="1")), cwd=work)
+        finished(cl, j3, "replicas.sbatch -N2, dp 2")
+        log_text = open(os.path.join(work, "mpillama-%s.out" % j3)).read()
+        if "layout --dp 2 --pp 1 --tp 1" not in log_text or "on 2 node(s)" not in log_text:
+            c.fail("replicas.sbatch: not 2 replicas on 2 nodes:\n%s" % log_text)
+        same("replicas.sbatch dp 2 (job %s) against 1 rank" % j3, by_id(os.path.join(runs, j3, "completions.jsonl")), want)
+        log("two nodes: replicas.sbatch, dp 2 (a replica on each host): %d greedy records equal to 1 rank (%.1f s)"
+            % (len(want), time.time() - ts))
 
         # submit-sweep.sh: one array per node count
         ts = time.time()

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Data-parallel benchmark (issue 12): one core per rank (mpirun --bind-to core), the medium
+synthetic model, the same prompts each time. Prints, asserts nothing:
+
+  1. dp 2 vs dp 1: throughput ratio (each replica runs --batch B);
+  2. pp 2 vs pp 1 on the same batched work: ratio, bubble, and its causes per rank (wait, the
+     scheduler's sampling and I/O on stage 0), before (--before BIN: whole logits to rank 0,
+     which samples) and after (sampling on the last stage);
+  3. bytes on the network per generated token, before and after sampling moved (pp 2);
+  4. memory per node with shared weights vs a copy per rank (dp 2, MPILLAMA_PRIVATE_WEIGHTS=1);
+  5. rank 0's work per generated token at dp 1, 2, 4 (its io seconds: intake, hub, writing).
+
+  jobs/bench_replicas.py [--mpillama BIN] [--before OLD_BIN] [--shape medium] [--n-prompts 48]
+      [--max-tokens 24] [--batch 8]
+
+Run it with Debian's /usr/bin/python3, under `flock -x /work/cpu.lock` for quiet numbers."""
+import argparse
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ap = argparse.ArgumentParser()
+ap.add_argument("--mpillama", default=os.path.join(ROOT, "build", "mpillama"))
+ap.add_argument("--before", help="an mpillama from before sampling moved (rank 0 samples from whole logits)")
+ap.add_argument("--shape", default="medium")
+ap.add_argument("--prompts", default=os.path.join(ROOT, "data", "bench_prompts.jsonl"))
+ap.add_argument("--n-prompts", type=int, default=48)
+ap.add_argument("--max-tokens", type=int, default=24)
+ap.add_argument("--batch", type=int, default=8)
+ap.add_argument("--skip", default="", help="comma-separated parts to leave out (1-5)")
+ap.add_argument("--work", default=os.environ.get("WORK", "/tmp/mpillama-bench-replicas"))
+a = ap.parse_args()
+os.makedirs(a.work, exist_ok=True)
+env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", OPENBLAS_NUM_THREADS="1")
+skip = set(a.skip.split(","))
+
+model = os.path.join(a.work, a.shape + ".h5")
+if not os.path.exists(model):
+    subprocess.run([a.mpillama, "synth", "--shape", a.shape, "-o", model], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+prompts = os.path.join(a.work, "prompts.jsonl")
+with open(a.prompts) as f, open(prompts, "w") as g:
+    for i, line in enumerate(f):
+        if i >= a.n_prompts:
+            break
+        r = json.loads(line)
+        r.update(max_tokens=a.max_tokens, ignore_eos=True)  # default sampling: temperature 0.85, top_k 25
+        g.write(json.dumps(r) + "\n")
+
+
+def run(name, n, flags, binary=None, extra_env=None, bind=True):
+    tdir = os.path.join(a.work, name)
+    out = os.path.join(a.work, name + ".jsonl")
+    cmd = ["mpirun", "-n", str(n)] + (["--bind-to", "core"] if bind else []) + \
+        [binary or a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--batch",
+         str(a.batch), "--trace", tdir] + flags
+    subprocess.run(cmd, check=True, env=dict(env, **(extra_env or {})), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    with open(os.path.join(tdir, "summary.json")) as f:
+        s = json.load(f)
+    recs = {}
+    with open(out) as f:
+        for line in f:
+            r = json.loads(line)
+            recs[r["custom_id"]] = (r.get("completion_ids"), r.get("finish_reason"))
+    s["_records"] = recs
+    return s
+
+
+def tok_s(s):
+    return s["total_tok_s"]
+
+
+def gen_tokens(s):
+    return max(1, s["tokens"]["completion"])
+
+
+def net_bytes(s):
+    b = s["bytes_communicated"]
+    return sum(b.get(k, 0) for k in ("p2p", "gather", "sampling", "control"))
+
+
+def rank(s, r):
+    return next(x for x in s["per_rank"] if x["rank"] == r)
+
+
+def rank0_run_seconds(name):
+    """rank 0's io and sampling seconds from its first step on (the start-up's prompt reading and
+    loading left out), from trace.json"""
+    with open(os.path.join(a.work, name, "trace.json")) as f:
+        ev = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X" and e["pid"] == 0]
+    t0 = min((e["ts"] for e in ev if e["cat"] == "step"), default=0)
+    io = sum(e["dur"] for e in ev if e["cat"] == "io" and e["ts"] >= t0) * 1e-6
+    samp = sum(e["dur"] for e in ev if e["cat"] == "sampling" and e["ts"] >= t0) * 1e-6
+    return io, samp
+
+
+print("mpillama data-parallel benchmark: %s model, %d prompts, max_tokens %d, --batch %d per replica, "
+      "one core per rank" % (a.shape, a.n_prompts, a.max_tokens, a.batch))
+one = run("dp1", 1, ["--dp", "1"])
+if "1" not in skip:
+    dp2 = run("dp2", 2, ["--dp", "2"])
+    print("\n1. dp 2 vs dp 1 (records identical: %s)" % (dp2["_records"] == one["_records"]))
+    print("   %-6s %10s %8s" % ("layout", "tok/s", "wall s"))
+    for name, s in (("dp 1", one), ("dp 2", dp2)):
+        print("   %-6s %10.1f %8.2f" % (name, tok_s(s), s["wall_s"]))
+    print("   throughput ratio dp 2 / dp 1 = %.2f (ideal 2)" % (tok_s(dp2) / tok_s(one)))
+
+if "2" not in skip or "3" not in skip:
+    pp2 = run("pp2", 2, ["--dp", "1", "--pp", "2"])
+    rows = [("after", one, pp2)]
+    if a.before:
+        b1 = run("before_pp1", 1, ["--pp", "1", "--tp", "1"], binary=a.before)
+        b2 = run("before_pp2", 2, ["--pp", "2", "--tp", "1"], binary=a.before)
+        rows.insert(0, ("before", b1, b2))
+    print("\n2. pp 2 vs pp 1, the same batched work (records identical to pp 1: %s)" % (pp2["_records"] == one["_records"]))
+    print("   %-7s %9s %9s %6s %7s | per rank: wait s, sampling s, io s, compute s" % ("", "pp1 tok/s", "pp2 tok/s",
+                                                                                       "ratio", "bubble"))
+    for what, s1, s2 in rows:
+        causes = "; ".join("r%d %.2f %.2f %.2f %.2f" % (x["rank"], x["seconds"]["wait"], x["seconds"]["sampling"],
+                                                       x["seconds"]["io"], x["seconds"]["compute"])
+                           for x in s2["per_rank"])
+        print("   %-7s %9.1f %9.1f %6.2f %7.3f | %s" % (what, tok_s(s1), tok_s(s2), tok_s(s2) / tok_s(s1),
+                                                       s2["pipeline_bubble"], causes))
+    print("   (stage 0 = rank 0: its sampling + io are on the pipeline's critical path; after the move it only "
+          "keeps the stop rules and records)")
+    print("\n3. bytes between ranks per generated token (pp 2: activations + what the logits become)")
+    for what, _, s2 in rows:
+        b = s2["bytes_communicated"]
+        print("   %-7s %9.0f bytes/token (p2p %.0f, gather %.0f, sampling %.0f, control %.0f)" %
+              (what, net_bytes(s2) / gen_tokens(s2), b.get("p2p", 0) / gen_tokens(s2), b.get("gather", 0) / gen_tokens(s2),
+               b.get("sampling", 0) / gen_tokens(s2), b.get("control", 0) / gen_tokens(s2)))
+
+if "4" not in skip:
+    sh = run("dp2_shared", 2, ["--dp", "2"])
+    pv = run("dp2_private", 2, ["--dp", "2"], extra_env={"MPILLAMA_PRIVATE_WEIGHTS": "1"})
+    print("\n4. memory per node, dp 2 on one node")
+    print("   %-22s %12s %12s %14s" % ("", "weights MiB", "KV MiB", "peak RSS MiB"))
+    for what, s in (("shared weights", sh), ("a copy per rank", pv)):
+        n = s["memory_per_node"][0]
+        print("   %-22s %12.1f %12.1f %14.1f" % (what, n["weight_bytes"] / 2**20, n["kv_bytes"] / 2**20,
+                                                 n["peak_rss_bytes"] / 2**20))
+
+if "5" not in skip:
+    print("\n5. rank 0's work per generated token (io: intake, the replicas' requests and results, records; "
+          "sampling: its own replica's stop rules)")
+    print("   %-4s %10s %14s %18s %12s" % ("dp", "tokens", "io us/token", "sampling us/token", "control B/token"))
+    for d in (1, 2, 4):
+        name = "dp1" if d == 1 else "r0_dp%d" % d
+        s = one if d == 1 else run(name, d, ["--dp", str(d)], bind=d <= 2)
+        io, samp = rank0_run_seconds(name)
+        print("   %-4d %10d %14.1f %18.1f %12.1f" % (d, gen_tokens(s), 1e6 * io / gen_tokens(s), 1e6 * samp / gen_tokens(s),
+                                                    s["bytes_communicated"].get("control", 0) / gen_tokens(s)))
