@@ -16,8 +16,8 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int whole,
                       int64_t nr, int64_t c0, int64_t nc) {
     const void *in_place;
     if (whole && mfile_view(f, name, r0, mine ? nr : 0, sizeof(float), &in_place)) {
-        if (mine) {
-            *dst = (float *)in_place; /* read-only: the model never writes its weights */
+        if (mine) *dst = (float *)in_place; /* read-only: the model never writes its weights */
+        if (mine && m->shared.owner) { /* the node's ranks holding this slice share its pages: counted once */
             m->bytes_read += nr * nc * (int64_t)sizeof(float);
             m->bytes_in_place += nr * nc * (int64_t)sizeof(float);
         }

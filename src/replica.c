@@ -173,10 +173,7 @@ static int hub_one(replica_hub *h, int block) {
         memcpy(&want, h->buf, sizeof(int));
         hub_answer_want(h, src, want);
     } else if (tag == DIST_MSG_RESULT) {
-        char *copy = xmalloc((size_t)bytes); /* h->buf is reused by a reply */
-        memcpy(copy, h->buf, (size_t)bytes);
-        hub_result(h, src, copy, bytes);
-        free(copy);
+        hub_result(h, src, h->buf, bytes);
     } else if (tag == DIST_MSG_DONE) {
         done_msg dm;
         memcpy(&dm, h->buf, sizeof(dm));
