@@ -36,7 +36,7 @@ build = os.path.join(scratch, "build")
 
 # name, regex (must match exactly `count` times, all in one file under src/), replacement, tests
 MUTATIONS = [
-    # the whole-row sampler that the scheduler calls (sampler_filter, sampler_penalize)
+    # the whole-row sampler (sampler_filter, sampler_penalize): the reference the shard steps must match
     ("top_k filter off", r"(?s)(int sampler_filter\(.*?)if \(p->top_k > 0 && p->top_k < keep\)", r"\1if (0)",
      "test_sampler"),
     ("top_k keeps one too many", r"keep = k;(\n    \}\n    qsort)", r"keep = k + 1 < keep ? k + 1 : keep;\1",
@@ -54,6 +54,12 @@ MUTATIONS = [
     ("presence penalty on every repeat",
      r"(?s)(void sampler_penalize\(.*?)if \(!\(seen\[t\] & 2\)\) logits\[t\] -= p->presence_penalty;",
      r"\1logits[t] -= p->presence_penalty;", "test_sampler"),
+    # the sampler each replica's last stage runs (vocab-parallel shard steps, vsample.c)
+    ("shard repetition penalty off",
+     r"(?s)(void sampler_penalize_shard\(.*?)if \(p->repetition_penalty != 1\.0f && p->repetition_penalty > 0\.0f\)",
+     r"\1if (0)", "test_vsample"),
+    ("shard min_p off", r"if \(p->min_p > 0\.0f && !\(prob >= floor\)\) continue;", ";", "test_vsample"),
+    ("softmax sum not chained through the tp ranks", r"dist_tp_chain_recv\(d, v->sum, nw\);", ";", "test_replicas"),
     # the stop rules (check_stop_strings and the sampled token's checks in the scheduler)
     ("stop strings ignored", r"if \(hit\) \{", "if (0) {", "test_stop"),
     ("stop string left in the text", r"(\w+)->textlen = \(size_t\)\(hit - \w+->text\);", r"\1->textlen = \1->textlen;",

@@ -62,7 +62,7 @@ int main(void) {
         switch (trial % 8) {
         case 0: p.temperature = 0; break;
         case 1: p.top_k = 0; break;
-        case 2: p.top_k = 0, p.top_p = 1.0f; break;
+        case 2: p.top_k = 0, p.top_p = 1.0f, p.min_p = (trial / 8) % 2 ? 0.1f : 0.0f; break;
         case 3: p.min_p = 0.05f, p.top_k = 0; break;
         case 4: p.repetition_penalty = 1.3f, p.frequency_penalty = 0.5f, p.presence_penalty = 0.3f, p.temperature = 1.2f; break;
         case 5: p.temperature = 0, p.repetition_penalty = 1.5f; break;
