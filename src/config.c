@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "util.h"
@@ -21,29 +22,59 @@ void config_init_defaults(model_config *c) {
 
 #define BAD(...) return snprintf(why, cap, __VA_ARGS__), -1
 
+/* an int field in [lo, hi] */
+#define RANGE(field, lo, hi)                                                                       \
+    do {                                                                                           \
+        if (c->field < (lo) || c->field > (hi))                                                    \
+            BAD("'%s': config field '" #field "' is %d, must be in [%d, %d]", src, c->field, (int)(lo), \
+                (int)(hi));                                                                        \
+    } while (0)
+/* a float field, finite and > lo */
+#define FINITE_ABOVE(field, lo)                                                                    \
+    do {                                                                                           \
+        if (!isfinite(c->field) || !(c->field > (lo)))                                             \
+            BAD("'%s': config field '" #field "' is %g, must be finite and > %g", src,             \
+                (double)c->field, (double)(lo));                                                   \
+    } while (0)
+
 int config_validate(const model_config *c, const char *src, char *why, size_t cap) {
     why[0] = 0;
-    if (strcmp(c->architecture, "llama") != 0 && strcmp(c->architecture, "mistral") != 0 &&
-        strcmp(c->architecture, "qwen2") != 0 && strcmp(c->architecture, "qwen3") != 0)
-        BAD("'%s': architecture '%s' is not supported (" CONFIG_ARCHITECTURES ")", src, c->architecture);
-    if (c->dim <= 0) BAD("'%s': config field 'dim' is %d, must be > 0", src, c->dim);
-    if (c->hidden_dim <= 0) BAD("'%s': config field 'hidden_dim' is %d, must be > 0", src, c->hidden_dim);
-    if (c->n_layers <= 0) BAD("'%s': config field 'n_layers' is %d, must be > 0", src, c->n_layers);
-    if (c->n_heads <= 0) BAD("'%s': config field 'n_heads' is %d, must be > 0", src, c->n_heads);
-    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads != 0)
+    if (!memchr(c->architecture, 0, sizeof c->architecture) ||
+        (strcmp(c->architecture, "llama") != 0 && strcmp(c->architecture, "mistral") != 0 &&
+         strcmp(c->architecture, "qwen2") != 0 && strcmp(c->architecture, "qwen3") != 0))
+        BAD("'%s': architecture '%.31s' is not supported (" CONFIG_ARCHITECTURES ")", src, c->architecture);
+    RANGE(dim, 1, CONFIG_MAX_DIM);
+    RANGE(hidden_dim, 1, CONFIG_MAX_HIDDEN_DIM);
+    RANGE(n_layers, 1, CONFIG_MAX_LAYERS);
+    RANGE(n_heads, 1, CONFIG_MAX_HEADS);
+    RANGE(n_kv_heads, 1, CONFIG_MAX_HEADS);
+    if (c->n_heads % c->n_kv_heads != 0)
         BAD("'%s': config field 'n_kv_heads' is %d, must divide n_heads %d", src, c->n_kv_heads, c->n_heads);
-    if (c->head_size <= 0 || c->head_size % 2 != 0)
-        BAD("'%s': config field 'head_size' is %d, must be even and > 0", src, c->head_size);
-    if (c->vocab_size <= 0) BAD("'%s': config field 'vocab_size' is %d, must be > 0", src, c->vocab_size);
-    if (c->max_seq_len <= 0) BAD("'%s': config field 'max_seq_len' is %d, must be > 0", src, c->max_seq_len);
-    if (!(c->norm_eps > 0)) BAD("'%s': config field 'norm_eps' must be > 0", src);
-    if (!(c->rope_theta > 0)) BAD("'%s': config field 'rope_theta' must be > 0", src);
-    if (strcmp(c->rope_scaling_type, "none") != 0 && strcmp(c->rope_scaling_type, "llama3") != 0)
-        BAD("'%s': rope scaling '%s' is not supported (none, llama3)", src, c->rope_scaling_type);
-    if (strcmp(c->rope_scaling_type, "llama3") == 0 &&
-        (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_original_max_pos <= 0))
-        BAD("'%s': llama3 rope scaling needs factor > 0, high_freq_factor > low_freq_factor and original_max_position_embeddings > 0", src);
-    if (c->bos_id >= c->vocab_size) BAD("'%s': config field 'bos_id' %d is outside the vocabulary", src, c->bos_id);
+    RANGE(head_size, 2, CONFIG_MAX_HEAD_SIZE);
+    if (c->head_size % 2 != 0) BAD("'%s': config field 'head_size' is %d, must be even", src, c->head_size);
+    /* both at most 2^12 * 2^12: the products fit int */
+    if ((int64_t)c->n_heads * c->head_size > 8 * (int64_t)CONFIG_MAX_DIM)
+        BAD("'%s': config fields 'n_heads' x 'head_size' = %lld is over %d", src,
+            (long long)c->n_heads * c->head_size, 8 * CONFIG_MAX_DIM);
+    RANGE(vocab_size, 1, CONFIG_MAX_VOCAB);
+    RANGE(max_seq_len, 1, CONFIG_MAX_SEQ_LEN);
+    FINITE_ABOVE(norm_eps, 0);
+    if (!(c->norm_eps < 1)) BAD("'%s': config field 'norm_eps' is %g, must be < 1", src, (double)c->norm_eps);
+    FINITE_ABOVE(rope_theta, 0);
+    if (!memchr(c->rope_scaling_type, 0, sizeof c->rope_scaling_type) ||
+        (strcmp(c->rope_scaling_type, "none") != 0 && strcmp(c->rope_scaling_type, "llama3") != 0))
+        BAD("'%s': rope scaling '%.15s' is not supported (none, llama3)", src, c->rope_scaling_type);
+    if (strcmp(c->rope_scaling_type, "llama3") == 0) {
+        FINITE_ABOVE(rope_factor, 0);
+        FINITE_ABOVE(rope_low_freq_factor, 0);
+        FINITE_ABOVE(rope_high_freq_factor, 0);
+        if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
+            BAD("'%s': llama3 rope scaling needs high_freq_factor > low_freq_factor", src);
+        RANGE(rope_original_max_pos, 1, CONFIG_MAX_SEQ_LEN);
+    }
+    if (c->tied_classifier != 0 && c->tied_classifier != 1)
+        BAD("'%s': config field 'tied_classifier' is %d, must be 0 or 1", src, c->tied_classifier);
+    RANGE(bos_id, -1, c->vocab_size - 1);
     if (c->n_eos < 0 || c->n_eos > CONFIG_MAX_EOS) BAD("'%s': config field 'eos_ids' has %d ids (at most %d)", src, c->n_eos, CONFIG_MAX_EOS);
     for (int i = 0; i < c->n_eos; i++)
         if (c->eos_ids[i] < 0 || c->eos_ids[i] >= c->vocab_size)
@@ -53,6 +84,8 @@ int config_validate(const model_config *c, const char *src, char *why, size_t ca
     if (c->attn_qk_norm != 0 && c->attn_qk_norm != 1) BAD("'%s': config field 'attn_qk_norm' must be 0 or 1", src);
     return 0;
 }
+#undef RANGE
+#undef FINITE_ABOVE
 
 void config_print(const model_config *c, FILE *out) {
     fprintf(out, "architecture: %s\n", c->architecture);

@@ -37,10 +37,22 @@ typedef struct {
 } model_config;
 
 #define CONFIG_ARCHITECTURES "llama, mistral, qwen2, qwen3"
+/* the largest sizes a model file may claim: beyond every released Llama-family model, small
+ * enough that every byte count of the model fits int64 and nothing is allocated for a header
+ * that claims dim 2^30 */
+#define CONFIG_MAX_DIM (1 << 17)
+#define CONFIG_MAX_HIDDEN_DIM (1 << 20)
+#define CONFIG_MAX_LAYERS 4096
+#define CONFIG_MAX_HEADS 4096
+#define CONFIG_MAX_HEAD_SIZE 4096
+#define CONFIG_MAX_VOCAB (1 << 24)
+#define CONFIG_MAX_SEQ_LEN (1 << 24)
 
 /* fill the defaults every converter starts from (Llama, eps 1e-5, theta 10000, no scaling) */
 void config_init_defaults(model_config *c);
-/* returns 0, or -1 with "'<source>': config field '<field>' ..." in why */
+/* returns 0, or -1 with "'<source>': config field '<field>' ..." in why. Checks every size
+ * against the CONFIG_MAX_* limits (and q_dim, kv_dim against CONFIG_MAX_DIM * 8), every float
+ * for being finite and in range, every token id against the vocabulary. */
 int config_validate(const model_config *c, const char *source, char *why, size_t cap);
 void config_print(const model_config *c, FILE *out);
 /* number of query dimensions, key/value dimensions */

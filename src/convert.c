@@ -16,35 +16,54 @@ static void read_floats(FILE *f, const char *path, const char *what, float *dst,
         die("'%s': truncated llama2.c checkpoint (ends inside %s)", path, what);
 }
 
+int64_t convert_llama2c_header(const int32_t h[7], const char *path, model_config *c) {
+    static const char *const names[7] = {"dim", "hidden_dim", "n_layers", "n_heads",
+                                         "n_kv_heads", "vocab_size", "seq_len"};
+    for (int i = 0; i < 7; i++) /* vocab_size is negative for an unshared classifier */
+        if (h[i] == INT32_MIN || (h[i] <= 0 && i != 5) || h[i] == 0)
+            die("'%s': llama2.c header field '%s' is %d (not a llama2.c checkpoint?)", path,
+                names[i], (int)h[i]);
+    config_init_defaults(c);
+    c->dim = h[0];
+    c->hidden_dim = h[1];
+    c->n_layers = h[2];
+    c->n_heads = h[3];
+    c->n_kv_heads = h[4];
+    c->tied_classifier = h[5] > 0;
+    c->vocab_size = h[5] > 0 ? h[5] : -h[5];
+    c->max_seq_len = h[6];
+    c->head_size = c->dim / c->n_heads;
+    c->bos_id = 1;
+    c->n_eos = 2; /* llama2.c's story delimiter (BOS) ends a story too */
+    c->eos_ids[0] = 2;
+    c->eos_ids[1] = 1;
+    if (c->dim % c->n_heads != 0)
+        die("'%s': not a llama2.c checkpoint (dim %d, n_heads %d)", path, c->dim, c->n_heads);
+    char why[512];
+    if (config_validate(c, path, why, sizeof(why)) != 0) die("%s (not a valid llama2.c checkpoint?)", why);
+
+    /* every float of the file; the config's limits keep each product far inside int64, the
+     * checked sums say so */
+    const int64_t D = c->dim, L = c->n_layers, V = c->vocab_size, H = c->hidden_dim, hs = c->head_size;
+    const int64_t q = config_q_dim(c), kv = config_kv_dim(c);
+    int64_t layer = 2 * D + q * D + 2 * kv * D + D * q + 3 * H * D, layers, floats;
+    if (!util_mul_ok(L, layer, &layers) || !util_add_ok(V * D, layers, &floats) ||
+        !util_add_ok(floats, D + (int64_t)c->max_seq_len * hs + (c->tied_classifier ? 0 : V * D), &floats) ||
+        !util_mul_ok(floats, 4, &(int64_t){0}))
+        die("'%s': llama2.c header implies more than 2^63 bytes", path);
+    return floats;
+}
+
 void convert_llama2c(const char *bin_path, const char *tokenizer_path, const char *out_path) {
     FILE *f = xfopen(bin_path, "rb");
     int32_t h[7];
     if (fread(h, sizeof(int32_t), 7, f) != 7) die("'%s': too short for a llama2.c checkpoint header", bin_path);
     model_config c;
-    config_init_defaults(&c);
-    c.dim = h[0];
-    c.hidden_dim = h[1];
-    c.n_layers = h[2];
-    c.n_heads = h[3];
-    c.n_kv_heads = h[4];
-    c.tied_classifier = h[5] > 0;
-    c.vocab_size = abs(h[5]);
-    c.max_seq_len = h[6];
-    c.head_size = c.n_heads > 0 ? c.dim / c.n_heads : 0;
-    c.bos_id = 1;
-    c.n_eos = 2; /* llama2.c's story delimiter (BOS) ends a story too */
-    c.eos_ids[0] = 2;
-    c.eos_ids[1] = 1;
-    if (c.n_heads <= 0 || c.dim % c.n_heads != 0)
-        die("'%s': not a llama2.c checkpoint (dim %d, n_heads %d)", bin_path, c.dim, c.n_heads);
-    char why[512];
-    if (config_validate(&c, bin_path, why, sizeof(why)) != 0) die("%s (not a valid llama2.c checkpoint?)", why);
-
-    /* the file size must match the header exactly: catches truncation before writing anything */
+    const int64_t floats = convert_llama2c_header(h, bin_path, &c);
     const int64_t D = c.dim, L = c.n_layers, V = c.vocab_size, H = c.hidden_dim, hs = c.head_size;
     const int64_t q = config_q_dim(&c), kv = config_kv_dim(&c);
-    int64_t floats = V * D + L * (2 * D + q * D + 2 * kv * D + D * q + 3 * H * D) + D +
-                     2 * (int64_t)c.max_seq_len * hs / 2 + (c.tied_classifier ? 0 : V * D);
+
+    /* the file size must match the header exactly: catches truncation before writing anything */
     struct stat st;
     if (stat(bin_path, &st) != 0) die_errno("cannot stat '%s'", bin_path);
     if (st.st_size != 28 + floats * 4)

@@ -3,6 +3,9 @@
 #ifndef MPILLAMA_CONVERT_H
 #define MPILLAMA_CONVERT_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "config.h"
 
 /* `mpillama convert SRC -o OUT [--tokenizer FILE]`: detects the source type from the content */
@@ -10,6 +13,10 @@ int convert_main(int argc, char **argv);
 
 /* llama2.c checkpoint (.bin, shared or unshared classifier), optional llama2.c tokenizer.bin */
 void convert_llama2c(const char *bin_path, const char *tokenizer_path, const char *out_path);
+/* checks a llama2.c header (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size
+ * (negative: unshared classifier), seq_len) and fills c; dies naming path and the field on a bad
+ * one. Returns the number of floats the file must hold after the 28-byte header. */
+int64_t convert_llama2c_header(const int32_t h[7], const char *path, model_config *c);
 /* Hugging Face model directory: config.json + model.safetensors or model.safetensors.index.json
  * shards; F32/F16/BF16 tensors; q/k rows permuted from HF's rotate-half RoPE layout to the
  * file's adjacent-pair layout; tokenizer.json kept verbatim when present. tokenizer_path, when
@@ -25,6 +32,15 @@ void convert_gguf(const char *path, const char *tokenizer_path, const char *out_
  * shape_only (synth's random weights): max_position_embeddings and rms_norm_eps may be absent
  * (4096, 1e-5). */
 void convert_hf_read_config(const char *path, model_config *cfg, int shape_only);
+/* the same from config.json's bytes text[0..len) (no NUL needed); path names it in messages */
+void convert_hf_parse_config(const char *text, size_t len, const char *path, model_config *cfg,
+                             int shape_only);
+
+/* checks a whole safetensors file image bytes[0..len) as the converter does before using it
+ * (header length, strict JSON, dtypes, shapes, data_offsets inside the data and not
+ * overlapping, names unique); dies with one line naming path on any problem; returns the
+ * number of tensors */
+int convert_hf_check_safetensors(const unsigned char *bytes, size_t len, const char *path);
 
 /* HF rotate-half -> adjacent pairs, for one (n_heads * head_size, cols) matrix: out row
  * h*hs + 2i + j = in row h*hs + j*hs/2 + i. */

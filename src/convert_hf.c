@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "jsonstrict.h"
 #include "mfile.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -63,14 +65,7 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* 1 with *out set when item is a JSON number holding an integer in [lo, hi], else 0 */
-static int json_int64(const cJSON *item, int64_t lo, int64_t hi, int64_t *out) {
-    if (!cJSON_IsNumber(item)) return 0;
-    double v = item->valuedouble;
-    if (!(v >= (double)lo && v <= (double)hi) || v != (double)(int64_t)v) return 0;
-    *out = (int64_t)v;
-    return 1;
-}
+#define json_int64 json_get_int
 
 /* ---------------------------------------------------------------------------------------------
  * config.json */
@@ -86,9 +81,11 @@ static const cJSON *cfg_item(const cJSON *obj, const char *key) {
     return (it && !cJSON_IsNull(it)) ? it : NULL;
 }
 
-/* prefix is "" or "rope_scaling." for nested fields, so messages name the full field */
-static int cfg_int(const cfg_json *c, const cJSON *obj, const char *prefix, const char *key,
-                   int required, int def) {
+/* prefix is "" or "rope_scaling." for nested fields, so messages name the full field; the
+ * value must be an integer (1.5 and 2.0e0 with a fraction are refused, not truncated) in
+ * [lo, hi] */
+static int cfg_int_in(const cfg_json *c, const cJSON *obj, const char *prefix, const char *key,
+                      int required, int def, int64_t lo, int64_t hi) {
     const cJSON *it = cfg_item(obj, key);
     if (!it) {
         if (required) die("'%s': missing field '%s%s'", c->path, prefix, key);
@@ -97,7 +94,15 @@ static int cfg_int(const cfg_json *c, const cJSON *obj, const char *prefix, cons
     int64_t v;
     if (!json_int64(it, INT32_MIN, INT32_MAX, &v))
         die("'%s': field '%s%s' must be an integer", c->path, prefix, key);
+    if (v < lo || v > hi)
+        die("'%s': field '%s%s' is %lld, must be in [%lld, %lld]", c->path, prefix, key,
+            (long long)v, (long long)lo, (long long)hi);
     return (int)v;
+}
+
+static int cfg_int(const cfg_json *c, const cJSON *obj, const char *prefix, const char *key,
+                   int required, int def) {
+    return cfg_int_in(c, obj, prefix, key, required, def, INT32_MIN, INT32_MAX);
 }
 
 static float cfg_float(const cfg_json *c, const cJSON *obj, const char *prefix, const char *key,
@@ -108,7 +113,9 @@ static float cfg_float(const cfg_json *c, const cJSON *obj, const char *prefix, 
         return def;
     }
     if (!cJSON_IsNumber(it)) die("'%s': field '%s%s' must be a number", c->path, prefix, key);
-    return (float)it->valuedouble;
+    float v = (float)it->valuedouble;
+    if (!isfinite(v)) die("'%s': field '%s%s' is not a finite float", c->path, prefix, key);
+    return v;
 }
 
 static int cfg_bool(const cfg_json *c, const char *key, int def) {
@@ -331,8 +338,15 @@ static void parse_token_ids(const cfg_json *c, model_config *cfg) {
 void convert_hf_read_config(const char *path, model_config *cfg, int shape_only) {
     size_t len;
     char *text = util_read_file(path, &len);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!root) die("'%s': not valid JSON", path);
+    convert_hf_parse_config(text, len, path, cfg, shape_only);
+    free(text);
+}
+
+void convert_hf_parse_config(const char *text, size_t len, const char *path, model_config *cfg,
+                             int shape_only) {
+    char jwhy[256];
+    cJSON *root = json_parse_strict(text, len, jwhy, sizeof jwhy);
+    if (!root) die("'%s': %s", path, jwhy);
     if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
     cfg_json c = {path, root};
 
@@ -361,18 +375,20 @@ void convert_hf_read_config(const char *path, model_config *cfg, int shape_only)
     snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
     cfg->attn_qkv_bias = strcmp(arch, "qwen2") == 0;
     cfg->attn_qk_norm = strcmp(arch, "qwen3") == 0;
-    cfg->dim = cfg_int(&c, root, "", "hidden_size", 1, 0);
-    cfg->hidden_dim = cfg_int(&c, root, "", "intermediate_size", 1, 0);
-    cfg->n_layers = cfg_int(&c, root, "", "num_hidden_layers", 1, 0);
-    cfg->n_heads = cfg_int(&c, root, "", "num_attention_heads", 1, 0);
-    cfg->n_kv_heads = cfg_int(&c, root, "", "num_key_value_heads", 0, cfg->n_heads);
-    cfg->vocab_size = cfg_int(&c, root, "", "vocab_size", 1, 0);
+    /* sizes are bounded before anything is derived from them (config.h, CONFIG_MAX_*) */
+    cfg->dim = cfg_int_in(&c, root, "", "hidden_size", 1, 0, 1, CONFIG_MAX_DIM);
+    cfg->hidden_dim = cfg_int_in(&c, root, "", "intermediate_size", 1, 0, 1, CONFIG_MAX_HIDDEN_DIM);
+    cfg->n_layers = cfg_int_in(&c, root, "", "num_hidden_layers", 1, 0, 1, CONFIG_MAX_LAYERS);
+    cfg->n_heads = cfg_int_in(&c, root, "", "num_attention_heads", 1, 0, 1, CONFIG_MAX_HEADS);
+    cfg->n_kv_heads = cfg_int_in(&c, root, "", "num_key_value_heads", 0, cfg->n_heads, 1, CONFIG_MAX_HEADS);
+    cfg->vocab_size = cfg_int_in(&c, root, "", "vocab_size", 1, 0, 1, CONFIG_MAX_VOCAB);
     /* no guessing for real weights: a wrong context length or epsilon would silently change the
      * results; random weights (shape_only) don't care */
-    cfg->max_seq_len = cfg_int(&c, root, "", "max_position_embeddings", !shape_only, 4096);
+    cfg->max_seq_len = cfg_int_in(&c, root, "", "max_position_embeddings", !shape_only, 4096, 1,
+                                  CONFIG_MAX_SEQ_LEN);
     cfg->norm_eps = cfg_float(&c, root, "", "rms_norm_eps", !shape_only, 1e-5f);
     if (cfg_item(root, "head_dim")) {
-        cfg->head_size = cfg_int(&c, root, "", "head_dim", 1, 0);
+        cfg->head_size = cfg_int_in(&c, root, "", "head_dim", 1, 0, 1, CONFIG_MAX_HEAD_SIZE);
     } else {
         if (cfg->n_heads <= 0 || cfg->dim % cfg->n_heads != 0)
             die("'%s': hidden_size %d is not a multiple of num_attention_heads %d and head_dim "
@@ -385,7 +401,6 @@ void convert_hf_read_config(const char *path, model_config *cfg, int shape_only)
     parse_token_ids(&c, cfg);
 
     cJSON_Delete(root);
-    free(text);
     char why[512];
     if (config_validate(cfg, path, why, sizeof(why)) != 0) die("%s", why);
     if (cfg->head_size % 2 != 0)
@@ -459,18 +474,17 @@ static void st_parse_entry(st_set *s, int file, const cJSON *e, int64_t data_sta
     t.dtype = (st_dtype)d;
     t.rank = cJSON_GetArraySize(shape);
     if (t.rank > ST_MAX_RANK) die("'%s': tensor '%s' has rank %d", path, name, t.rank);
-    t.numel = 1;
-    for (int i = 0; i < t.rank; i++) {
-        if (!json_int64(cJSON_GetArrayItem(shape, i), 0, INT64_C(1) << 40, &t.shape[i]))
-            die("'%s': tensor '%s' has a bad shape", path, name);
-        t.numel *= t.shape[i];
-        if (t.numel > (INT64_C(1) << 40)) die("'%s': tensor '%s' is too large", path, name);
-    }
+    for (int i = 0; i < t.rank; i++)
+        if (!json_int64(cJSON_GetArrayItem(shape, i), 0, INT64_MAX, &t.shape[i]))
+            die("'%s': tensor '%s' has a bad shape (dimension %d is not a non-negative integer)",
+                path, name, i);
+    if (!util_product_ok(t.shape, t.rank, &t.numel) || t.numel > (INT64_C(1) << 40) ||
+        !util_mul_ok(t.numel, st_dtype_size[d], &t.nbytes))
+        die("'%s': tensor '%s' is too large (its shape's element count is over 2^40)", path, name);
     int64_t b, en;
     if (cJSON_GetArraySize(offs) != 2 || !json_int64(cJSON_GetArrayItem(offs, 0), 0, INT64_MAX, &b) ||
         !json_int64(cJSON_GetArrayItem(offs, 1), 0, INT64_MAX, &en) || en < b)
         die("'%s': tensor '%s' has bad data_offsets", path, name);
-    t.nbytes = t.numel * st_dtype_size[d];
     if (en - b != t.nbytes)
         die("'%s': tensor '%s' spans %" PRId64 " bytes, its shape and dtype need %" PRId64, path,
             name, en - b, t.nbytes);
@@ -487,13 +501,9 @@ static void st_parse_entry(st_set *s, int file, const cJSON *e, int64_t data_sta
     s->tensors[s->n_tensors++] = t;
 }
 
-static void st_read_header(st_set *s, int file) {
-    const char *path = s->paths[file];
-    FILE *f = xfopen(path, "rb");
-    int64_t size = file_size(f, path);
-    unsigned char lenbuf[8];
-    if (size < 8 || fread(lenbuf, 1, 8, f) != 8)
-        die("'%s': not a safetensors file (%" PRId64 " bytes)", path, size);
+/* the header length from a file's first 8 bytes (little-endian u64), checked against the file
+ * size and the limit */
+static int64_t st_header_len(const unsigned char lenbuf[8], int64_t size, const char *path) {
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | lenbuf[i];
     if (n < 2 || n > (uint64_t)(size - 8))
@@ -502,18 +512,58 @@ static void st_read_header(st_set *s, int file) {
     if (n > ST_MAX_HEADER)
         die("'%s': safetensors header length %" PRIu64 " is over the limit of %llu bytes", path,
             n, ST_MAX_HEADER);
-    char *hdr = xmalloc((size_t)n);
-    if (fread(hdr, 1, (size_t)n, f) != (size_t)n) die_errno("cannot read '%s'", path);
-    fclose(f);
-    cJSON *root = cJSON_ParseWithLength(hdr, (size_t)n);
-    if (!root || !cJSON_IsObject(root)) die("'%s': the safetensors header is not a JSON object", path);
-    int64_t data_start = 8 + (int64_t)n, data_size = size - data_start;
+    return (int64_t)n;
+}
+
+static int st_cmp_offset(const void *a, const void *b) {
+    const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* parses the JSON header hdr[0..n) of a file of size bytes: every entry checked on its own,
+ * then the file's tensors against each other (no two share a byte) */
+static void st_parse_header(st_set *s, int file, const char *hdr, int64_t n, int64_t size) {
+    const char *path = s->paths[file];
+    char why[256];
+    cJSON *root = json_parse_strict(hdr, (size_t)n, why, sizeof why);
+    if (!root) die("'%s': safetensors header: %s", path, why);
+    if (!cJSON_IsObject(root)) die("'%s': the safetensors header is not a JSON object", path);
+    int64_t data_start = 8 + n, data_size = size - data_start;
+    int first = s->n_tensors;
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
         if (strcmp(e->string, "__metadata__") == 0) continue;
         st_parse_entry(s, file, e, data_start, data_size);
     }
     cJSON_Delete(root);
+    int count = s->n_tensors - first;
+    if (count == 0) die("'%s': the safetensors header lists no tensors", path);
+    const st_tensor **by_offset = xmalloc(sizeof(*by_offset) * (size_t)count);
+    for (int i = 0; i < count; i++) by_offset[i] = &s->tensors[first + i];
+    qsort(by_offset, (size_t)count, sizeof(*by_offset), st_cmp_offset);
+    for (int i = 1; i < count; i++) {
+        const st_tensor *a = by_offset[i - 1], *b = by_offset[i];
+        if (b->offset < a->offset + a->nbytes)
+            die("'%s': tensors '%s' and '%s' overlap in the data (data_offsets [%" PRId64
+                ", %" PRId64 ") and [%" PRId64 ", %" PRId64 "))", path, a->name, b->name,
+                a->offset - data_start, a->offset - data_start + a->nbytes, b->offset - data_start,
+                b->offset - data_start + b->nbytes);
+    }
+    free(by_offset);
+}
+
+static void st_read_header(st_set *s, int file) {
+    const char *path = s->paths[file];
+    FILE *f = xfopen(path, "rb");
+    int64_t size = file_size(f, path);
+    unsigned char lenbuf[8];
+    if (size < 8 || fread(lenbuf, 1, 8, f) != 8)
+        die("'%s': not a safetensors file (%" PRId64 " bytes)", path, size);
+    int64_t n = st_header_len(lenbuf, size, path);
+    char *hdr = xmalloc((size_t)n);
+    if (fread(hdr, 1, (size_t)n, f) != (size_t)n) die_errno("cannot read '%s'", path);
+    fclose(f);
+    st_parse_header(s, file, hdr, n, size);
     free(hdr);
 }
 
@@ -522,12 +572,14 @@ static int st_cmp(const void *a, const void *b) {
 }
 
 static st_tensor *st_find(st_set *s, const char *name) {
+    if (s->n_tensors == 0) return NULL;
     st_tensor key = {0};
     key.name = (char *)name;
     return bsearch(&key, s->tensors, (size_t)s->n_tensors, sizeof *s->tensors, st_cmp);
 }
 
 static void st_sort(st_set *s) {
+    if (s->n_tensors == 0) return;
     qsort(s->tensors, (size_t)s->n_tensors, sizeof *s->tensors, st_cmp);
     for (int i = 1; i < s->n_tensors; i++)
         if (strcmp(s->tensors[i - 1].name, s->tensors[i].name) == 0)
@@ -539,8 +591,10 @@ static void st_sort(st_set *s) {
 static void st_open_index(st_set *s, const char *dir, const char *index_path) {
     size_t len;
     char *text = util_read_file(index_path, &len);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!root || !cJSON_IsObject(root)) die("'%s': not a JSON object", index_path);
+    char why[256];
+    cJSON *root = json_parse_strict(text, len, why, sizeof why);
+    if (!root) die("'%s': %s", index_path, why);
+    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", index_path);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map)) die("'%s': missing field 'weight_map'", index_path);
     const cJSON *e;
@@ -624,6 +678,19 @@ static void st_load_f32(st_set *s, const st_tensor *t, float *out) {
         }
         done += n;
     }
+}
+
+int convert_hf_check_safetensors(const unsigned char *bytes, size_t len, const char *path) {
+    st_set s = {0};
+    s.fp_file = -1;
+    st_add_file(&s, path);
+    if (len < 8) die("'%s': not a safetensors file (%zu bytes)", path, len);
+    int64_t n = st_header_len(bytes, (int64_t)len, path);
+    st_parse_header(&s, 0, (const char *)bytes + 8, n, (int64_t)len);
+    st_sort(&s);
+    int count = s.n_tensors;
+    st_close(&s);
+    return count;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -64,18 +64,51 @@ static void attr_write_str(hid_t obj, const char *name, const char *s) {
     H5Tclose(ty);
 }
 
-/* reads an integer attribute (array of up to cap); returns the count. Dies naming the field. */
-static int attr_read_ints(hid_t obj, const char *path, const char *name, int *v, int cap) {
-    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no config field '%s'", path, name);
+/* opens attribute name of obj and checks it before anything is read into a buffer: of type
+ * class cls (H5T_FLOAT also takes H5T_INTEGER), with 1 <= values <= cap. Returns the open
+ * attribute, the value count in *n. Dies naming the file and the field. */
+static hid_t attr_open_checked(hid_t obj, const char *path, const char *name, H5T_class_t cls,
+                               int cap, int *n) {
+    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no attribute '%s'", path, name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) die("'%s': cannot open attribute '%s'", path, name);
+    hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
+    H5T_class_t c = H5Tget_class(ft);
+    hssize_t points = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    H5Tclose(ft);
+    static const char *const kind[] = {[H5T_INTEGER] = "an integer", [H5T_FLOAT] = "a number",
+                                       [H5T_STRING] = "a string"};
+    if (c != cls && !(cls == H5T_FLOAT && c == H5T_INTEGER))
+        die("'%s': attribute '%s' is not %s", path, name, kind[cls]);
+    if (points < 1 || points > cap)
+        die("'%s': attribute '%s' has %lld values (expected %s%d)", path, name, (long long)points,
+            cap > 1 ? "1 to " : "", cap);
+    *n = (int)points;
+    return a;
+}
+
+/* the number of values attribute name holds; dies when there is none */
+static int64_t attr_points(hid_t obj, const char *path, const char *name) {
+    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no attribute '%s'", path, name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) die("'%s': cannot open attribute '%s'", path, name);
     hid_t sp = H5Aget_space(a);
     hssize_t n = H5Sget_simple_extent_npoints(sp);
-    if (n < 0 || n > cap) die("'%s': config field '%s' has %lld values (at most %d)", path, name,
-                              (long long)n, cap);
-    check(H5Aread(a, H5T_NATIVE_INT, v) >= 0, "'%s': cannot read config field '%s'", path, name);
     H5Sclose(sp);
     H5Aclose(a);
-    return (int)n;
+    return (int64_t)n;
+}
+
+/* reads an integer attribute (array of 1 to cap values); returns the count. A float attribute
+ * is refused, not truncated. Dies naming the field. */
+static int attr_read_ints(hid_t obj, const char *path, const char *name, int *v, int cap) {
+    int n;
+    hid_t a = attr_open_checked(obj, path, name, H5T_INTEGER, cap, &n);
+    /* HDF5 clamps values outside int to INT_MIN / INT_MAX; config_validate refuses those */
+    check(H5Aread(a, H5T_NATIVE_INT, v) >= 0, "'%s': cannot read attribute '%s'", path, name);
+    H5Aclose(a);
+    return n;
 }
 
 static int attr_read_int(hid_t obj, const char *path, const char *name) {
@@ -85,25 +118,36 @@ static int attr_read_int(hid_t obj, const char *path, const char *name) {
 }
 
 static float attr_read_float(hid_t obj, const char *path, const char *name) {
-    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no config field '%s'", path, name);
+    int n;
+    hid_t a = attr_open_checked(obj, path, name, H5T_FLOAT, 1, &n);
     float v = 0;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    check(H5Aread(a, H5T_NATIVE_FLOAT, &v) >= 0, "'%s': cannot read config field '%s'", path, name);
+    check(H5Aread(a, H5T_NATIVE_FLOAT, &v) >= 0, "'%s': cannot read attribute '%s'", path, name);
     H5Aclose(a);
     return v;
 }
 
+#define ATTR_MAX_STR (1 << 20) /* the longest string attribute read (a split pattern) */
+
+/* a fixed-length string attribute of any padding: NUL-terminated (as mpillama writes them),
+ * NUL- or space-padded (h5py's fixed-length strings are NUL-padded, with no terminator when
+ * the text fills the size). Copied into out (cap bytes); longer text is cut. */
 static void attr_read_str(hid_t obj, const char *path, const char *name, char *out, size_t cap) {
-    if (H5Aexists(obj, name) <= 0) die("'%s': model file has no attribute '%s'", path, name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    int n;
+    hid_t a = attr_open_checked(obj, path, name, H5T_STRING, 1, &n);
     hid_t ft = H5Aget_type(a);
-    if (H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) > 0)
-        die("'%s': attribute '%s' is not a fixed-length string", path, name);
+    if (H5Tis_variable_str(ft) > 0) die("'%s': attribute '%s' is not a fixed-length string", path, name);
     size_t sz = H5Tget_size(ft);
+    if (sz == 0 || sz > ATTR_MAX_STR)
+        die("'%s': attribute '%s' is a string of %zu bytes (at most %d)", path, name, sz, ATTR_MAX_STR);
     char *buf = xcalloc(sz + 1, 1);
     hid_t mt = H5Tcopy(H5T_C_S1);
     H5Tset_size(mt, sz);
+    /* NULLPAD in memory: all sz bytes of text arrive (a NULLTERM memory type of size sz would
+     * make room for its terminator by dropping the last character of a full NULLPAD string) */
+    H5Tset_strpad(mt, H5T_STR_NULLPAD);
     check(H5Aread(a, mt, buf) >= 0, "'%s': cannot read attribute '%s'", path, name);
+    if (H5Tget_strpad(ft) == H5T_STR_SPACEPAD)
+        for (size_t i = sz; i > 0 && (buf[i - 1] == ' ' || buf[i - 1] == 0); i--) buf[i - 1] = 0;
     snprintf(out, cap, "%s", buf);
     free(buf);
     H5Tclose(mt);
@@ -321,9 +365,20 @@ void mfile_read_config(mfile *m, model_config *c) {
         case FIELD_STR: attr_read_str(f, p, name, at, config_fields[k].size); break;
         }
     }
-    c->n_eos = attr_read_ints(f, p, "eos_ids", c->eos_ids, CONFIG_MAX_EOS);
+    /* eos_ids may be empty (a model without EOS): the checked reader wants 1 value or more */
+    c->n_eos = attr_points(f, p, "eos_ids") > 0 ? attr_read_ints(f, p, "eos_ids", c->eos_ids, CONFIG_MAX_EOS) : 0;
     char why[512];
     if (config_validate(c, p, why, sizeof(why)) != 0) die("%s", why);
+    /* the stored layers must be the config's: no more (silently ignored) and no fewer */
+    if (mfile_has(m, "layers")) {
+        H5G_info_t info;
+        hid_t g = H5Gopen2(f, "layers", H5P_DEFAULT);
+        if (g < 0 || H5Gget_info(g, &info) < 0) die("'%s': 'layers' is not a group", p);
+        H5Gclose(g);
+        if (info.nlinks != (hsize_t)c->n_layers)
+            die("'%s': the file stores %llu layers, its config field 'n_layers' says %d", p,
+                (unsigned long long)info.nlinks, c->n_layers);
+    }
 }
 
 int mfile_has(mfile *m, const char *name) {
@@ -351,6 +406,7 @@ int mfile_shape(mfile *m, const char *name, int64_t dims[2]) {
     hsize_t h[2] = {0, 0};
     if (rank < 1 || rank > 2) die("'%s': tensor '%s' has rank %d (expected 1 or 2)", m->path, name, rank);
     H5Sget_simple_extent_dims(sp, h, NULL);
+    if (h[0] > INT64_MAX || h[1] > INT64_MAX) die("'%s': tensor '%s' has an impossible shape", m->path, name);
     dims[0] = (int64_t)h[0];
     dims[1] = rank == 2 ? (int64_t)h[1] : 1;
     H5Sclose(sp);
@@ -365,8 +421,10 @@ static hid_t select_block(hid_t d, const char *path, const char *name, int64_t r
                           int64_t col0, int64_t ncols, hid_t *fs) {
     *fs = H5Dget_space(d);
     hsize_t dims[2] = {0, 1};
+    int rank = H5Sget_simple_extent_ndims(*fs);
+    if (rank < 1 || rank > 2) die("'%s': tensor '%s' has rank %d (expected 1 or 2)", path, name, rank);
     H5Sget_simple_extent_dims(*fs, dims, NULL);
-    if (H5Sget_simple_extent_ndims(*fs) == 1) dims[1] = 1;
+    if (rank == 1) dims[1] = 1;
     if (ncols < 0) ncols = (int64_t)dims[1]; /* whole rows */
     hsize_t n = 1;
     if (nrows > 0 && ncols > 0) {
@@ -477,15 +535,20 @@ int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t e
 }
 
 /* reads a whole dataset (1-D, or any rank as its elements in order) collectively into a
- * malloc'd buffer of elem-size items */
-static void *read_whole(mfile *m, const char *name, hid_t mtype, size_t elem, hsize_t *n_out) {
+ * malloc'd buffer of elem-size items; a dataset of more than max_points elements is refused
+ * before anything is allocated */
+static void *read_whole(mfile *m, const char *name, hid_t mtype, size_t elem, int64_t max_points,
+                        hsize_t *n_out) {
     hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
     if (d < 0) die("'%s': model file has no dataset '%s'", m->path, name);
     hid_t fs = H5Dget_space(d);
     hssize_t points = H5Sget_simple_extent_npoints(fs); /* all elements, of any rank */
     if (points < 0) die("'%s': cannot read the shape of dataset '%s'", m->path, name);
+    if (points > max_points)
+        die("'%s': dataset '%s' has %lld elements, more than the %lld it can have", m->path, name,
+            (long long)points, (long long)max_points);
     hsize_t n = (hsize_t)points;
-    void *buf = xmalloc(n * elem + 1);
+    void *buf = xmalloc(n * elem + 1); /* at most 2^33 * 8 bytes: no overflow */
     if (n > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, m->dxpl, buf) < 0)
         die("'%s': cannot read dataset '%s'", m->path, name);
     H5Sclose(fs);
@@ -499,25 +562,23 @@ static int tok_attr_int(hid_t g, const char *path, const char *name, int def) {
     return H5Aexists(g, name) > 0 ? attr_read_int(g, path, name) : def;
 }
 
-/* an optional string attribute of any length, malloc'd; NULL when absent */
+/* an optional string attribute of any length (up to ATTR_MAX_STR), malloc'd; NULL when absent */
 static char *tok_attr_str(hid_t g, const char *path, const char *name) {
     if (H5Aexists(g, name) <= 0) return NULL;
-    hid_t a = H5Aopen(g, name, H5P_DEFAULT);
-    hid_t ft = H5Aget_type(a);
-    size_t sz = H5Tget_size(ft);
-    char *out = xcalloc(sz + 1, 1);
-    attr_read_str(g, path, name, out, sz + 1);
-    H5Tclose(ft);
-    H5Aclose(a);
-    return out;
+    char *out = xmalloc(ATTR_MAX_STR + 1);
+    attr_read_str(g, path, name, out, ATTR_MAX_STR + 1);
+    return xrealloc(out, strlen(out) + 1);
 }
 
 int mfile_read_tokenizer(mfile *m, mfile_tokenizer *t) {
     memset(t, 0, sizeof(*t));
     if (!mfile_has(m, "tokenizer")) return 0;
     hid_t g = H5Gopen2(m->file, "tokenizer", H5P_DEFAULT);
+    if (g < 0) die("'%s': 'tokenizer' is not a group", m->path);
     attr_read_str(g, m->path, "type", t->type, sizeof(t->type));
     t->n = attr_read_int(g, m->path, "n");
+    if (t->n < 1 || t->n > CONFIG_MAX_VOCAB)
+        die("'%s': tokenizer attribute 'n' is %d, must be in [1, %d]", m->path, t->n, CONFIG_MAX_VOCAB);
     t->max_token_length = attr_read_int(g, m->path, "max_token_length");
     t->bos_id = tok_attr_int(g, m->path, "bos_id", -1);
     t->eos_id = tok_attr_int(g, m->path, "eos_id", -1);
@@ -530,13 +591,14 @@ int mfile_read_tokenizer(mfile *m, mfile_tokenizer *t) {
     free(tmpl);
     H5Gclose(g);
     hsize_t nb, no, ns, nk = 0, nm = 0;
-    t->bytes = read_whole(m, "tokenizer/bytes", H5T_NATIVE_UCHAR, 1, &nb);
-    t->offsets = read_whole(m, "tokenizer/offsets", H5T_NATIVE_INT64, 8, &no);
-    t->scores = read_whole(m, "tokenizer/scores", H5T_NATIVE_FLOAT, 4, &ns);
+    const int64_t n = t->n;
+    t->bytes = read_whole(m, "tokenizer/bytes", H5T_NATIVE_UCHAR, 1, MFILE_MAX_TOKENIZER_BYTES, &nb);
+    t->offsets = read_whole(m, "tokenizer/offsets", H5T_NATIVE_INT64, 8, n + 1, &no);
+    t->scores = read_whole(m, "tokenizer/scores", H5T_NATIVE_FLOAT, 4, n, &ns);
     if (mfile_has(m, "tokenizer/kinds"))
-        t->kinds = read_whole(m, "tokenizer/kinds", H5T_NATIVE_UCHAR, 1, &nk);
+        t->kinds = read_whole(m, "tokenizer/kinds", H5T_NATIVE_UCHAR, 1, n, &nk);
     if (mfile_has(m, "tokenizer/merges")) {
-        t->merges = read_whole(m, "tokenizer/merges", H5T_NATIVE_INT32, 4, &nm);
+        t->merges = read_whole(m, "tokenizer/merges", H5T_NATIVE_INT32, 4, 2 * (int64_t)CONFIG_MAX_VOCAB, &nm);
         t->n_merges = (int)(nm / 2);
     }
     if (t->n < 0 || no != (hsize_t)t->n + 1 || ns != (hsize_t)t->n || t->offsets[0] != 0 ||
@@ -553,7 +615,7 @@ int mfile_read_blob(mfile *m, const char *name, char **data, int64_t *len) {
     snprintf(full, sizeof(full), "source/%s", name);
     if (!mfile_has(m, full)) return 0;
     hsize_t n;
-    *data = read_whole(m, full, H5T_NATIVE_UCHAR, 1, &n);
+    *data = read_whole(m, full, H5T_NATIVE_UCHAR, 1, MFILE_MAX_TOKENIZER_BYTES, &n);
     (*data)[n] = 0;
     *len = (int64_t)n;
     return 1;
@@ -580,21 +642,23 @@ static herr_t visit_cb(hid_t obj, const char *name, const OINFO_T *info, void *d
     if (info->type != H5O_TYPE_DATASET) return 0;
     hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
     hid_t sp = H5Dget_space(d), ty = H5Dget_type(d);
-    hsize_t dims[2] = {0, 0};
+    hsize_t dims[H5S_MAX_RANK] = {0};
     int rank = H5Sget_simple_extent_ndims(sp);
-    H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sget_simple_extent_dims(sp, dims, NULL); /* rank <= H5S_MAX_RANK */
     const char *tn = "?";
     size_t sz = H5Tget_size(ty);
     if (H5Tget_class(ty) == H5T_FLOAT) tn = sz == 4 ? "f32" : sz == 2 ? "bf16/f16" : "f64";
     else if (H5Tget_class(ty) == H5T_INTEGER) tn = sz == 1 ? "u8" : sz == 8 ? "i64" : "i32";
-    int64_t nb = (int64_t)H5Sget_simple_extent_npoints(sp) * (int64_t)sz;
+    int64_t nb = -1;
+    hssize_t points = H5Sget_simple_extent_npoints(sp);
+    if (points < 0 || !util_mul_ok((int64_t)points, (int64_t)sz, &nb)) nb = -1; /* shown as -1 */
     if (rank == 2)
         fprintf(s->out, "  %-28s %-5s [%llu, %llu] %lld bytes\n", name, tn, (unsigned long long)dims[0],
                 (unsigned long long)dims[1], (long long)nb);
     else
         fprintf(s->out, "  %-28s %-5s [%llu] %lld bytes\n", name, tn, (unsigned long long)dims[0],
                 (long long)nb);
-    s->bytes += nb;
+    if (nb < 0 || !util_add_ok(s->bytes, nb, &s->bytes)) s->bytes = INT64_MAX;
     s->count++;
     H5Tclose(ty);
     H5Sclose(sp);

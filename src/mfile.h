@@ -11,6 +11,8 @@
 
 #define MFILE_FORMAT_NAME "mpillama"
 #define MFILE_FORMAT_VERSION 1
+/* the largest tokenizer/bytes (and source/ blob) a file may claim */
+#define MFILE_MAX_TOKENIZER_BYTES ((int64_t)1 << 30)
 
 /* kinds of pieces (tokenizer/kinds); the values are SentencePiece's piece types minus one */
 enum {

@@ -35,6 +35,36 @@ static void check_shape(mfile *f, const char *name, int64_t rows, int64_t cols) 
             (long long)dims[0], (long long)dims[1], (long long)rows, (long long)cols);
 }
 
+void model_check_file(mfile *f, const model_config *cfg) {
+    const int64_t dim = cfg->dim, q = config_q_dim(cfg), kv = config_kv_dim(cfg), h = cfg->hidden_dim;
+    check_shape(f, "tok_embeddings", cfg->vocab_size, dim);
+    char name[128];
+    for (int l = 0; l < cfg->n_layers; l++) {
+        static const char *const names[9] = {"attention_norm", "wq", "wk", "wv", "wo",
+                                             "ffn_norm", "w1", "w2", "w3"};
+        const int64_t rows[9] = {dim, q, kv, kv, dim, dim, h, dim, h};
+        const int64_t cols[9] = {1, dim, dim, dim, q, 1, dim, h, dim};
+        for (int i = 0; i < 9; i++) {
+            snprintf(name, sizeof(name), "layers/%d/%s", l, names[i]);
+            check_shape(f, name, rows[i], cols[i]);
+        }
+        const int64_t hs = cfg->head_size;
+        const struct {
+            int present;
+            const char *name;
+            int64_t rows;
+        } extra[5] = {{cfg->attn_qkv_bias, "bq", q}, {cfg->attn_qkv_bias, "bk", kv}, {cfg->attn_qkv_bias, "bv", kv},
+                      {cfg->attn_qk_norm, "q_norm", hs}, {cfg->attn_qk_norm, "k_norm", hs}};
+        for (int i = 0; i < 5; i++) {
+            if (!extra[i].present) continue;
+            snprintf(name, sizeof(name), "layers/%d/%s", l, extra[i].name);
+            check_shape(f, name, extra[i].rows, 1);
+        }
+    }
+    check_shape(f, "norm", dim, 1);
+    if (!cfg->tied_classifier) check_shape(f, "output", cfg->vocab_size, dim);
+}
+
 void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d) {
     memset(m, 0, sizeof(*m));
     m->cfg = *cfg;
@@ -44,6 +74,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     const int64_t qd = (int64_t)r->n_heads_local * hs, kvd = (int64_t)r->n_kv_local * hs, hl = r->hidden_local;
     int tied_shared = cfg->tied_classifier && r->has_embedding && r->has_classifier;
 
+    model_check_file(f, cfg);
     /* the ranks of this node holding this slice (other replicas') share one copy: the owner reads */
     size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local));
     dist_shared_alloc(d, &m->shared, cap);
@@ -77,7 +108,6 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     }
 
     /* every rank walks every tensor in the same order (collective metadata and reads) */
-    check_shape(f, "tok_embeddings", cfg->vocab_size, dim);
     if (cfg->tied_classifier && r->has_classifier && !r->has_embedding)
         load_part(m, f, "tok_embeddings", 1, 1, &m->classifier, r->vocab0, r->vocab_local, 0, dim);
     else
@@ -89,7 +119,6 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
 #define LOAD(t, dst, rows, cols, r0, nr, c0, nc)                      \
     do {                                                              \
         snprintf(name, sizeof(name), "layers/%d/" t, gl);             \
-        check_shape(f, name, rows, cols);                             \
         load_part(m, f, name, mine, (nc) == (cols), &dst, r0, nr, c0, nc); \
     } while (0)
         LOAD("attention_norm", L->attention_norm, dim, 1, 0, dim, 0, 1);
@@ -112,10 +141,8 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
         LOAD("w3", L->w3, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
 #undef LOAD
     }
-    check_shape(f, "norm", dim, 1);
     load_part(m, f, "norm", r->has_classifier, 1, &m->norm, 0, dim, 0, 1);
     if (!cfg->tied_classifier) {
-        check_shape(f, "output", cfg->vocab_size, dim);
         load_part(m, f, "output", r->has_classifier, 1, &m->classifier, r->vocab0, r->vocab_local, 0, dim);
     }
 
@@ -146,7 +173,14 @@ void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
     m->n_slots = n_slots;
     m->seq_len = seq_len;
     m->max_tokens = max_tokens;
-    int64_t kv = (int64_t)r->n_layers_local * n_slots * seq_len * kvd;
+    /* the KV cache and the largest activation, checked: --batch and --max-seq-len multiply */
+    int64_t kv_bytes = plan_kv_bytes(r, c, seq_len, n_slots), big;
+    const int64_t widest = c->vocab_size > r->hidden_local ? c->vocab_size : r->hidden_local;
+    if (kv_bytes < 0 || max_tokens < 1 || !util_mul_ok(max_tokens, widest > qd ? widest : qd, &big) ||
+        !util_mul_ok(big, (int64_t)sizeof(float), &big) || (uint64_t)kv_bytes > SIZE_MAX / 2)
+        die("%d batch slots x %d positions (%d tokens a step) need more memory than can be "
+            "addressed; lower --batch or --max-seq-len", n_slots, seq_len, max_tokens);
+    int64_t kv = kv_bytes / 2 / (int64_t)sizeof(float);
     m->key_cache = xcalloc((size_t)kv, sizeof(float));
     m->value_cache = xcalloc((size_t)kv, sizeof(float));
     m->kv_bytes = 2 * kv * (int64_t)sizeof(float);
@@ -162,7 +196,7 @@ void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
     m->att = xmalloc(sizeof(float) * r->n_heads_local * seq_len);
     if (r->has_classifier) {
         m->logits_local = xcalloc(rows * r->vocab_local, sizeof(float));
-        if (m->share.tp_rank == 0) m->gather_scratch = xmalloc(sizeof(float) * max_tokens * c->vocab_size);
+        if (m->share.tp_rank == 0) m->gather_scratch = xmalloc(sizeof(float) * rows * (size_t)c->vocab_size);
     }
 }
 

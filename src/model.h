@@ -63,6 +63,11 @@ typedef struct {
 } model;
 
 /* collective over the world: every rank reads its own slice of every tensor */
+/* checks every tensor of the file (present, rank, shape) against cfg, in the order model_load
+ * reads them; dies naming the tensor. model_load calls it before it allocates anything, so a
+ * config that claims more or larger layers than the file stores costs no memory. Collective
+ * on a file opened over several ranks. */
+void model_check_file(mfile *f, const model_config *cfg);
 void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d);
 /* allocates the KV cache (n_slots sequences of seq_len) and scratch for max_tokens per call */
 void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens);

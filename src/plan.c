@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 void plan_split(int n, int parts, int i, int *start, int *count) {
     int base = n / parts, rem = n % parts;
     *start = i * base + (i < rem ? i : rem);
@@ -134,7 +136,9 @@ void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, 
 }
 
 int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch) {
-    return 2LL * 4 * r->n_layers_local * (int64_t)batch * max_seq * r->n_kv_local * c->head_size;
+    const int64_t f[] = {2 * (int64_t)sizeof(float), r->n_layers_local, batch, max_seq, r->n_kv_local, c->head_size};
+    int64_t bytes;
+    return util_product_ok(f, (int)(sizeof f / sizeof f[0]), &bytes) ? bytes : -1;
 }
 
 void plan_make_dp(plan_grid *g, const model_config *c, int dp, int pp, int tp) {
@@ -172,7 +176,9 @@ void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int no
         int slice = r.stage * g->tp + r.tp_rank;
         if (!held || !held[slice]) out->weight_bytes += r.weight_bytes;
         if (held) held[slice] = 1;
-        out->kv_bytes += plan_kv_bytes(&r, c, max_seq, batch);
+        int64_t kv = plan_kv_bytes(&r, c, max_seq, batch);
+        /* beyond int64 (absurd --batch x --max-seq-len): saturates, so that it fits nowhere */
+        if (kv < 0 || !util_add_ok(out->kv_bytes, kv, &out->kv_bytes)) out->kv_bytes = INT64_MAX;
     }
     free(held);
 }
@@ -193,7 +199,7 @@ int plan_default(const model_config *c, int world, int node_size, int64_t node_m
             for (int n = 0; n < n_nodes && fits; n++) {
                 plan_node_mem nm;
                 plan_node_bytes(&g, c, n, node_size, max_seq, batch, 1, &nm);
-                fits = (double)(nm.weight_bytes + nm.kv_bytes) <= 0.85 * (double)node_mem;
+                fits = (double)nm.weight_bytes + (double)nm.kv_bytes <= 0.85 * (double)node_mem;
             }
             if (fits) {
                 *dp = world / r, *pp = r / t, *tp = t;

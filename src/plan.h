@@ -47,7 +47,7 @@ void plan_list_layouts(const model_config *c, int world, char *buf, size_t cap);
  * weights shared by the ranks of a node that hold the same slice (shared = 1) or not */
 typedef struct {
     int64_t weight_bytes;   /* the node's weights (one copy per distinct slice when shared) */
-    int64_t kv_bytes;       /* its ranks' KV caches */
+    int64_t kv_bytes;       /* its ranks' KV caches (INT64_MAX when beyond int64) */
 } plan_node_mem;
 void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int node_size, int max_seq, int batch,
                      int shared, plan_node_mem *out);
@@ -59,7 +59,8 @@ void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int no
 int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int *dp,
                  int *pp, int *tp);
 
-/* KV cache bytes of one rank for batch slots of max_seq positions */
+/* KV cache bytes of one rank for batch slots of max_seq positions; -1 when that does not fit
+ * int64 (or batch or max_seq is negative) */
 int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch);
 /* even split of n items into parts: part i gets [*start, *start + *count) */
 void plan_split(int n, int parts, int i, int *start, int *count);

@@ -1,10 +1,11 @@
 #include "prompts.h"
 
-#include <cJSON.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonstrict.h"
 #include "util.h"
 
 static char *fmt_error(const char *fmt, const char *arg) {
@@ -13,10 +14,11 @@ static char *fmt_error(const char *fmt, const char *arg) {
     return xstrdup(buf);
 }
 
-static void parse_json_line(prompt_item *it, const char *line) {
-    cJSON *o = cJSON_Parse(line);
+void prompts_parse_json(prompt_item *it, const char *line, size_t len) {
+    char why[256];
+    cJSON *o = json_parse_strict(line, len, why, sizeof why);
     if (!o || !cJSON_IsObject(o)) {
-        it->error = xstrdup("not a JSON object");
+        it->error = xstrdup(o ? "not a JSON object" : why);
         cJSON_Delete(o);
         return;
     }
@@ -25,6 +27,10 @@ static void parse_json_line(prompt_item *it, const char *line) {
         free(it->custom_id);
         it->custom_id = xstrdup(id->valuestring);
     } else if (cJSON_IsNumber(id)) {
+        if (!isfinite(id->valuedouble)) {
+            it->error = xstrdup("'custom_id' must be a string or a finite number");
+            goto done;
+        }
         char buf[64];
         snprintf(buf, sizeof(buf), "%.17g", id->valuedouble);
         free(it->custom_id);
@@ -73,11 +79,14 @@ static void parse_json_line(prompt_item *it, const char *line) {
         int i = 0;
         cJSON *e;
         cJSON_ArrayForEach(e, ids) {
-            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < 0 || e->valuedouble > 2e9) {
-                it->error = xstrdup("'prompt_ids' must hold non-negative integers");
+            int64_t idv;
+            if (!json_get_int(e, 0, INT32_MAX, &idv)) {
+                char idx[16];
+                snprintf(idx, sizeof(idx), "%d", i);
+                it->error = fmt_error("'prompt_ids[%s]' must be a non-negative integer", idx);
                 break;
             }
-            it->ids[i++] = (int)e->valuedouble;
+            it->ids[i++] = (int)idv;
         }
     } else {
         it->error = xstrdup("no 'prompt', 'prompt_ids' or 'messages'");
@@ -104,16 +113,29 @@ static void parse_json_line(prompt_item *it, const char *line) {
         }                                                                                          \
         dst = v->valuedouble;                                                                      \
     }
-    NUM("max_tokens", 0, 1e9, it->max_tokens);
+/* an integer field: a fraction is refused, not truncated */
+#define INT(field, lo, hi, dst)                                                                    \
+    if ((v = cJSON_GetObjectItemCaseSensitive(o, field))) {                                        \
+        int64_t i_;                                                                                \
+        if (!json_get_int(v, (int64_t)(lo), (int64_t)(hi), &i_)) {                                 \
+            char b_[160];                                                                          \
+            snprintf(b_, sizeof(b_), "'%s' must be an integer in [%.0f, %.0f]", field, (double)(lo), (double)(hi)); \
+            it->error = xstrdup(b_);                                                               \
+            goto done;                                                                             \
+        }                                                                                          \
+        dst = i_;                                                                                  \
+    }
+    INT("max_tokens", 0, 1000000000, it->max_tokens);
     NUM("temperature", 0, 100, it->temperature);
-    NUM("top_k", 0, 1e9, it->top_k);
+    INT("top_k", 0, 1000000000, it->top_k);
     NUM("top_p", 1e-6, 1, it->top_p);
     NUM("min_p", 0, 1, it->min_p);
     NUM("repetition_penalty", 1e-3, 100, it->repetition_penalty);
     NUM("frequency_penalty", -2, 2, it->frequency_penalty);
     NUM("presence_penalty", -2, 2, it->presence_penalty);
-    NUM("seed", 0, 9007199254740991.0, it->seed);
+    INT("seed", 0, INT64_C(9007199254740991), it->seed);
 #undef NUM
+#undef INT
     if (cJSON_GetObjectItemCaseSensitive(o, "seed")) it->has_seed = 1;
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "ignore_eos"))) {
         if (!cJSON_IsBool(v)) {
@@ -149,11 +171,12 @@ static void parse_json_line(prompt_item *it, const char *line) {
         it->stop_token_ids = xmalloc(sizeof(int) * (size_t)(cJSON_GetArraySize(v) + 1));
         cJSON *e;
         cJSON_ArrayForEach(e, v) {
-            if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 2e9 || e->valuedouble != floor(e->valuedouble)) {
+            int64_t idv;
+            if (!json_get_int(e, 0, INT32_MAX, &idv)) {
                 it->error = xstrdup("'stop_token_ids' must hold non-negative integers");
                 goto done;
             }
-            it->stop_token_ids[it->n_stop_ids++] = (int)e->valuedouble;
+            it->stop_token_ids[it->n_stop_ids++] = (int)idv;
         }
     }
 done:
@@ -201,7 +224,7 @@ int prompts_read(const char *path, prompt_item **out) {
         it->presence_penalty = NAN;
         it->ignore_eos = -1;
         if ((size_t)len != strlen(line)) it->error = xstrdup("line holds a NUL byte");
-        else if (jsonl) parse_json_line(it, line);
+        else if (jsonl) prompts_parse_json(it, line, (size_t)len);
         else it->text = xstrdup(line);
     }
     if (ferror(f)) die_errno("cannot read prompts '%s'", path);

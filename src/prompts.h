@@ -4,6 +4,8 @@
 #ifndef MPILLAMA_PROMPTS_H
 #define MPILLAMA_PROMPTS_H
 
+#include <stddef.h>
+
 typedef struct {
     char *custom_id;   /* never NULL: the line number when the line gave none */
     int line;          /* 1-based line in the file */
@@ -31,6 +33,11 @@ typedef struct {
     int *stop_token_ids; /* (n_stop_ids) */
     int n_stop_ids;
 } prompt_item;
+
+/* parses one JSONL line line[0..len) into it, whose defaults (custom_id = the line number,
+ * absent overrides) the caller has set: strictly (one JSON object, nothing after it, no key
+ * twice, integers without a fraction); a bad line sets it->error naming the field */
+void prompts_parse_json(prompt_item *it, const char *line, size_t len);
 
 /* reads every prompt; dies naming the path when it cannot be read. Returns the count. */
 int prompts_read(const char *path, prompt_item **items);

@@ -13,6 +13,7 @@
 
 #include "chat.h"
 #include "dist.h"
+#include "jsonstrict.h"
 #include "mfile.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -192,8 +193,14 @@ static int handle(const tokenizer *t, const tokenize_opts *o, int bos, cJSON *re
         const cJSON *it;
         int i = 0;
         cJSON_ArrayForEach(it, arr) {
-            if (!cJSON_IsNumber(it) || it->valuedouble != (double)it->valueint) {
+            int64_t id;
+            if (!json_get_int(it, INT32_MIN, INT32_MAX, &id)) {
                 snprintf(why, cap, "ids[%d] is not an integer", i);
+                return -1;
+            }
+            if (id < 0 || id >= tok_vocab_size(t)) {
+                snprintf(why, cap, "ids[%d] is %lld, outside the vocabulary [0, %d)", i,
+                         (long long)id, tok_vocab_size(t));
                 return -1;
             }
             i++;
@@ -246,8 +253,7 @@ static int run_lines(const tokenizer *t, const tokenize_opts *o, int bos) {
             continue;
         }
         char why[512] = "";
-        cJSON *rec = cJSON_ParseWithLength(line, (size_t)got);
-        if (!rec) snprintf(why, sizeof why, "not valid JSON");
+        cJSON *rec = json_parse_strict(line, (size_t)got, why, sizeof why);
         if (rec && handle(t, o, bos, rec, why, sizeof why) == 0) {
             char *s = cJSON_PrintUnformatted(rec);
             puts(s);

@@ -809,7 +809,14 @@ static char *copy_text(char *out, const char *s, size_t len) {
     return out;
 }
 
+int tok_first_bad_id(const tokenizer *t, const int *ids, int n) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= t->n) return i;
+    return -1;
+}
+
 char *tok_decode(const tokenizer *t, int prev, const int *ids, int n, int bos_id) {
+    if (tok_first_bad_id(t, ids, n) >= 0) return NULL;
     size_t total = 0, len;
     for (int i = 0; i < n; i++) {
         piece_text(t, i ? ids[i - 1] : prev, ids[i], bos_id, 0, &len);
@@ -892,6 +899,8 @@ static void decoder_reserve(tok_decoder *d, size_t need) {
 }
 
 const char *tok_decoder_push(tok_decoder *d, int id, size_t *len) {
+    *len = 0;
+    if (id < 0 || id >= d->t->n) return NULL;
     size_t plen;
     const char *s = piece_text(d->t, d->prev, id, d->bos_id, d->flags, &plen);
     d->prev = id;

@@ -100,9 +100,12 @@ int tok_encode(const tokenizer *t, const char *text, int bos_id, int *ids, int m
 /* decodes ids into a malloc'd NUL-terminated string. prev is the token before ids[0]
  * (-1 if none): after BOS the leading space of the first piece is dropped, as SentencePiece does.
  * Byte tokens are reassembled; incomplete UTF-8 is kept as is (byte-level: decode(encode(x))
- * gives x back for any x). Ids out of range, unused ids and control tokens (BOS, EOS) decode
- * to "", <unk> to " \u2047 ", a NUL byte to "". */
+ * gives x back for any x). Unused ids and control tokens (BOS, EOS) decode to "", <unk> to
+ * " \u2047 ", a NUL byte to "". Returns NULL when an id is outside [0, vocab size) (an
+ * error for the caller to report: tok_first_bad_id finds it). */
 char *tok_decode(const tokenizer *t, int prev, const int *ids, int n, int bos_id);
+/* the index of the first id outside [0, vocab size), -1 when all are in range */
+int tok_first_bad_id(const tokenizer *t, const int *ids, int n);
 
 /* ---- streaming decoding: text that is always whole, valid UTF-8 ---- */
 
@@ -125,7 +128,8 @@ void tok_decoder_init(tok_decoder *d, const tokenizer *t, int prev, int bos_id, 
 /* adds one token; returns the text it completes (NUL-terminated, *len bytes, possibly empty),
  * owned by the decoder and valid until the next call. Bytes of a UTF-8 sequence that a later
  * token may complete are held back; a malformed sequence becomes U+FFFD (one per maximal
- * subpart, as the Unicode standard recommends). */
+ * subpart, as the Unicode standard recommends). An id outside the vocabulary returns NULL
+ * and leaves the decoder as it was. */
 const char *tok_decoder_push(tok_decoder *d, int id, size_t *len);
 /* the end of the sequence: a held, incomplete UTF-8 sequence becomes U+FFFD */
 const char *tok_decoder_flush(tok_decoder *d, size_t *len);

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #include "gguf.h"
+#include "jsonstrict.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -687,9 +688,11 @@ static int hf_post_bos(const cJSON *root, const piece_list *p) {
 int tok_load_hf_json(mfile_tokenizer *out, const char *path, char *why, size_t why_cap) {
     size_t size;
     char *text = util_read_file(path, &size);
-    cJSON *root = cJSON_ParseWithLength(text, size);
+    char jwhy[256];
+    cJSON *root = json_parse_strict(text, size, jwhy, sizeof jwhy);
     free(text);
-    if (!root || !cJSON_IsObject(root)) die("'%s': not a JSON object", path);
+    if (!root) die("'%s': %s", path, jwhy);
+    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
     int ok = 0;
     hf_pretok pre = {0};
     piece_list p = {0};
@@ -741,21 +744,27 @@ int tok_load_hf_json(mfile_tokenizer *out, const char *path, char *why, size_t w
     }
 
     /* the id space: the vocabulary and the added tokens */
-    int n = 0;
+    /* ids are bounded before the id space is allocated: below CONFIG_MAX_VOCAB, and no more
+     * holes than entries (plus a margin), so a file of three entries cannot claim id 2^24 */
+    int n = 0, entries = 0;
     const cJSON *it;
+    int64_t v;
     cJSON_ArrayForEach(it, vocab) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= INT32_MAX - 1 ||
-            it->valuedouble != (double)(int)it->valuedouble)
-            die("'%s': vocabulary entry '%s' has no valid id", path, it->string);
-        if (it->valueint + 1 > n) n = it->valueint + 1;
+        if (!json_get_int(it, 0, CONFIG_MAX_VOCAB - 1, &v))
+            die("'%s': vocabulary entry '%s' has no valid id (an integer in [0, %d))", path,
+                it->string, CONFIG_MAX_VOCAB);
+        if (v + 1 > n) n = (int)v + 1;
+        entries++;
     }
     cJSON_ArrayForEach(it, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX - 1 ||
-            !json_str(it, "content"))
+        if (!json_get_int(id, 0, CONFIG_MAX_VOCAB - 1, &v) || !json_str(it, "content"))
             die("'%s': an added token without a valid id or content", path);
-        if (id->valueint + 1 > n) n = id->valueint + 1;
+        if (v + 1 > n) n = (int)v + 1;
+        entries++;
     }
+    if (n > 2 * entries + 65536)
+        die("'%s': ids go up to %d for %d tokens (more holes than tokens)", path, n - 1, entries);
     pieces_init(&p, n);
     map_init(&map, n_vocab);
     int cp_to_byte[324];
@@ -936,9 +945,11 @@ int tok_apply_hf_config(mfile_tokenizer *t, const char *path) {
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
     size_t size;
     char *text = util_read_file(path, &size);
-    cJSON *root = cJSON_ParseWithLength(text, size);
+    char jwhy[256];
+    cJSON *root = json_parse_strict(text, size, jwhy, sizeof jwhy);
     free(text);
-    if (!root || !cJSON_IsObject(root)) die("'%s': not a JSON object", path);
+    if (!root) die("'%s': %s", path, jwhy);
+    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
     const char *jinja = cJSON_IsString(ct) ? ct->valuestring : NULL;
     if (cJSON_IsArray(ct)) { /* [{"name": ..., "template": ...}]: the default one */

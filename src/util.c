@@ -123,6 +123,14 @@ char *util_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+int util_product_ok(const int64_t *factors, int n, int64_t *out) {
+    int64_t r = 1;
+    for (int i = 0; i < n; i++)
+        if (!util_mul_ok(r, factors[i], &r)) return 0;
+    *out = r;
+    return 1;
+}
+
 double util_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -39,6 +39,24 @@ FILE *xfopen(const char *path, const char *mode);
 /* read a whole file; dies naming the path on failure. *len gets the byte count. */
 char *util_read_file(const char *path, size_t *len);
 
+/* checked arithmetic for sizes that come from files: 1 with *out set when the result fits,
+ * 0 (and *out untouched) on overflow or a negative operand. Use these, not ad-hoc checks,
+ * wherever a count read from an untrusted header is multiplied or added. */
+static inline int util_mul_ok(int64_t a, int64_t b, int64_t *out) {
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) return 0;
+    *out = r;
+    return 1;
+}
+static inline int util_add_ok(int64_t a, int64_t b, int64_t *out) {
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r)) return 0;
+    *out = r;
+    return 1;
+}
+/* a * b * c ... of n non-negative factors; 0 on overflow */
+int util_product_ok(const int64_t *factors, int n, int64_t *out);
+
 double util_now(void); /* seconds, monotonic */
 uint16_t util_f32_to_bf16(float f);
 float util_bf16_to_f32(uint16_t h);

@@ -359,9 +359,16 @@ def main():
 
     # ---- errors, several ranks, the benchmark
     got, r = t.tokenize(["--tokenizer", l3_model], ['{"text": "a"}', "not json", '{"ids": [1]}', "", '{"text": "b"}'], expect_rc=1)
-    t.check(len(got) == 5 and got[0]["ids"] == [128000, 64] and got[1]["error"] == "not valid JSON" and got[1]["line"] == 2
+    t.check(len(got) == 5 and got[0]["ids"] == [128000, 64] and got[1]["error"].startswith("not valid JSON") and got[1]["line"] == 2
             and "error" in got[2] and got[3] is None and got[4]["ids"] == [128000, 65],
             "bad lines get an error object, the others go on, exit 1")
+    # ids outside the vocabulary, fractions, duplicate keys: error records, not "" or a truncation
+    got, r = t.tokenize(["--tokenizer", l3_model, "--decode"],
+                        ['{"ids": [9906, 128256]}', '{"ids": [-1]}', '{"ids": [1.5]}', '{"ids": [1], "ids": [2]}',
+                         '{"ids": [9906]}'], expect_rc=1)
+    t.check(len(got) == 5 and "128256" in got[0]["error"] and "outside the vocabulary" in got[1]["error"]
+            and "not an integer" in got[2]["error"] and "duplicate key 'ids'" in got[3]["error"] and got[4]["text"] == "Hello",
+            "--decode: out-of-range, fractional and duplicated ids are error records (%s)" % [g.get("error") for g in got[:4]])
     r = subprocess.run([args.mpillama, "tokenize"], capture_output=True, text=True, env=c.mpi_env(), stdin=subprocess.DEVNULL)
     t.check(r.returncode == 2 and "--model" in r.stderr, "no tokenizer given: exit 2 with usage")
     rows = [{"text": "Hello world", "id": i} for i in range(5)]

@@ -301,10 +301,27 @@ static void check_edge_cases(const tokenizer *t, test_ctx *ctx) {
         const int want[] = {BOS, 263, 29889, 3634, 29877}; /* " a", ".", "oo", "o" */
         check_encode(t, "tie goes to the leftmost pair", "a.ooo", BOS, want, 5, ctx);
     }
-    /* control, byte and out-of-range ids */
+    /* control and byte ids; out-of-range ids are an error, not "" */
     {
-        const int ids[] = {BOS, EOS, -1, 32000, 1 << 30, 3 /* <0x00> */, 0x41 + 3, 0 /* <unk> */};
-        check_decode(t, "control and out of range", -1, ids, 8, "A \xe2\x81\x87 ", ctx);
+        const int ids[] = {BOS, EOS, 3 /* <0x00> */, 0x41 + 3, 0 /* <unk> */};
+        check_decode(t, "control, NUL byte and <unk>", -1, ids, 5, "A \xe2\x81\x87 ", ctx);
+        const int bad[][2] = {{BOS, -1}, {BOS, 32000}, {1 << 30, BOS}, {INT32_MIN, 0}};
+        for (int k = 0; k < 4; k++) {
+            char *got = tok_decode(t, -1, bad[k], 2, BOS);
+            int at = tok_first_bad_id(t, bad[k], 2);
+            tok_decoder d;
+            tok_decoder_init(&d, t, -1, BOS, 0);
+            size_t l = 99;
+            const char *pushed = tok_decoder_push(&d, bad[k][at < 0 ? 0 : at], &l);
+            tok_decoder_free(&d);
+            ctx->checks++;
+            if (got || at != (bad[k][0] == BOS ? 1 : 0) || pushed || l != 0) {
+                ctx->failures++;
+                fprintf(stderr, "FAIL: out-of-range id %d: decode gave %s, first bad %d, push %s\n",
+                        bad[k][at < 0 ? 0 : at], got ? "text" : "NULL", at, pushed ? "text" : "NULL");
+            }
+            free(got);
+        }
         /* a byte sequence split over tokens is reassembled; a cut one is kept as is */
         const int llama[] = {243, 162, 169, 156, 243, 162};
         check_decode(t, "byte tokens", BOS, llama, 6, "\xf0\x9f\xa6\x99\xf0\x9f", ctx);
@@ -522,7 +539,12 @@ static char *stream_decode(const tokenizer *t, int prev, const int *ids, int n, 
     *bad = 0;
     for (int i = 0; i <= n; i++) {
         const char *s = i < n ? tok_decoder_push(&d, ids[i], &l) : tok_decoder_flush(&d, &l);
-        if (strlen(s) != l || !utf8_valid(s)) *bad = 1;
+        int in_range = i == n || (ids[i] >= 0 && ids[i] < tok_vocab_size(t));
+        if (!s) { /* an out-of-range id: an error, the decoder unchanged */
+            if (in_range || l != 0) *bad = 1;
+            continue;
+        }
+        if (!in_range || strlen(s) != l || !utf8_valid(s)) *bad = 1;
         if (len + l + 1 > cap) out = xrealloc(out, cap = 2 * (len + l + 1));
         memcpy(out + len, s, l);
         len += l;
@@ -707,8 +729,16 @@ static void check_random(const tokenizer *t, const char *name, int count, uint64
         int rid[16], rn = (int)(rng_next(&seed) % 16);
         for (int i = 0; i < rn; i++) rid[i] = (int)(rng_next(&seed) % (uint64_t)(vocab + 20)) - 10;
         int prev = (int)(rng_next(&seed) % 4) - 1, bad;
-        free(tok_decode(t, prev, rid, rn, bos));
+        char *whole = tok_decode(t, prev, rid, rn, bos);
+        int out_of_range = tok_first_bad_id(t, rid, rn) >= 0, failed = whole == NULL;
+        free(whole);
         free(stream_decode(t, prev, rid, rn, bos, TOK_DECODE_SPECIAL, &bad));
+        ctx->checks++;
+        if (failed != out_of_range) {
+            ctx->failures++;
+            fprintf(stderr, "FAIL: %s: random ids: decode %s although %s id is out of range\n", name,
+                    failed ? "failed" : "gave text", out_of_range ? "an" : "no");
+        }
         ctx->checks++;
         if (bad) {
             ctx->failures++;

@@ -1,0 +1,74 @@
+#include "jsonstrict.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static int cmp_names(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* the first key that some object under node holds twice, or NULL. Sorting the names keeps a
+ * line of many keys O(n log n). */
+static const char *duplicate_key(const cJSON *node) {
+    if (!cJSON_IsObject(node) && !cJSON_IsArray(node)) return NULL;
+    int n = 0;
+    for (const cJSON *c = node->child; c; c = c->next) {
+        const char *d = duplicate_key(c);
+        if (d) return d;
+        n++;
+    }
+    if (!cJSON_IsObject(node) || n < 2) return NULL;
+    const char **names = xmalloc(sizeof(*names) * (size_t)n);
+    int k = 0;
+    for (const cJSON *c = node->child; c; c = c->next) names[k++] = c->string ? c->string : "";
+    qsort(names, (size_t)n, sizeof(*names), cmp_names);
+    const char *dup = NULL;
+    for (int i = 1; i < n && !dup; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) dup = names[i];
+    free(names);
+    return dup;
+}
+
+cJSON *json_parse_strict(const char *text, size_t len, char *why, size_t why_cap) {
+    const char *end = NULL;
+    why[0] = 0;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        snprintf(why, why_cap, "not valid JSON (at byte %zu)", at);
+        return NULL;
+    }
+    size_t at = (size_t)(end - text);
+    while (at < len && (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r')) at++;
+    if (at < len) {
+        snprintf(why, why_cap, "trailing data after the JSON value (at byte %zu)", at);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    const char *dup = duplicate_key(root);
+    if (dup) {
+        snprintf(why, why_cap, "duplicate key '%.200s'", dup);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+int json_get_int(const cJSON *item, int64_t lo, int64_t hi, int64_t *out) {
+    if (!cJSON_IsNumber(item)) return 0;
+    double v = item->valuedouble;
+    /* [-2^63, 2^63) is what the cast can hold; the test also rejects NaN */
+    if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0) || v != floor(v)) return 0;
+    int64_t r = (int64_t)v;
+    if (r < lo || r > hi) return 0;
+    *out = r;
+    return 1;
+}
+
+int json_is_finite_number(const cJSON *item) {
+    return cJSON_IsNumber(item) && isfinite(item->valuedouble);
+}

@@ -1,0 +1,23 @@
+/* jsonstrict: JSON from files we did not write, parsed strictly. cJSON alone accepts trailing
+ * bytes after a value and keeps both copies of a duplicated key (lookups then see the first);
+ * these wrappers refuse both, and read integers without truncating fractions. No MPI. */
+#ifndef MPILLAMA_JSONSTRICT_H
+#define MPILLAMA_JSONSTRICT_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* parses text[0..len) as one JSON value with nothing but whitespace after it and no object
+ * (at any depth) holding a key twice. Returns the tree, or NULL with why set to e.g. "not valid
+ * JSON (at byte 12)", "trailing data after the JSON value (at byte 30)" or "duplicate key 'x'". */
+cJSON *json_parse_strict(const char *text, size_t len, char *why, size_t why_cap);
+
+/* 1 with *out set when item is a JSON number holding an integer in [lo, hi] (no fraction, not
+ * NaN or infinite); 0 otherwise */
+int json_get_int(const cJSON *item, int64_t lo, int64_t hi, int64_t *out);
+
+/* 1 when item is a finite JSON number (cJSON reads 1e999 as infinity) */
+int json_is_finite_number(const cJSON *item);
+
+#endif
