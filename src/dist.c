@@ -54,6 +54,8 @@ void dist_ctx_init(dist_ctx *d) {
     d->tp_comm = d->replica_comm = d->ctrl = d->twin = MPI_COMM_NULL;
     d->dp = d->pp = d->tp = 1;
     for (int i = 0; i < DIST_RING; i++) d->ring[i] = MPI_REQUEST_NULL;
+    const char *progress = getenv("MPILLAMA_PROGRESS"); /* "0": no dist_progress (to measure it) */
+    d->progress = !(progress && strcmp(progress, "0") == 0);
 }
 
 void dist_grid_init_dp(dist_ctx *d, int dp, int pp, int tp) {
@@ -132,10 +134,32 @@ void dist_tp_bcast(dist_ctx *d, void *buf, int64_t bytes) {
     trace_end(d->tp_rank == 0 ? TN_SEND : TN_WAIT, d->tp_rank == 0 ? TRACE_P2P : TRACE_WAIT, t0, -1);
 }
 
+/* a ring's send has completed: its in-flight span in the trace */
+static void ring_done(dist_ctx *d, int ring) {
+    d->ring[ring] = MPI_REQUEST_NULL;
+    trace_end(TN_IN_FLIGHT, TRACE_FLIGHT, d->ring_posted[ring], ring);
+}
+
+static int ring_live(const dist_ctx *d, int ring) { return d->ring[ring] != MPI_REQUEST_NULL && d->ring[ring] != 0; }
+
+/* a send posted on ring now */
+static void ring_posted(dist_ctx *d, int ring) { d->ring_posted[ring] = trace_now(); }
+
 void dist_ring_wait(dist_ctx *d, int ring) {
     check(ring >= 0 && ring < DIST_RING, "ring index %d out of range", ring);
-    if (d->ring[ring] != MPI_REQUEST_NULL && d->ring[ring] != 0) MPI_CHECK(MPI_Wait(&d->ring[ring], MPI_STATUS_IGNORE));
-    d->ring[ring] = MPI_REQUEST_NULL;
+    if (!ring_live(d, ring)) return;
+    MPI_CHECK(MPI_Wait(&d->ring[ring], MPI_STATUS_IGNORE));
+    ring_done(d, ring);
+}
+
+void dist_progress(dist_ctx *d) {
+    if (!d->progress) return;
+    for (int r = 0; r < DIST_RING; r++) {
+        if (!ring_live(d, r)) continue;
+        int done = 0;
+        MPI_CHECK(MPI_Test(&d->ring[r], &done, MPI_STATUS_IGNORE));
+        if (done) ring_done(d, r);
+    }
 }
 
 void dist_pipe_send(dist_ctx *d, const void *buf, int64_t bytes, int ring) {
@@ -143,6 +167,7 @@ void dist_pipe_send(dist_ctx *d, const void *buf, int64_t bytes, int ring) {
     dist_ring_wait(d, ring);
     int dest = (d->stage + 1) * d->tp + d->tp_rank;
     MPI_CHECK(MPI_Isend(buf, (int)bytes, MPI_BYTE, dest, 100, d->replica_comm, &d->ring[ring]));
+    ring_posted(d, ring);
     trace_end(TN_SEND, TRACE_P2P, t0, -1);
     d->bytes_p2p += bytes;
     d->n_p2p++;
@@ -187,6 +212,7 @@ void dist_logits_send(dist_ctx *d, const float *buf, int64_t n, int ring) {
     double t0 = trace_now();
     dist_ring_wait(d, ring);
     MPI_CHECK(MPI_Isend(buf, (int)n, MPI_FLOAT, 0, 101, d->replica_comm, &d->ring[ring]));
+    ring_posted(d, ring);
     trace_end(TN_SEND, TRACE_GATHER, t0, -1);
     d->bytes_gather += n * 4;
 }
@@ -393,6 +419,7 @@ void dist_tokens_send(dist_ctx *d, const void *buf, int64_t bytes, int ring) {
     double t0 = trace_now();
     dist_ring_wait(d, ring);
     MPI_CHECK(MPI_Isend(buf, (int)bytes, MPI_BYTE, 0, 103, d->replica_comm, &d->ring[ring]));
+    ring_posted(d, ring);
     trace_end(TN_SEND, TRACE_SAMPLING, t0, -1);
     d->bytes_sampling += bytes;
 }

@@ -31,6 +31,8 @@ typedef struct {
     int n_posted, cap_posted;
     /* non-blocking sends in flight, one per ring index (pipeline micro-batches) */
     MPI_Request ring[DIST_RING];
+    double ring_posted[DIST_RING]; /* trace_now() when each ring's send was posted */
+    int progress;                  /* dist_progress tests the ring (MPILLAMA_PROGRESS=0: off) */
     /* counters for the run summary (times are kept by trace) */
     int64_t bytes_allreduce, bytes_p2p, bytes_gather;
     int64_t bytes_sampling;   /* vocab-parallel sampling reductions and tokens sent back */
@@ -119,6 +121,11 @@ void dist_tp_bcast(dist_ctx *d, void *buf, int64_t bytes);
 /* pipeline: to the same tp rank of the next stage, non-blocking. buf must stay untouched until
  * the next send with the same ring index (0 <= ring < DIST_RING) or dist_wait_sends. */
 void dist_pipe_send(dist_ctx *d, const void *buf, int64_t bytes, int ring);
+/* moves the ring's sends along while this rank computes (MPI_Test on each; cheap when none is in
+ * flight). A send above the eager limit (rendezvous) only starts when its sender is inside MPI
+ * after the receiver has posted: without this the next stage waits until the sender's next
+ * MPI call, a whole step later. The model calls it between layers. */
+void dist_progress(dist_ctx *d);
 /* pipeline: blocking receive from the same tp rank of the previous stage; returns the bytes */
 int64_t dist_pipe_recv(dist_ctx *d, void *buf, int64_t max_bytes);
 /* the last stage's tp ranks each hold logits (rows, vocab_local); the stage's tp rank 0 gets

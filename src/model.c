@@ -253,6 +253,7 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         const int gl = r->layer0 + l;
         float *kc = m->key_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
         float *vc = m->value_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
+        dist_progress(d); /* the previous micro-batch's send moves on while this one computes */
         double t0 = trace_now();
         kern_rmsnorm(m->xb, m->x, L->attention_norm, n, dim, c->norm_eps);
         kern_matmul(m->q, m->xb, L->wq, n, dim, qd);
@@ -280,6 +281,7 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         kern_matmul(m->xb, m->att_out, L->wo, n, qd, dim);
         trace_end(TN_MATMUL, TRACE_COMPUTE, t0, gl);
         dist_allreduce_sum(d, m->xb, (int64_t)n * dim);
+        dist_progress(d);
         t0 = trace_now();
         kern_add(m->x, m->xb, (int64_t)n * dim);
         kern_rmsnorm(m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps);
@@ -301,6 +303,7 @@ int model_classify(model *m, const model_batch *b) {
     for (int t = 0; t < n; t++)
         if (b->want[t]) kern_rmsnorm(m->xb + (int64_t)nw++ * dim, m->x + (int64_t)t * dim, m->norm, 1, dim, c->norm_eps);
     if (nw == 0) return 0;
+    dist_progress(d);
     kern_matmul(m->logits_local, m->xb, m->classifier, nw, dim, m->share.vocab_local);
     trace_end(TN_CLASSIFIER, TRACE_COMPUTE, t0, nw);
     return nw;

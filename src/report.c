@@ -195,8 +195,10 @@ void report_write_trace(const char *path, const report_rank *ranks, int n, const
         base += ns;
         const trace_span *sp = sorted;
         for (int i = 0; i < ns; i++, sp++) {
-            fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": %d, \"tid\": 0",
-                    trace_names[sp->name], trace_category_names[sp->cat], sp->t0 * 1e6, sp->dur * 1e6, ranks[r].rank);
+            /* sends in flight overlap the compute: a second track */
+            fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": %d, \"tid\": %d",
+                    trace_names[sp->name], trace_category_names[sp->cat], sp->t0 * 1e6, sp->dur * 1e6, ranks[r].rank,
+                    sp->cat == TRACE_FLIGHT);
             if (sp->arg >= 0) fprintf(f, ", \"args\": {\"%s\": %d}", sp->name >= TN_ATTENTION && sp->name <= TN_FFN ? "layer" : "n", sp->arg);
             fputc('}', f);
         }

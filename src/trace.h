@@ -8,6 +8,7 @@
 typedef enum {
     TRACE_COMPUTE, TRACE_ALLREDUCE, TRACE_P2P, TRACE_GATHER, TRACE_WAIT, TRACE_SAMPLING, TRACE_IO,
     TRACE_STEP, /* steps contain the others: not a time category */
+    TRACE_FLIGHT, /* a non-blocking send from its start to its observed completion (its own track) */
     TRACE_N_CATEGORIES
 } trace_category;
 
@@ -22,7 +23,7 @@ extern const char *const trace_names[];
 extern const char *const trace_category_names[];
 typedef enum {
     TN_EMBED, TN_ATTENTION, TN_MATMUL, TN_FFN, TN_CLASSIFIER, TN_ALLREDUCE, TN_SEND, TN_RECV, TN_GATHER,
-    TN_WAIT, TN_SAMPLING, TN_IO, TN_PREFILL, TN_DECODE, TN_MIXED, TN_LOAD, TN_COUNT
+    TN_WAIT, TN_SAMPLING, TN_IO, TN_PREFILL, TN_DECODE, TN_MIXED, TN_LOAD, TN_IN_FLIGHT, TN_COUNT
 } trace_name;
 
 /* starts the clock; record_spans = 0 keeps only the per-category totals (no --trace) */

@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""Pipeline and tensor-parallel efficiency on one host and across two hosts; prints the table.
+
+  jobs/bench_pipeline.py --mpillama build/mpillama --work /tmp/bp [--reps 11] [--no-hosts]
+
+A synthetic 107M model (synth --shape medium), 32 prompts x (64 + 32) tokens, one thread per
+rank, greedy. Runs 1x1, 1x2 and 2x1 on this host (shared memory) and, as root with Slurm
+installed, 1x2 and 2x1 across two network-namespace hosts over TCP (tests/slurm/minicluster.py:
+srun -N2 --mpi=pmix). Each row with dist_progress (default) and without (MPILLAMA_PROGRESS=0),
+so that what it buys shows; efficiency = tok/s / (ranks x the 1x1 tok/s), medians of --reps.
+Outputs of every run are checked equal to the 1x1 run's."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "slurm"))
+
+p = argparse.ArgumentParser()
+p.add_argument("--mpillama", required=True)
+p.add_argument("--work", required=True)
+p.add_argument("--reps", type=int, default=3)
+p.add_argument("--no-hosts", action="store_true", help="skip the two-host runs")
+a = p.parse_args()
+a.mpillama = os.path.abspath(a.mpillama)
+os.makedirs(a.work, exist_ok=True)
+env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1")
+model = os.path.join(a.work, "m107.h5")
+prompts = os.path.join(a.work, "prompts.jsonl")
+if not os.path.exists(model):
+    subprocess.run([a.mpillama, "synth", "--shape", "medium", "-o", model], check=True, env=env)
+with open(prompts, "w") as f:
+    for i in range(32):
+        ids = [1] + [(97 * i + 31 * k) % 8000 + 3 for k in range(63)]
+        f.write(json.dumps({"custom_id": str(i), "prompt_ids": ids, "max_tokens": 32, "ignore_eos": True,
+                            "temperature": 0}) + "\n")
+
+
+def ids(path):
+    with open(path) as f:
+        return {r["custom_id"]: r["completion_ids"] for r in map(json.loads, f)}
+
+
+def one(launch, grid, progress, tag, run_env=None):
+    pp, tp = grid
+    out, tr = os.path.join(a.work, tag + ".jsonl"), os.path.join(a.work, tag)
+    cmd = launch + [a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--batch", "16",
+                    "--pp", str(pp), "--tp", str(tp), "--trace", tr]
+    e = dict(run_env or env, MPILLAMA_PROGRESS=str(progress))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=900)
+    if r.returncode != 0:
+        sys.exit("failed: %s\n%s" % (" ".join(cmd), r.stderr[-2000:]))
+    with open(os.path.join(tr, "summary.json")) as f:
+        s = json.load(f)
+    return s["total_tok_s"], s["categories"]["wait"]["max"], ids(out)
+
+
+rows, base_ids = [], None
+
+
+def row(where, grid, launch, run_env=None):
+    global base_ids
+    for progress in (1, 0) if grid != (1, 1) else (1,):
+        got = [one(launch, grid, progress, "%s_%dx%d_p%d_%d" % (where, grid[0], grid[1], progress, k), run_env)
+               for k in range(a.reps)]
+        for g in got:
+            if base_ids is None:
+                base_ids = g[2]
+            elif g[2] != base_ids:
+                sys.exit("%s %dx%d: outputs differ from the 1x1 run's" % (where, grid[0], grid[1]))
+        rows.append((where, grid, progress, statistics.median(x[0] for x in got), statistics.median(x[1] for x in got)))
+
+
+local = ["mpirun", "--bind-to", "core", "-n"]
+row("one host", (1, 1), local + ["1"])
+row("one host", (1, 2), local + ["2"])
+row("one host", (2, 1), local + ["2"])
+if not a.no_hosts:
+    import minicluster as mc
+    cl = mc.Cluster(os.path.join(a.work, "cluster"), nodes=2, netns=True, cpus=2)
+    try:
+        cl.start()
+        tcp = dict(env, OMPI_MCA_btl="self,tcp,vader", OMPI_MCA_btl_tcp_if_include=mc.SUBNET + ".0/24",
+                   OMPI_MCA_oob_tcp_if_include=mc.SUBNET + ".0/24")
+        srun = cl._in_ns(cl.ns_ctl, ["srun", "--mpi=pmix", "-N2", "--ntasks-per-node=1", "--cpu-bind=cores"])
+        row("two hosts", (1, 2), srun, cl.env(tcp))
+        row("two hosts", (2, 1), srun, cl.env(tcp))
+    except mc.Error as e:
+        print("two hosts skipped: %s" % str(e).splitlines()[0])
+    finally:
+        cl.stop()
+
+base = next(r[3] for r in rows if r[1] == (1, 1))
+print("107M synthetic f32, 32 prompts x (64 + 32) tokens, batch 16, 1 thread per rank; medians of %d" % a.reps)
+print("| where | grid | dist_progress | tok/s | efficiency | max wait s |")
+print("|---|---|---|---:|---:|---:|")
+for where, (pp, tp), progress, tps, wait in rows:
+    print("| %s | %dx%d | %s | %.1f | %.2f | %.2f |" % (where, pp, tp, "on" if progress else "off", tps,
+                                                    tps / (base * pp * tp), wait))
