@@ -303,7 +303,6 @@ int model_classify(model *m, const model_batch *b) {
     for (int t = 0; t < n; t++)
         if (b->want[t]) kern_rmsnorm(m->xb + (int64_t)nw++ * dim, m->x + (int64_t)t * dim, m->norm, 1, dim, c->norm_eps);
     if (nw == 0) return 0;
-    dist_progress(d);
     kern_matmul(m->logits_local, m->xb, m->classifier, nw, dim, m->share.vocab_local);
     trace_end(TN_CLASSIFIER, TRACE_COMPUTE, t0, nw);
     return nw;
