@@ -22,13 +22,15 @@ void arena_init_at(arena *a, void *base, size_t cap) {
     a->external = 1;
 }
 
-float *arena_floats(arena *a, int64_t n) {
-    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+void *arena_alloc(arena *a, size_t size) {
+    size_t bytes = (size + 63) & ~(size_t)63;
     if (a->used + bytes > a->cap) die("weight arena overflow: %zu + %zu > %zu bytes", a->used, bytes, a->cap);
-    float *p = (float *)(a->base + a->used);
+    void *p = a->base + a->used;
     a->used += bytes;
     return p;
 }
+
+float *arena_floats(arena *a, int64_t n) { return arena_alloc(a, (size_t)n * sizeof(float)); }
 
 void arena_free(arena *a) {
     if (!a->external) free(a->base);

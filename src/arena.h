@@ -18,6 +18,8 @@ void arena_init_at(arena *a, void *base, size_t cap);
 size_t arena_round(size_t cap);
 /* n floats, 64-byte aligned; dies when the arena is full (a sizing bug, not an input error) */
 float *arena_floats(arena *a, int64_t n);
+/* size bytes, 64-byte aligned; dies like arena_floats */
+void *arena_alloc(arena *a, size_t size);
 void arena_free(arena *a);
 
 #endif

@@ -6,6 +6,10 @@
 
 #define CONFIG_MAX_EOS 8
 
+/* the kinds of weight matrix, each stored in one type in all layers (config_weight_dtype) */
+enum { CONFIG_W_EMBED, CONFIG_W_Q, CONFIG_W_K, CONFIG_W_V, CONFIG_W_O, CONFIG_W_1, CONFIG_W_2, CONFIG_W_3,
+       CONFIG_W_OUT, CONFIG_W_COUNT };
+
 typedef struct {
     char architecture[32];      /* the source family: "llama", "mistral", "qwen2" or "qwen3"
                                  * (informational: the fields below fix the math) */
@@ -34,6 +38,11 @@ typedef struct {
     int attn_qkv_bias;          /* 1: q, k and v projections add a bias (Qwen2: bq, bk, bv) */
     int attn_qk_norm;           /* 1: per-head RMSNorm of q and k before RoPE (Qwen3: q_norm,
                                  * k_norm, each (head_size)) */
+    int weight_dtype[CONFIG_W_COUNT]; /* storage type (kern_dtype, src/dtype.h) of each weight kind:
+                                       * read from the tensors (docs/FORMAT.md), not a root
+                                       * attribute; 0 (f32) after config_init_defaults */
+    int kv_dtype;               /* the KV cache's kern_dtype for a run (f32 or bf16): not in the file;
+                                 * mfile_read_config sets dtype_default_kv's, --kv-dtype overrides */
 } model_config;
 
 #define CONFIG_ARCHITECTURES "llama, mistral, qwen2, qwen3"

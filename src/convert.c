@@ -54,7 +54,7 @@ int64_t convert_llama2c_header(const int32_t h[7], const char *path, model_confi
     return floats;
 }
 
-void convert_llama2c(const char *bin_path, const char *tokenizer_path, const char *out_path) {
+void convert_llama2c(const char *bin_path, const char *tokenizer_path, const char *out_path, const char *dtype) {
     FILE *f = xfopen(bin_path, "rb");
     int32_t h[7];
     if (fread(h, sizeof(int32_t), 7, f) != 7) die("'%s': too short for a llama2.c checkpoint header", bin_path);
@@ -78,20 +78,27 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
         tok_free(tok_init(&tok)); /* a tokenizer that would not build fails before any output */
     }
 
+    kern_dtype want = KERN_F32; /* the source's own type */
+    if (dtype && dtype_parse(dtype, &want) != 0) die("convert: --dtype '%s' is not f32, bf16 or q8", dtype);
+    dtype_set_all(&c, want);
+    const int *wt = c.weight_dtype;
+
     mfile_writer *w = mfile_create(out_path, &c);
     int64_t biggest = V * D > H * D ? V * D : H * D;
     if (q * D > biggest) biggest = q * D;
     float *buf = xmalloc(sizeof(float) * (size_t)biggest);
     char name[64];
     read_floats(f, bin_path, "token_embedding", buf, V * D);
-    mfile_write_f32(w, "tok_embeddings", buf, V, D);
+    mfile_write_tensor(w, "tok_embeddings", buf, V, D, wt[CONFIG_W_EMBED]);
     /* llama2.c stores each tensor for all layers together: seek per layer so only one layer's
      * tensor is in memory at a time */
     struct {
         const char *name;
         int64_t rows, cols;
-    } t[9] = {{"attention_norm", D, 0}, {"wq", q, D}, {"wk", kv, D}, {"wv", kv, D}, {"wo", D, q},
-              {"ffn_norm", D, 0}, {"w1", H, D}, {"w2", D, H}, {"w3", H, D}};
+        int kind; /* CONFIG_W_*, -1 for norms */
+    } t[9] = {{"attention_norm", D, 0, -1}, {"wq", q, D, CONFIG_W_Q},  {"wk", kv, D, CONFIG_W_K},
+              {"wv", kv, D, CONFIG_W_V},    {"wo", D, q, CONFIG_W_O},  {"ffn_norm", D, 0, -1},
+              {"w1", H, D, CONFIG_W_1},     {"w2", D, H, CONFIG_W_2},  {"w3", H, D, CONFIG_W_3}};
     int64_t base = 28 + V * D * 4, start[9];
     for (int i = 0; i < 9; i++) {
         start[i] = base;
@@ -103,16 +110,16 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
             if (fseeko(f, start[i] + l * n * 4, SEEK_SET) != 0) die_errno("cannot seek in '%s'", bin_path);
             snprintf(name, sizeof(name), "layers/%lld/%s", (long long)l, t[i].name);
             read_floats(f, bin_path, name, buf, n);
-            mfile_write_f32(w, name, buf, t[i].rows, t[i].cols);
+            mfile_write_tensor(w, name, buf, t[i].rows, t[i].cols, t[i].kind < 0 ? KERN_F32 : wt[t[i].kind]);
         }
     }
     if (fseeko(f, base, SEEK_SET) != 0) die_errno("cannot seek in '%s'", bin_path);
     read_floats(f, bin_path, "rms_final", buf, D);
-    mfile_write_f32(w, "norm", buf, D, 0);
+    mfile_write_tensor(w, "norm", buf, D, 0, KERN_F32);
     if (!c.tied_classifier) {
         if (fseeko(f, base + (D + (int64_t)c.max_seq_len * hs) * 4, SEEK_SET) != 0) die_errno("cannot seek in '%s'", bin_path);
         read_floats(f, bin_path, "wcls", buf, V * D);
-        mfile_write_f32(w, "output", buf, V, D);
+        mfile_write_tensor(w, "output", buf, V, D, wt[CONFIG_W_OUT]);
     }
     if (tokenizer_path) {
         mfile_write_tokenizer(w, &tok);
@@ -121,14 +128,27 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
     mfile_close_writer(w);
     free(buf);
     fclose(f);
-    printf("converted llama2.c checkpoint '%s' -> '%s' (%d layers, dim %d, vocab %d%s)\n", bin_path, out_path,
-           c.n_layers, c.dim, c.vocab_size, tokenizer_path ? ", with tokenizer" : "");
+    printf("converted llama2.c checkpoint '%s' -> '%s' (%d layers, dim %d, vocab %d, %s weights%s%s)\n", bin_path,
+           out_path, c.n_layers, c.dim, c.vocab_size, dtype_name(want), convert_dtype_note(&c, want),
+           tokenizer_path ? ", with tokenizer" : "");
+}
+
+const char *convert_dtype_note(const model_config *c, kern_dtype want) {
+    if (want != KERN_Q8) return "";
+    for (int k = 0; k < CONFIG_W_COUNT; k++)
+        if (c->weight_dtype[k] != KERN_Q8) return "; tensors whose input dim is not a multiple of 32 stay bf16";
+    return "";
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: mpillama convert SRC -o OUT.h5 [--tokenizer FILE]\n"
+    fprintf(out, "usage: mpillama convert SRC -o OUT.h5 [--tokenizer FILE] [--dtype f32|bf16|q8]\n"
                  "  SRC: a llama2.c checkpoint (.bin), a Hugging Face model directory or a GGUF\n"
                  "    file (detected from the content)\n"
+                 "  --dtype T: how weight matrices are stored (norms stay f32): f32, bf16 (rounded to\n"
+                 "    nearest even), q8 (int8, an f32 scale per 32 input columns; a tensor whose input\n"
+                 "    dim is not a multiple of 32 stays bf16). Default: the source's own type (bf16\n"
+                 "    safetensors stay bf16 bit for bit; f16 and f32 become f32, losslessly; GGUF\n"
+                 "    files are dequantised to f32)\n"
                  "  --tokenizer FILE: the tokenizer to store in the model file: a llama2.c\n"
                  "    tokenizer.bin, a SentencePiece or tiktoken (Llama 3) tokenizer.model, or a\n"
                  "    Hugging Face tokenizer.json (detected from the content). A Hugging Face\n"
@@ -138,16 +158,26 @@ static void usage(FILE *out) {
 int convert_main(int argc, char **argv) {
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                          {"tokenizer", required_argument, 0, 't'},
+                                         {"dtype", required_argument, 0, 'd'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *out = NULL, *tok = NULL;
+    const char *out = NULL, *tok = NULL, *dtype = NULL;
     int c;
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:t:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:t:d:h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
         case 't': tok = optarg; break;
+        case 'd': {
+            kern_dtype t;
+            if (dtype_parse(optarg, &t) != 0) {
+                error("convert: --dtype '%s' is not f32, bf16 or q8", optarg);
+                return 2;
+            }
+            dtype = optarg;
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default:
             error("convert: unknown or incomplete option '%s' (see 'mpillama convert --help')", argv[optind - 1]);
@@ -162,7 +192,7 @@ int convert_main(int argc, char **argv) {
     struct stat st;
     if (stat(src, &st) != 0) die_errno("cannot open source '%s'", src);
     if (S_ISDIR(st.st_mode)) {
-        convert_hf(src, tok, out);
+        convert_hf(src, tok, out, dtype);
         return 0;
     }
     /* a single file: HDF5 files are already converted; else it must be a llama2.c checkpoint */
@@ -173,9 +203,9 @@ int convert_main(int argc, char **argv) {
     if (got == 8 && memcmp(magic, "\x89HDF\r\n\x1a\n", 8) == 0)
         die("'%s' is already an HDF5 file: nothing to convert", src);
     if (got >= 4 && memcmp(magic, "GGUF", 4) == 0) {
-        convert_gguf(src, tok, out);
+        convert_gguf(src, tok, out, dtype);
         return 0;
     }
-    convert_llama2c(src, tok, out);
+    convert_llama2c(src, tok, out, dtype);
     return 0;
 }

@@ -7,12 +7,14 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "dtype.h"
 
-/* `mpillama convert SRC -o OUT [--tokenizer FILE]`: detects the source type from the content */
+/* `mpillama convert SRC -o OUT [--tokenizer FILE] [--dtype T]`: detects the source type from the
+ * content. dtype (NULL: the source's own) is "f32", "bf16" or "q8" (dtype_for's rule per tensor). */
 int convert_main(int argc, char **argv);
 
 /* llama2.c checkpoint (.bin, shared or unshared classifier), optional llama2.c tokenizer.bin */
-void convert_llama2c(const char *bin_path, const char *tokenizer_path, const char *out_path);
+void convert_llama2c(const char *bin_path, const char *tokenizer_path, const char *out_path, const char *dtype);
 /* checks a llama2.c header (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size
  * (negative: unshared classifier), seq_len) and fills c; dies naming path and the field on a bad
  * one. Returns the number of floats the file must hold after the 28-byte header. */
@@ -21,12 +23,14 @@ int64_t convert_llama2c_header(const int32_t h[7], const char *path, model_confi
  * shards; F32/F16/BF16 tensors; q/k rows permuted from HF's rotate-half RoPE layout to the
  * file's adjacent-pair layout; tokenizer.json kept verbatim when present. tokenizer_path, when
  * given, is a llama2.c tokenizer.bin to store as the runtime tokenizer. */
-void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path);
+void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path, const char *dtype);
+/* "" or a note for the summary line when a q8 conversion kept some tensors bf16 */
+const char *convert_dtype_note(const model_config *c, kern_dtype want);
 
 /* GGUF file (llama.cpp; v2/v3; architectures llama, qwen2, qwen3): metadata -> config, the
  * tokenizer from tokenizer.ggml.* (or tokenizer_path), tensors F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/
  * Q6_K converted to f32; qwen2/qwen3 q/k rows permuted as for Hugging Face */
-void convert_gguf(const char *path, const char *tokenizer_path, const char *out_path);
+void convert_gguf(const char *path, const char *tokenizer_path, const char *out_path, const char *dtype);
 
 /* fills cfg from a Hugging Face config.json; dies naming the file (and the field) on any problem.
  * shape_only (synth's random weights): max_position_embeddings and rms_norm_eps may be absent

@@ -217,7 +217,7 @@ static int build_specs(const model_config *c, gguf_spec *v, int neox) {
     return n;
 }
 
-void convert_gguf(const char *path, const char *tokenizer_path, const char *out_path) {
+void convert_gguf(const char *path, const char *tokenizer_path, const char *out_path, const char *dtype) {
     gguf_file g;
     gguf_open(&g, path);
     model_config cfg;
@@ -272,6 +272,9 @@ void convert_gguf(const char *path, const char *tokenizer_path, const char *out_
     }
     if (have_tok) tok_free(tok_init(&tok)); /* a tokenizer that would not build fails here */
 
+    kern_dtype want = KERN_F32; /* dequantised, unless --dtype asks for a stored type */
+    if (dtype && dtype_parse(dtype, &want) != 0) die("convert: --dtype '%s' is not f32, bf16 or q8", dtype);
+    dtype_set_all(&cfg, want);
     mfile_writer *w = mfile_create(out_path, &cfg);
     int64_t n_quant = 0;
     for (int i = 0; i < n_specs; i++) {
@@ -286,7 +289,8 @@ void convert_gguf(const char *path, const char *tokenizer_path, const char *out_
             free(data);
             data = perm;
         }
-        mfile_write_f32(w, sp->name, data, sp->rows, sp->cols);
+        int kind = sp->cols ? dtype_kind_of(sp->name) : -1;
+        mfile_write_tensor(w, sp->name, data, sp->rows, sp->cols, kind < 0 ? KERN_F32 : (kern_dtype)cfg.weight_dtype[kind]);
         free(data);
     }
     if (freqs) {
@@ -300,8 +304,9 @@ void convert_gguf(const char *path, const char *tokenizer_path, const char *out_
 
     struct stat st;
     int64_t out_bytes = stat(out_path, &st) == 0 ? (int64_t)st.st_size : -1;
-    printf("converted GGUF v%u %s (%s, %d tensors, %" PRId64 " quantised, dequantised to f32) -> %s: %" PRId64
-           " bytes\n", (unsigned)g.version, path, cfg.architecture, n_specs, n_quant, out_path, out_bytes);
+    printf("converted GGUF v%u %s (%s, %d tensors, %" PRId64 " quantised, dequantised to f32, stored as %s%s) -> %s: %" PRId64
+           " bytes\n", (unsigned)g.version, path, cfg.architecture, n_specs, n_quant, kern_dtype_name(want),
+           convert_dtype_note(&cfg, want), out_path, out_bytes);
     if (have_tok)
         printf("tokenizer: %s, %d pieces, bos %d, eos %d, chat template %s\n", tok.type, tok.n, tok.bos_id,
                tok.eos_id, tok.chat_template[0] ? tok.chat_template : "none");

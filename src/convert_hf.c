@@ -5,7 +5,9 @@
  * dtypes, shapes against the config, data offsets inside the file) before the output is
  * created, so a bad or truncated input fails with one line naming the file and writes nothing.
  * Tensors are then streamed one at a time with fseeko/fread in small chunks: peak memory is the
- * largest tensor as f32 (twice the q/k projection while its rows are permuted) plus a chunk. */
+ * largest tensor as f32 (twice the q/k projection while its rows are permuted) plus a chunk, plus
+ * its stored form when that is bf16 or q8 (half or a quarter more). BF16 sources go through f32
+ * exactly and back, so a bf16 file holds their bits unchanged. */
 #include "convert.h"
 
 #include <cjson/cJSON.h>
@@ -702,11 +704,12 @@ typedef struct {
     int64_t rows;   /* shape (rows, cols); cols = 0 for a vector */
     int64_t cols;
     int rope_heads; /* > 0: q/k rows to permute from rotate-half to adjacent pairs */
+    int kind;       /* CONFIG_W_* of a matrix, -1 for a norm */
     st_tensor *t;
 } tensor_spec;
 
 static int add_spec(tensor_spec *v, int n, const char *hf, const char *name, int64_t rows,
-                    int64_t cols, int rope_heads) {
+                    int64_t cols, int rope_heads, int kind) {
     tensor_spec *s = &v[n];
     memset(s, 0, sizeof *s);
     snprintf(s->hf, sizeof s->hf, "%s", hf);
@@ -714,6 +717,7 @@ static int add_spec(tensor_spec *v, int n, const char *hf, const char *name, int
     s->rows = rows;
     s->cols = cols;
     s->rope_heads = rope_heads;
+    s->kind = kind;
     return n + 1;
 }
 
@@ -721,37 +725,37 @@ static int add_spec(tensor_spec *v, int n, const char *hf, const char *name, int
 static int build_specs(const model_config *c, tensor_spec *v) {
     int n = 0;
     int64_t dim = c->dim, hid = c->hidden_dim, q = config_q_dim(c), kv = config_kv_dim(c);
-    n = add_spec(v, n, "model.embed_tokens.weight", "tok_embeddings", c->vocab_size, dim, 0);
+    n = add_spec(v, n, "model.embed_tokens.weight", "tok_embeddings", c->vocab_size, dim, 0, CONFIG_W_EMBED);
     for (int l = 0; l < c->n_layers; l++) {
         char hf[160], name[64];
-#define LAYER(HF, NAME, ROWS, COLS, ROPE)                                  \
+#define LAYER(HF, NAME, ROWS, COLS, ROPE, KIND)                            \
     do {                                                                   \
         snprintf(hf, sizeof hf, "model.layers.%d.%s", l, HF);              \
         snprintf(name, sizeof name, "layers/%d/%s", l, NAME);              \
-        n = add_spec(v, n, hf, name, ROWS, COLS, ROPE);                    \
+        n = add_spec(v, n, hf, name, ROWS, COLS, ROPE, KIND);              \
     } while (0)
-        LAYER("input_layernorm.weight", "attention_norm", dim, 0, 0);
-        LAYER("self_attn.q_proj.weight", "wq", q, dim, c->n_heads);
-        LAYER("self_attn.k_proj.weight", "wk", kv, dim, c->n_kv_heads);
-        LAYER("self_attn.v_proj.weight", "wv", kv, dim, 0);
+        LAYER("input_layernorm.weight", "attention_norm", dim, 0, 0, -1);
+        LAYER("self_attn.q_proj.weight", "wq", q, dim, c->n_heads, CONFIG_W_Q);
+        LAYER("self_attn.k_proj.weight", "wk", kv, dim, c->n_kv_heads, CONFIG_W_K);
+        LAYER("self_attn.v_proj.weight", "wv", kv, dim, 0, CONFIG_W_V);
         if (c->attn_qkv_bias) { /* permuted with their rows */
-            LAYER("self_attn.q_proj.bias", "bq", q, 0, c->n_heads);
-            LAYER("self_attn.k_proj.bias", "bk", kv, 0, c->n_kv_heads);
-            LAYER("self_attn.v_proj.bias", "bv", kv, 0, 0);
+            LAYER("self_attn.q_proj.bias", "bq", q, 0, c->n_heads, -1);
+            LAYER("self_attn.k_proj.bias", "bk", kv, 0, c->n_kv_heads, -1);
+            LAYER("self_attn.v_proj.bias", "bv", kv, 0, 0, -1);
         }
         if (c->attn_qk_norm) { /* one head's weights, permuted like each head's rows */
-            LAYER("self_attn.q_norm.weight", "q_norm", c->head_size, 0, 1);
-            LAYER("self_attn.k_norm.weight", "k_norm", c->head_size, 0, 1);
+            LAYER("self_attn.q_norm.weight", "q_norm", c->head_size, 0, 1, -1);
+            LAYER("self_attn.k_norm.weight", "k_norm", c->head_size, 0, 1, -1);
         }
-        LAYER("self_attn.o_proj.weight", "wo", dim, q, 0);
-        LAYER("post_attention_layernorm.weight", "ffn_norm", dim, 0, 0);
-        LAYER("mlp.gate_proj.weight", "w1", hid, dim, 0);
-        LAYER("mlp.down_proj.weight", "w2", dim, hid, 0);
-        LAYER("mlp.up_proj.weight", "w3", hid, dim, 0);
+        LAYER("self_attn.o_proj.weight", "wo", dim, q, 0, CONFIG_W_O);
+        LAYER("post_attention_layernorm.weight", "ffn_norm", dim, 0, 0, -1);
+        LAYER("mlp.gate_proj.weight", "w1", hid, dim, 0, CONFIG_W_1);
+        LAYER("mlp.down_proj.weight", "w2", dim, hid, 0, CONFIG_W_2);
+        LAYER("mlp.up_proj.weight", "w3", hid, dim, 0, CONFIG_W_3);
 #undef LAYER
     }
-    n = add_spec(v, n, "model.norm.weight", "norm", dim, 0, 0);
-    if (!c->tied_classifier) n = add_spec(v, n, "lm_head.weight", "output", c->vocab_size, dim, 0);
+    n = add_spec(v, n, "model.norm.weight", "norm", dim, 0, 0, -1);
+    if (!c->tied_classifier) n = add_spec(v, n, "lm_head.weight", "output", c->vocab_size, dim, 0, CONFIG_W_OUT);
     return n;
 }
 
@@ -793,7 +797,7 @@ static void match_tensors(st_set *s, tensor_spec *v, int n, const char *dir,
     }
 }
 
-void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path) {
+void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path, const char *dtype) {
     struct stat st;
     if (stat(dir, &st) != 0) die_errno("cannot open '%s'", dir);
     if (!S_ISDIR(st.st_mode)) die("'%s': not a directory", dir);
@@ -847,9 +851,18 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
     }
     if (have_tok) tok_free(tok_init(&tok)); /* a tokenizer that would not build fails here */
 
+    /* the stored type: asked for, else the source's own (bf16 when every matrix is BF16, so
+     * they stay bit for bit; else f32, which holds F16 and F32 exactly) */
+    kern_dtype want = KERN_BF16;
+    for (int i = 0; i < n_specs; i++)
+        if (specs[i].cols > 0 && specs[i].t->dtype != ST_BF16) want = KERN_F32;
+    if (dtype && dtype_parse(dtype, &want) != 0) die("convert: --dtype '%s' is not f32, bf16 or q8", dtype);
+    dtype_set_all(&cfg, want);
+
     mfile_writer *w = mfile_create(out_path, &cfg);
     for (int i = 0; i < n_specs; i++) {
         const tensor_spec *sp = &specs[i];
+        kern_dtype t = sp->kind < 0 ? KERN_F32 : (kern_dtype)cfg.weight_dtype[sp->kind];
         float *data = xmalloc((size_t)sp->t->numel * sizeof(float));
         st_load_f32(&s, sp->t, data);
         if (sp->rope_heads > 0) {
@@ -859,7 +872,7 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
             free(data);
             data = perm;
         }
-        mfile_write_f32(w, sp->name, data, sp->rows, sp->cols);
+        mfile_write_tensor(w, sp->name, data, sp->rows, sp->cols, t);
         free(data);
     }
     char *tok_json = path_join(dir, "tokenizer.json");
@@ -873,8 +886,8 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
     mfile_close_writer(w);
 
     int64_t out_bytes = stat(out_path, &st) == 0 ? (int64_t)st.st_size : -1;
-    printf("converted %s -> %s: %d tensors, %" PRId64 " bytes\n", dir, out_path, n_specs,
-           out_bytes);
+    printf("converted %s -> %s: %d tensors, %" PRId64 " bytes, %s weights%s\n", dir, out_path, n_specs,
+           out_bytes, dtype_name(want), convert_dtype_note(&cfg, want));
     if (have_tok)
         printf("tokenizer: %s, %d pieces, bos %d, eos %d, chat template %s\n", tok.type, tok.n,
                tok.bos_id, tok.eos_id, tok.chat_template[0] ? tok.chat_template : "none");

@@ -335,9 +335,9 @@ mfile *mfile_open(const char *path, MPI_Comm comm) {
     if (strcmp(fmt, MFILE_FORMAT_NAME) != 0)
         die("'%s' has format '%s', expected '%s'", path, fmt, MFILE_FORMAT_NAME);
     int ver = attr_read_int(f, path, "format_version");
-    if (ver != MFILE_FORMAT_VERSION)
-        die("'%s' has format version %d, this mpillama reads version %d: convert the checkpoint again",
-            path, ver, MFILE_FORMAT_VERSION);
+    if (ver < MFILE_FORMAT_MIN_VERSION || ver > MFILE_FORMAT_VERSION)
+        die("'%s' has format version %d, this mpillama reads versions %d to %d: convert the checkpoint again",
+            path, ver, MFILE_FORMAT_MIN_VERSION, MFILE_FORMAT_VERSION);
     return m;
 }
 
@@ -379,6 +379,48 @@ void mfile_read_config(mfile *m, model_config *c) {
             die("'%s': the file stores %llu layers, its config field 'n_layers' says %d", p,
                 (unsigned long long)info.nlinks, c->n_layers);
     }
+    for (int k = 0; k < CONFIG_W_COUNT; k++) {
+        int tied_out = k == CONFIG_W_OUT && c->tied_classifier;
+        c->weight_dtype[k] = tied_out ? c->weight_dtype[CONFIG_W_EMBED] : (int)mfile_dtype(m, dtype_kind_tensor(k));
+    }
+    c->kv_dtype = dtype_default_kv(c);
+}
+
+/* the HDF5 type a tensor of type t is stored as, and its memory twin */
+static hid_t h5_file_type(kern_dtype t) {
+    return t == KERN_BF16 ? H5T_STD_U16LE : t == KERN_Q8 ? H5T_STD_I8LE : H5T_IEEE_F32LE;
+}
+static hid_t h5_mem_type(kern_dtype t) {
+    return t == KERN_BF16 ? H5T_NATIVE_UINT16 : t == KERN_Q8 ? H5T_NATIVE_INT8 : H5T_NATIVE_FLOAT;
+}
+static size_t elem_size(kern_dtype t) { return t == KERN_BF16 ? 2 : t == KERN_Q8 ? 1 : 4; }
+
+/* the type of an open dataset from its "dtype" attribute, checked against its HDF5 type */
+static kern_dtype dataset_dtype(hid_t d, const char *path, const char *name) {
+    kern_dtype t = KERN_F32;
+    if (H5Aexists(d, "dtype") > 0) {
+        char s[16] = "";
+        attr_read_str(d, path, "dtype", s, sizeof(s));
+        if (dtype_parse(s, &t) != 0)
+            die("'%s': tensor '%s' has dtype '%s' (this mpillama reads f32, bf16, q8)", path, name, s);
+    }
+    hid_t ft = H5Dget_type(d);
+    H5T_class_t cls = H5Tget_class(ft);
+    size_t sz = H5Tget_size(ft);
+    H5Tclose(ft);
+    if (sz != elem_size(t) || cls != (t == KERN_F32 ? H5T_FLOAT : H5T_INTEGER))
+        die("'%s': tensor '%s' is marked %s but stored as %zu-byte %s", path, name, dtype_name(t), sz,
+            cls == H5T_FLOAT ? "floats" : "integers");
+    return t;
+}
+
+kern_dtype mfile_dtype(mfile *m, const char *name) {
+    if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
+    hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
+    check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
+    kern_dtype t = dataset_dtype(d, m->path, name);
+    H5Dclose(d);
+    return t;
 }
 
 int mfile_has(mfile *m, const char *name) {
@@ -492,23 +534,51 @@ static void copy_block(hid_t d, const char *base, size_t elem, int64_t row0, int
     for (int64_t r = 0; r < nrows; r++) memcpy((char *)out + (size_t)r * block_row, src + (size_t)r * row_bytes, block_row);
 }
 
-int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, int64_t col0,
-                       int64_t ncols, float *out) {
+/* reads a block of dataset name as stored (elem-byte values, memory type mtype) into out;
+ * collective */
+static void read_block(mfile *m, const char *name, hid_t mtype, size_t elem, int64_t row0, int64_t nrows,
+                       int64_t col0, int64_t ncols, void *out) {
     if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
     hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
     check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
     hid_t fs;
     hid_t ms = select_block(d, m->path, name, row0, nrows, col0, ncols, &fs);
-    const char *in_map = dataset_in_map(m, d, sizeof(float));
+    const char *in_map = dataset_in_map(m, d, elem);
     float dummy;
     if (in_map) /* laid out plainly (the same on every rank): copied from the mapping, no MPI-IO */
-        copy_block(d, in_map, sizeof(float), row0, nrows, col0, ncols, out);
-    else if (H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, m->dxpl, nrows > 0 && ncols > 0 ? (void *)out : (void *)&dummy) < 0)
+        copy_block(d, in_map, elem, row0, nrows, col0, ncols, out);
+    else if (H5Dread(d, mtype, ms, fs, m->dxpl, nrows > 0 && ncols > 0 ? out : (void *)&dummy) < 0)
         die("'%s': cannot read tensor '%s' (file truncated or corrupt?)", m->path, name);
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(d);
-    return nrows > 0 && ncols > 0 ? nrows * ncols * (int64_t)sizeof(float) : 0;
+}
+
+int64_t mfile_read_tensor(mfile *m, const char *name, kern_dtype t, int64_t row0, int64_t nrows, int64_t col0,
+                          int64_t ncols, void *out, float *scale) {
+    kern_dtype stored = mfile_dtype(m, name);
+    if (stored != t) die("'%s': tensor '%s' is stored as %s, expected %s like the other layers' (convert again)",
+                         m->path, name, dtype_name(stored), dtype_name(t));
+    int any = nrows > 0 && ncols > 0;
+    if (!any) nrows = ncols = 0;
+    read_block(m, name, h5_mem_type(t), elem_size(t), row0, nrows, col0, ncols, out);
+    int64_t bytes = nrows * ncols * (int64_t)elem_size(t);
+    if (t == KERN_Q8) {
+        if (col0 % KERN_Q8_BLOCK || ncols % KERN_Q8_BLOCK)
+            die("'%s': columns %lld+%lld of q8 tensor '%s' are not whole blocks of %d", m->path, (long long)col0,
+                (long long)ncols, name, KERN_Q8_BLOCK);
+        char sname[512];
+        snprintf(sname, sizeof(sname), "%s.scale", name);
+        read_block(m, sname, H5T_NATIVE_FLOAT, sizeof(float), row0, nrows, col0 / KERN_Q8_BLOCK, ncols / KERN_Q8_BLOCK,
+                   scale);
+        bytes += nrows * (ncols / KERN_Q8_BLOCK) * (int64_t)sizeof(float);
+    }
+    return bytes;
+}
+
+int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, int64_t col0,
+                       int64_t ncols, float *out) {
+    return mfile_read_tensor(m, name, KERN_F32, row0, nrows, col0, ncols, out, NULL);
 }
 
 int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
@@ -625,8 +695,9 @@ int mfile_read_blob(mfile *m, const char *name, char **data, int64_t *len) {
 
 typedef struct {
     FILE *out;
-    int64_t bytes;
-    int count;
+    const char *path;
+    int64_t bytes, type_bytes[3];
+    int count, type_count[3], any_q8;
 } visit_state;
 
 #if H5_VERSION_GE(1, 12, 0)
@@ -637,27 +708,81 @@ typedef struct {
 #define OVISIT H5Ovisit2
 #endif
 
+/* 1 when name is the scales of a q8 tensor ("X.scale" beside a dataset X) */
+static int is_scale(hid_t obj, const char *name) {
+    size_t n = strlen(name);
+    if (n <= 6 || strcmp(name + n - 6, ".scale") != 0) return 0;
+    char base[512];
+    snprintf(base, sizeof(base), "%.*s", (int)(n - 6), name);
+    return H5Lexists(obj, base, H5P_DEFAULT) > 0;
+}
+
+static int64_t dataset_bytes(hid_t obj, const char *name) {
+    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
+    if (d < 0) return 0;
+    hid_t sp = H5Dget_space(d), ty = H5Dget_type(d);
+    int64_t nb = (int64_t)H5Sget_simple_extent_npoints(sp) * (int64_t)H5Tget_size(ty);
+    H5Tclose(ty);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return nb;
+}
+
+/* first pass: does the file hold q8 tensors (then bf16 ones are explained) */
+static herr_t find_q8_cb(hid_t obj, const char *name, const OINFO_T *info, void *data) {
+    visit_state *s = data;
+    if (info->type != H5O_TYPE_DATASET || strncmp(name, "tokenizer", 9) == 0 || strncmp(name, "source", 6) == 0)
+        return 0;
+    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
+    if (d >= 0 && H5Aexists(d, "dtype") > 0) {
+        char t[16] = "";
+        attr_read_str(d, s->path, "dtype", t, sizeof(t));
+        if (strcmp(t, "q8") == 0) s->any_q8 = 1;
+    }
+    if (d >= 0) H5Dclose(d);
+    return 0;
+}
+
 static herr_t visit_cb(hid_t obj, const char *name, const OINFO_T *info, void *data) {
     visit_state *s = data;
-    if (info->type != H5O_TYPE_DATASET) return 0;
+    if (info->type != H5O_TYPE_DATASET || is_scale(obj, name)) return 0;
     hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
     hid_t sp = H5Dget_space(d), ty = H5Dget_type(d);
     hsize_t dims[H5S_MAX_RANK] = {0};
     int rank = H5Sget_simple_extent_ndims(sp);
     H5Sget_simple_extent_dims(sp, dims, NULL); /* rank <= H5S_MAX_RANK */
+    int weight = strncmp(name, "tokenizer", 9) != 0 && strncmp(name, "source", 6) != 0;
     const char *tn = "?";
     size_t sz = H5Tget_size(ty);
-    if (H5Tget_class(ty) == H5T_FLOAT) tn = sz == 4 ? "f32" : sz == 2 ? "bf16/f16" : "f64";
-    else if (H5Tget_class(ty) == H5T_INTEGER) tn = sz == 1 ? "u8" : sz == 8 ? "i64" : "i32";
     int64_t nb = -1;
     hssize_t points = H5Sget_simple_extent_npoints(sp);
     if (points < 0 || !util_mul_ok((int64_t)points, (int64_t)sz, &nb)) nb = -1; /* shown as -1 */
+    char note[96] = "";
+    if (weight) {
+        kern_dtype t = dataset_dtype(d, s->path, name);
+        tn = dtype_name(t);
+        if (t == KERN_Q8) {
+            char sname[512];
+            snprintf(sname, sizeof(sname), "%s.scale", name);
+            nb += dataset_bytes(obj, sname);
+            snprintf(note, sizeof(note), " (with its scales)");
+        } else if (t == KERN_BF16 && s->any_q8 && rank == 2 && dims[1] % KERN_Q8_BLOCK != 0) {
+            snprintf(note, sizeof(note), " (not q8: %llu input columns, not a multiple of %d)",
+                     (unsigned long long)dims[1], KERN_Q8_BLOCK);
+        }
+        s->type_bytes[t] += nb;
+        s->type_count[t]++;
+    } else if (H5Tget_class(ty) == H5T_FLOAT) {
+        tn = sz == 4 ? "f32" : "f64";
+    } else if (H5Tget_class(ty) == H5T_INTEGER) {
+        tn = sz == 1 ? "u8" : sz == 8 ? "i64" : "i32";
+    }
     if (rank == 2)
-        fprintf(s->out, "  %-28s %-5s [%llu, %llu] %lld bytes\n", name, tn, (unsigned long long)dims[0],
-                (unsigned long long)dims[1], (long long)nb);
+        fprintf(s->out, "  %-28s %-5s [%llu, %llu] %lld bytes%s\n", name, tn, (unsigned long long)dims[0],
+                (unsigned long long)dims[1], (long long)nb, note);
     else
-        fprintf(s->out, "  %-28s %-5s [%llu] %lld bytes\n", name, tn, (unsigned long long)dims[0],
-                (long long)nb);
+        fprintf(s->out, "  %-28s %-5s [%llu] %lld bytes%s\n", name, tn, (unsigned long long)dims[0],
+                (long long)nb, note);
     if (nb < 0 || !util_add_ok(s->bytes, nb, &s->bytes)) s->bytes = INT64_MAX;
     s->count++;
     H5Tclose(ty);
@@ -667,10 +792,18 @@ static herr_t visit_cb(hid_t obj, const char *name, const OINFO_T *info, void *d
 }
 
 void mfile_print_tensors(mfile *m, FILE *out) {
-    visit_state s = {out, 0, 0};
+    visit_state s = {0};
+    s.out = out;
+    s.path = m->path;
+    OVISIT(m->file, H5_INDEX_NAME, H5_ITER_INC, find_q8_cb, &s, H5O_INFO_BASIC);
     fprintf(out, "datasets:\n");
     OVISIT(m->file, H5_INDEX_NAME, H5_ITER_INC, visit_cb, &s, H5O_INFO_BASIC);
-    fprintf(out, "total: %d datasets, %lld bytes (%.2f MiB)\n", s.count, (long long)s.bytes,
+    fprintf(out, "weights by type:");
+    for (int t = 0; t < 3; t++)
+        if (s.type_count[t])
+            fprintf(out, " %s %d tensors %lld bytes;", dtype_name((kern_dtype)t), s.type_count[t],
+                    (long long)s.type_bytes[t]);
+    fprintf(out, "\ntotal: %d datasets, %lld bytes (%.2f MiB)\n", s.count, (long long)s.bytes,
             s.bytes / 1048576.0);
 }
 
@@ -690,7 +823,10 @@ mfile_writer *mfile_create_parallel(const char *path, const model_config *c, MPI
     return writer_new(f, path, c);
 }
 
-void mfile_create_f32(mfile_writer *w, const char *name, int64_t rows, int64_t cols) {
+void mfile_create_tensor(mfile_writer *w, const char *name, int64_t rows, int64_t cols, kern_dtype t) {
+    check(t == KERN_F32 || (cols > 0 && (t != KERN_Q8 || cols % KERN_Q8_BLOCK == 0)),
+          "'%s': tensor '%s' [%lld, %lld] cannot be stored as %s", w->path, name, (long long)rows, (long long)cols,
+          dtype_name(t));
     hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
     hid_t sp = H5Screate_simple(cols > 0 ? 2 : 1, dims, NULL);
     hid_t lcpl = lcpl_with_parents();
@@ -699,18 +835,35 @@ void mfile_create_f32(mfile_writer *w, const char *name, int64_t rows, int64_t c
      * element is written afterwards */
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    hid_t d = H5Dcreate2(w->file, name, H5T_IEEE_F32LE, sp, lcpl, dcpl, H5P_DEFAULT);
+    hid_t d = H5Dcreate2(w->file, name, h5_file_type(t), sp, lcpl, dcpl, H5P_DEFAULT);
     if (d < 0) die("'%s': cannot create dataset '%s' (disk full?)", w->path, name);
+    if (t != KERN_F32) attr_write_str(d, "dtype", dtype_name(t));
     H5Dclose(d);
+    H5Sclose(sp);
+    if (t == KERN_Q8) { /* the scales: (rows, cols / 32) */
+        char sname[512];
+        snprintf(sname, sizeof(sname), "%s.scale", name);
+        dims[1] = (hsize_t)(cols / KERN_Q8_BLOCK);
+        sp = H5Screate_simple(2, dims, NULL);
+        d = H5Dcreate2(w->file, sname, H5T_IEEE_F32LE, sp, lcpl, dcpl, H5P_DEFAULT);
+        if (d < 0) die("'%s': cannot create dataset '%s' (disk full?)", w->path, sname);
+        H5Dclose(d);
+        H5Sclose(sp);
+    }
     H5Pclose(dcpl);
     H5Pclose(lcpl);
-    H5Sclose(sp);
 }
 
-void mfile_write_f32_rows(mfile_writer *w, const char *name, int64_t row0, int64_t nrows,
-                          const float *data) {
+void mfile_create_f32(mfile_writer *w, const char *name, int64_t rows, int64_t cols) {
+    mfile_create_tensor(w, name, rows, cols, KERN_F32);
+}
+
+/* writes whole rows [row0, row0+nrows) of dataset name from data (memory type mtype);
+ * collective on a file opened with the MPI-IO driver */
+static void write_rows(mfile_writer *w, const char *name, hid_t mtype, int64_t row0, int64_t nrows,
+                       const void *data) {
     hid_t d = H5Dopen2(w->file, name, H5P_DEFAULT);
-    if (d < 0) die("'%s': no dataset '%s' to write (create it with mfile_create_f32)", w->path, name);
+    if (d < 0) die("'%s': no dataset '%s' to write (create it with mfile_create_tensor)", w->path, name);
     hid_t fs;
     hid_t ms = select_block(d, w->path, name, row0, nrows, 0, -1, &fs); /* whole rows */
     /* collective on a file opened with the MPI-IO driver: every rank calls, each with its own
@@ -720,11 +873,50 @@ void mfile_write_f32_rows(mfile_writer *w, const char *name, int64_t row0, int64
     if (H5Pget_driver(fapl) == H5FD_MPIO) H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     H5Pclose(fapl);
     float dummy = 0;
-    if (H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, dxpl, nrows > 0 ? (const void *)data : (const void *)&dummy) < 0)
+    if (H5Dwrite(d, mtype, ms, fs, dxpl, nrows > 0 ? data : (const void *)&dummy) < 0)
         die("'%s': cannot write tensor '%s' rows %lld+%lld (disk full?)", w->path, name,
             (long long)row0, (long long)nrows);
     H5Pclose(dxpl);
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(d);
+}
+
+void mfile_write_f32_rows(mfile_writer *w, const char *name, int64_t row0, int64_t nrows,
+                          const float *data) {
+    hid_t d = H5Dopen2(w->file, name, H5P_DEFAULT);
+    if (d < 0) die("'%s': no dataset '%s' to write (create it with mfile_create_tensor)", w->path, name);
+    kern_dtype t = dataset_dtype(d, w->path, name);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 1};
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    int64_t cols = H5Sget_simple_extent_ndims(sp) == 2 ? (int64_t)dims[1] : 1;
+    H5Sclose(sp);
+    H5Dclose(d);
+    if (nrows < 0) nrows = 0;
+    const int64_t n = nrows * cols;
+    if (t == KERN_F32) {
+        write_rows(w, name, H5T_NATIVE_FLOAT, row0, nrows, data);
+    } else if (t == KERN_BF16) {
+        uint16_t *h = xmalloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+        for (int64_t k = 0; k < n; k++) h[k] = kern_f32_to_bf16(data[k]);
+        write_rows(w, name, H5T_NATIVE_UINT16, row0, nrows, h);
+        free(h);
+    } else { /* q8: blocks of 32 never straddle rows (cols % 32 == 0) */
+        int8_t *q = xmalloc((size_t)(n > 0 ? n : 1));
+        float *sc = xmalloc(sizeof(float) * (size_t)(n / KERN_Q8_BLOCK + 1));
+        if (n > 0) kern_quantize_q8(q, sc, data, n);
+        char sname[512];
+        snprintf(sname, sizeof(sname), "%s.scale", name);
+        write_rows(w, name, H5T_NATIVE_INT8, row0, nrows, q);
+        write_rows(w, sname, H5T_NATIVE_FLOAT, row0, nrows, sc);
+        free(q);
+        free(sc);
+    }
+}
+
+void mfile_write_tensor(mfile_writer *w, const char *name, const float *data, int64_t rows, int64_t cols,
+                        kern_dtype t) {
+    mfile_create_tensor(w, name, rows, cols, t);
+    mfile_write_f32_rows(w, name, 0, rows, data);
 }

@@ -8,9 +8,11 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "dtype.h"
 
 #define MFILE_FORMAT_NAME "mpillama"
-#define MFILE_FORMAT_VERSION 1
+#define MFILE_FORMAT_VERSION 2      /* written; 2 added bf16 and q8 weights */
+#define MFILE_FORMAT_MIN_VERSION 1  /* oldest read (all f32) */
 /* the largest tokenizer/bytes (and source/ blob) a file may claim */
 #define MFILE_MAX_TOKENIZER_BYTES ((int64_t)1 << 30)
 
@@ -55,6 +57,10 @@ mfile_writer *mfile_create(const char *path, const model_config *cfg);
 /* writes one f32 tensor of shape (rows, cols) (cols = 0 for a vector) under name, e.g.
  * "layers/3/wq"; groups are created as needed */
 void mfile_write_f32(mfile_writer *w, const char *name, const float *data, int64_t rows, int64_t cols);
+/* writes one (rows, cols) tensor given in f32, stored as t (bf16 rounded to nearest even, q8
+ * quantised per block of 32 columns: cols % 32 == 0); vectors (cols = 0) only as f32 */
+void mfile_write_tensor(mfile_writer *w, const char *name, const float *data, int64_t rows, int64_t cols,
+                        kern_dtype t);
 void mfile_write_tokenizer(mfile_writer *w, const mfile_tokenizer *t);
 /* stores a source file (e.g. a Hugging Face tokenizer.json) verbatim under "source/<name>" */
 void mfile_write_blob(mfile_writer *w, const char *name, const char *data, int64_t len);
@@ -67,7 +73,11 @@ typedef struct mfile mfile;
 mfile *mfile_open(const char *path, MPI_Comm comm);
 void mfile_close(mfile *f);
 const char *mfile_path(const mfile *f);
+/* the config from the root attributes, and cfg->weight_dtype from the tensors' types */
 void mfile_read_config(mfile *f, model_config *cfg);
+/* storage type of a tensor (its "dtype" attribute; KERN_F32 without one). Dies naming the
+ * tensor when it is missing or its attribute and HDF5 type disagree. */
+kern_dtype mfile_dtype(mfile *f, const char *name);
 /* 1 when the file holds a dataset of that name */
 int mfile_has(mfile *f, const char *name);
 /* shape of a dataset: returns the rank (1 or 2), dims[0..rank) */
@@ -85,12 +95,19 @@ int64_t mfile_read_f32(mfile *f, const char *name, int64_t row0, int64_t nrows, 
  * values at a 64-byte aligned offset, or the file cannot be mapped: read it with mfile_read_f32.
  * The view lives until mfile_close; the file must not change meanwhile. */
 int mfile_view(mfile *f, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out);
+/* collective, like mfile_read_f32, for a tensor stored as t (dies naming the tensor when it is
+ * stored otherwise): out gets the block as stored (float, uint16 bf16 bits or int8), and for q8
+ * scale gets its (nrows, ncols / 32) scales; a q8 block's col0 and ncols must be multiples of 32.
+ * Returns bytes read. */
+int64_t mfile_read_tensor(mfile *f, const char *name, kern_dtype t, int64_t row0, int64_t nrows, int64_t col0,
+                          int64_t ncols, void *out, float *scale);
 /* returns 0 when the file has no tokenizer; otherwise fills t (every rank) */
 int mfile_read_tokenizer(mfile *f, mfile_tokenizer *t);
 /* 1 with *data malloc'd when source/<name> exists */
 int mfile_read_blob(mfile *f, const char *name, char **data, int64_t *len);
 
-/* info: prints datasets with shape and dtype and the total bytes (serial, rank 0) */
+/* info: prints datasets with shape, storage type and bytes (a q8 tensor's with its scales, and
+ * why a tensor of a q8 file stays bf16), and the total bytes (serial, rank 0) */
 void mfile_print_tensors(mfile *f, FILE *out);
 
 /* ---- parallel writing (synth) ----
@@ -102,8 +119,10 @@ mfile_writer *mfile_create_parallel(const char *path, const model_config *cfg, M
 /* creates an f32 dataset of shape (rows, cols) (cols = 0 for a vector), space allocated, not
  * filled; collective on a parallel writer (also works on a serial one) */
 void mfile_create_f32(mfile_writer *w, const char *name, int64_t rows, int64_t cols);
-/* writes rows [row0, row0+nrows) of a dataset made by mfile_create_f32 from data ((nrows x
- * cols) row-major; elements of a vector). Collective transfer on a parallel writer: each rank
+/* the same for a tensor stored as t (mfile_write_tensor's rules; q8 also creates name.scale) */
+void mfile_create_tensor(mfile_writer *w, const char *name, int64_t rows, int64_t cols, kern_dtype t);
+/* writes rows [row0, row0+nrows) of a dataset made by mfile_create_f32 or mfile_create_tensor
+ * from f32 data ((nrows x cols) row-major; elements of a vector), converted to its type. Collective transfer on a parallel writer: each rank
  * passes its own disjoint row block; a rank with nothing to write passes nrows = 0 and calls. */
 void mfile_write_f32_rows(mfile_writer *w, const char *name, int64_t row0, int64_t nrows,
                           const float *data);

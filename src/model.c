@@ -7,24 +7,54 @@
 #include "trace.h"
 #include "util.h"
 
-/* rows [r0, r0+nr) x cols [c0, c0+nc) of name when mine (else nothing). A block of whole rows
- * (whole) of a tensor laid out plainly in the file is used in place: *dst points into the file's
- * mapping (page cache, shared by the node's ranks; no copy). Otherwise it is read into the arena
- * at *dst, by the node's owner of this slice. The choice depends on the file and the grid only,
- * so every rank makes the same one (both paths are collective). */
-static void load_part(model *m, mfile *f, const char *name, int mine, int whole, float **dst, int64_t r0,
-                      int64_t nr, int64_t c0, int64_t nc) {
-    const void *in_place;
-    if (whole && mfile_view(f, name, r0, mine ? nr : 0, sizeof(float), &in_place)) {
-        if (mine) *dst = (float *)in_place; /* read-only: the model never writes its weights */
+/* rows [r0, r0+nr) x cols [c0, c0+nc) of name, stored as t, into w when mine (else nothing). A
+ * block of whole rows (whole) of a tensor laid out plainly in the file (and for q8 its scales) is
+ * used in place: w points into the file's mapping (page cache, shared by the node's ranks; no
+ * copy). Otherwise it is read into the arena at w, by the node's owner of this slice. The choice
+ * depends on the file and the grid only, so every rank makes the same one (both paths are
+ * collective). */
+static void load_part(model *m, mfile *f, const char *name, int mine, int whole, kern_wmat *w, kern_dtype t,
+                      int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+    kern_dtype stored = mfile_dtype(f, name);
+    if (stored != t) die("'%s': tensor '%s' is stored as %s, expected %s like the other layers' (convert again)",
+                         mfile_path(f), name, kern_dtype_name(stored), kern_dtype_name(t));
+    const void *in_place, *scale_in_place = NULL;
+    const size_t es = kern_dtype_size(t);
+    char sname[160];
+    snprintf(sname, sizeof(sname), "%s.scale", name);
+    if (whole && mfile_view(f, name, r0, mine ? nr : 0, es, &in_place) &&
+        (t != KERN_Q8 || mfile_view(f, sname, r0, mine ? nr : 0, sizeof(float), &scale_in_place))) {
+        int64_t bytes = nr * nc * (int64_t)es + (t == KERN_Q8 ? nr * (nc / KERN_Q8_BLOCK) * 4 : 0);
+        if (mine) { /* read-only: the model never writes its weights */
+            w->data = in_place;
+            if (t == KERN_Q8) w->scale = scale_in_place;
+        }
         if (mine && m->shared.owner) { /* the node's ranks holding this slice share its pages: counted once */
-            m->bytes_read += nr * nc * (int64_t)sizeof(float);
-            m->bytes_in_place += nr * nc * (int64_t)sizeof(float);
+            m->bytes_read += bytes;
+            m->bytes_in_place += bytes;
         }
         return;
     }
     mine = mine && m->shared.owner;
-    m->bytes_read += mfile_read_f32(f, name, r0, mine ? nr : 0, c0, mine ? nc : 0, *dst);
+    m->bytes_read += mfile_read_tensor(f, name, t, r0, mine ? nr : 0, c0, mine ? nc : 0, (void *)w->data,
+                                       (float *)w->scale);
+}
+
+/* elements [r0, r0+nr) of the f32 vector name into *dst when mine (in place when plain) */
+static void load_f32(model *m, mfile *f, const char *name, int mine, float **dst, int64_t r0, int64_t nr) {
+    kern_wmat w = {KERN_F32, *dst, NULL};
+    load_part(m, f, name, mine, 1, &w, KERN_F32, r0, nr, 0, 1);
+    if (mine) *dst = (float *)w.data;
+}
+
+/* a (rows, cols) matrix of type t in the arena */
+static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols) {
+    kern_wmat w = {t, NULL, NULL};
+    size_t n = (size_t)(rows * cols);
+    w.data = arena_alloc(a, n * kern_dtype_size(t));
+    if (t == KERN_Q8) w.scale = arena_alloc(a, n / KERN_Q8_BLOCK * sizeof(float));
+    return w;
+}
 }
 
 static void check_shape(mfile *f, const char *name, int64_t rows, int64_t cols) {
@@ -75,18 +105,20 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     int tied_shared = cfg->tied_classifier && r->has_embedding && r->has_classifier;
 
     model_check_file(f, cfg);
-    /* the ranks of this node holding this slice (other replicas') share one copy: the owner reads */
+    /* the ranks of this node holding this slice (other replicas') share one copy: the owner reads.
+     * 64 bytes of alignment for each of at most 16 arrays per layer and 16 others */
     size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local));
     dist_shared_alloc(d, &m->shared, cap);
     arena_init_at(&m->weights, m->shared.base, cap);
-    if (r->has_embedding) m->tok_embeddings = arena_floats(&m->weights, r->vocab_local * dim);
+    const int *wt = cfg->weight_dtype;
+    if (r->has_embedding) m->tok_embeddings = wmat_alloc(&m->weights, wt[CONFIG_W_EMBED], r->vocab_local, dim);
     m->layers = xcalloc(r->n_layers_local > 0 ? r->n_layers_local : 1, sizeof(model_layer));
     for (int l = 0; l < r->n_layers_local; l++) {
         model_layer *L = &m->layers[l];
         L->attention_norm = arena_floats(&m->weights, dim);
-        L->wq = arena_floats(&m->weights, qd * dim);
-        L->wk = arena_floats(&m->weights, kvd * dim);
-        L->wv = arena_floats(&m->weights, kvd * dim);
+        L->wq = wmat_alloc(&m->weights, wt[CONFIG_W_Q], qd, dim);
+        L->wk = wmat_alloc(&m->weights, wt[CONFIG_W_K], kvd, dim);
+        L->wv = wmat_alloc(&m->weights, wt[CONFIG_W_V], kvd, dim);
         if (cfg->attn_qkv_bias) {
             L->bq = arena_floats(&m->weights, qd);
             L->bk = arena_floats(&m->weights, kvd);
@@ -96,54 +128,65 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
             L->q_norm = arena_floats(&m->weights, hs);
             L->k_norm = arena_floats(&m->weights, hs);
         }
-        L->wo = arena_floats(&m->weights, dim * qd);
+        L->wo = wmat_alloc(&m->weights, wt[CONFIG_W_O], dim, qd);
         L->ffn_norm = arena_floats(&m->weights, dim);
-        L->w1 = arena_floats(&m->weights, hl * dim);
-        L->w2 = arena_floats(&m->weights, dim * hl);
-        L->w3 = arena_floats(&m->weights, hl * dim);
+        L->w1 = wmat_alloc(&m->weights, wt[CONFIG_W_1], hl, dim);
+        L->w2 = wmat_alloc(&m->weights, wt[CONFIG_W_2], dim, hl);
+        L->w3 = wmat_alloc(&m->weights, wt[CONFIG_W_3], hl, dim);
     }
     if (r->has_classifier) {
         m->norm = arena_floats(&m->weights, dim);
-        m->classifier = tied_shared ? m->tok_embeddings : arena_floats(&m->weights, r->vocab_local * dim);
+        if (tied_shared) m->classifier = m->tok_embeddings;
+        else if (cfg->tied_classifier) m->classifier = wmat_alloc(&m->weights, wt[CONFIG_W_EMBED], r->vocab_local, dim);
+        else m->classifier = wmat_alloc(&m->weights, wt[CONFIG_W_OUT], r->vocab_local, dim);
     }
 
     /* every rank walks every tensor in the same order (collective metadata and reads) */
     if (cfg->tied_classifier && r->has_classifier && !r->has_embedding)
-        load_part(m, f, "tok_embeddings", 1, 1, &m->classifier, r->vocab0, r->vocab_local, 0, dim);
+        load_part(m, f, "tok_embeddings", 1, 1, &m->classifier, wt[CONFIG_W_EMBED], r->vocab0, r->vocab_local, 0, dim);
     else
-        load_part(m, f, "tok_embeddings", r->has_embedding, 1, &m->tok_embeddings, r->vocab0, r->vocab_local, 0, dim);
+        load_part(m, f, "tok_embeddings", r->has_embedding, 1, &m->tok_embeddings, wt[CONFIG_W_EMBED], r->vocab0,
+                  r->vocab_local, 0, dim);
     char name[128];
     for (int gl = 0; gl < cfg->n_layers; gl++) {
         int l = gl - r->layer0, mine = l >= 0 && l < r->n_layers_local;
         model_layer *L = mine ? &m->layers[l] : &(model_layer){0};
-#define LOAD(t, dst, rows, cols, r0, nr, c0, nc)                      \
+#define LOAD(t, kind, dst, rows, cols, r0, nr, c0, nc)                \
     do {                                                              \
         snprintf(name, sizeof(name), "layers/%d/" t, gl);             \
-        load_part(m, f, name, mine, (nc) == (cols), &dst, r0, nr, c0, nc); \
+        load_part(m, f, name, mine, (nc) == (cols), dst, wt[kind], r0, nr, c0, nc); \
     } while (0)
-        LOAD("attention_norm", L->attention_norm, dim, 1, 0, dim, 0, 1);
-        LOAD("wq", L->wq, config_q_dim(cfg), dim, r->head0 * hs, qd, 0, dim);
-        LOAD("wk", L->wk, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
-        LOAD("wv", L->wv, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
+#define LOAD_VEC(t, dst, rows, r0, nr)                                \
+    do {                                                              \
+        snprintf(name, sizeof(name), "layers/%d/" t, gl);             \
+        (void)(rows);                                                 \
+        load_f32(m, f, name, mine, &(dst), r0, nr);                   \
+    } while (0)
+        LOAD_VEC("attention_norm", L->attention_norm, dim, 0, dim);
+        LOAD("wq", CONFIG_W_Q, &L->wq, config_q_dim(cfg), dim, r->head0 * hs, qd, 0, dim);
+        LOAD("wk", CONFIG_W_K, &L->wk, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
+        LOAD("wv", CONFIG_W_V, &L->wv, config_kv_dim(cfg), dim, r->kv_head0 * hs, kvd, 0, dim);
         if (cfg->attn_qkv_bias) { /* split with their rows */
-            LOAD("bq", L->bq, config_q_dim(cfg), 1, r->head0 * hs, qd, 0, 1);
-            LOAD("bk", L->bk, config_kv_dim(cfg), 1, r->kv_head0 * hs, kvd, 0, 1);
-            LOAD("bv", L->bv, config_kv_dim(cfg), 1, r->kv_head0 * hs, kvd, 0, 1);
+            LOAD_VEC("bq", L->bq, config_q_dim(cfg), r->head0 * hs, qd);
+            LOAD_VEC("bk", L->bk, config_kv_dim(cfg), r->kv_head0 * hs, kvd);
+            LOAD_VEC("bv", L->bv, config_kv_dim(cfg), r->kv_head0 * hs, kvd);
         }
         if (cfg->attn_qk_norm) { /* replicated */
-            LOAD("q_norm", L->q_norm, hs, 1, 0, hs, 0, 1);
-            LOAD("k_norm", L->k_norm, hs, 1, 0, hs, 0, 1);
+            LOAD_VEC("q_norm", L->q_norm, hs, 0, hs);
+            LOAD_VEC("k_norm", L->k_norm, hs, 0, hs);
         }
-        LOAD("wo", L->wo, dim, config_q_dim(cfg), 0, dim, r->head0 * hs, qd);
-        LOAD("ffn_norm", L->ffn_norm, dim, 1, 0, dim, 0, 1);
-        LOAD("w1", L->w1, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
-        LOAD("w2", L->w2, dim, cfg->hidden_dim, 0, dim, r->hidden0, hl);
-        LOAD("w3", L->w3, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
+        LOAD("wo", CONFIG_W_O, &L->wo, dim, config_q_dim(cfg), 0, dim, r->head0 * hs, qd);
+        LOAD_VEC("ffn_norm", L->ffn_norm, dim, 0, dim);
+        LOAD("w1", CONFIG_W_1, &L->w1, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
+        LOAD("w2", CONFIG_W_2, &L->w2, dim, cfg->hidden_dim, 0, dim, r->hidden0, hl);
+        LOAD("w3", CONFIG_W_3, &L->w3, cfg->hidden_dim, dim, r->hidden0, hl, 0, dim);
 #undef LOAD
+#undef LOAD_VEC
     }
-    load_part(m, f, "norm", r->has_classifier, 1, &m->norm, 0, dim, 0, 1);
+    load_f32(m, f, "norm", r->has_classifier, &m->norm, 0, dim);
     if (!cfg->tied_classifier) {
-        load_part(m, f, "output", r->has_classifier, 1, &m->classifier, r->vocab0, r->vocab_local, 0, dim);
+        load_part(m, f, "output", r->has_classifier, 1, &m->classifier, wt[CONFIG_W_OUT], r->vocab0, r->vocab_local,
+                  0, dim);
     }
 
     if (tied_shared) m->classifier = m->tok_embeddings; /* it may have moved into the mapping */
@@ -223,6 +266,20 @@ void model_free(model *m) {
     memset(m, 0, sizeof(*m));
 }
 
+/* x (dim) = row of w (rows, dim) as f32, whatever its type */
+static void embed_row(float *x, const kern_wmat *w, int64_t row, int dim) {
+    if (w->dtype == KERN_F32) {
+        memcpy(x, (const float *)w->data + row * dim, sizeof(float) * dim);
+    } else if (w->dtype == KERN_BF16) {
+        const uint16_t *h = (const uint16_t *)w->data + row * dim;
+        for (int k = 0; k < dim; k++) x[k] = kern_bf16_to_f32(h[k]);
+    } else {
+        const int8_t *q = (const int8_t *)w->data + row * dim;
+        const float *sc = w->scale + row * (dim / KERN_Q8_BLOCK);
+        for (int k = 0; k < dim; k++) x[k] = sc[k / KERN_Q8_BLOCK] * (float)q[k];
+    }
+}
+
 void model_embed(model *m, dist_ctx *d, const model_batch *b) {
     const plan_rank *r = &m->share;
     const int n = b->n, dim = m->cfg.dim;
@@ -230,7 +287,7 @@ void model_embed(model *m, dist_ctx *d, const model_batch *b) {
     for (int t = 0; t < n; t++) {
         int tok = b->token[t] - r->vocab0;
         float *x = m->x + (int64_t)t * dim;
-        if (tok >= 0 && tok < r->vocab_local) memcpy(x, m->tok_embeddings + (int64_t)tok * dim, sizeof(float) * dim);
+        if (tok >= 0 && tok < r->vocab_local) embed_row(x, &m->tok_embeddings, tok, dim);
         else memset(x, 0, sizeof(float) * dim);
     }
     trace_end(TN_EMBED, TRACE_COMPUTE, t0, n);
@@ -256,9 +313,9 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         dist_progress(d); /* the previous micro-batch's send moves on while this one computes */
         double t0 = trace_now();
         kern_rmsnorm(m->xb, m->x, L->attention_norm, n, dim, c->norm_eps);
-        kern_matmul(m->q, m->xb, L->wq, n, dim, qd);
-        kern_matmul(m->k, m->xb, L->wk, n, dim, kvd);
-        kern_matmul(m->v, m->xb, L->wv, n, dim, kvd);
+        kern_matmul_w(m->q, m->xb, &L->wq, n, dim, qd);
+        kern_matmul_w(m->k, m->xb, &L->wk, n, dim, kvd);
+        kern_matmul_w(m->v, m->xb, &L->wv, n, dim, kvd);
         if (L->bq) {
             kern_add_bias(m->q, L->bq, n, qd);
             kern_add_bias(m->k, L->bk, n, kvd);
@@ -278,17 +335,17 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         t0 = trace_end(TN_MATMUL, TRACE_COMPUTE, t0, gl);
         kern_attention(m->att_out, m->q, kc, vc, b->pos, b->slot, n, &ad, m->att);
         t0 = trace_end(TN_ATTENTION, TRACE_COMPUTE, t0, gl);
-        kern_matmul(m->xb, m->att_out, L->wo, n, qd, dim);
+        kern_matmul_w(m->xb, m->att_out, &L->wo, n, qd, dim);
         trace_end(TN_MATMUL, TRACE_COMPUTE, t0, gl);
         dist_allreduce_sum(d, m->xb, (int64_t)n * dim);
         dist_progress(d);
         t0 = trace_now();
         kern_add(m->x, m->xb, (int64_t)n * dim);
         kern_rmsnorm(m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps);
-        kern_matmul(m->hb, m->xb, L->w1, n, dim, hl);
-        kern_matmul(m->hb2, m->xb, L->w3, n, dim, hl);
+        kern_matmul_w(m->hb, m->xb, &L->w1, n, dim, hl);
+        kern_matmul_w(m->hb2, m->xb, &L->w3, n, dim, hl);
         kern_swiglu(m->hb, m->hb2, (int64_t)n * hl);
-        kern_matmul(m->xb, m->hb, L->w2, n, hl, dim);
+        kern_matmul_w(m->xb, m->hb, &L->w2, n, hl, dim);
         trace_end(TN_FFN, TRACE_COMPUTE, t0, gl);
         dist_allreduce_sum(d, m->xb, (int64_t)n * dim);
         kern_add(m->x, m->xb, (int64_t)n * dim);
@@ -303,7 +360,7 @@ int model_classify(model *m, const model_batch *b) {
     for (int t = 0; t < n; t++)
         if (b->want[t]) kern_rmsnorm(m->xb + (int64_t)nw++ * dim, m->x + (int64_t)t * dim, m->norm, 1, dim, c->norm_eps);
     if (nw == 0) return 0;
-    kern_matmul(m->logits_local, m->xb, m->classifier, nw, dim, m->share.vocab_local);
+    kern_matmul_w(m->logits_local, m->xb, &m->classifier, nw, dim, m->share.vocab_local);
     trace_end(TN_CLASSIFIER, TRACE_COMPUTE, t0, nw);
     return nw;
 }

@@ -6,22 +6,23 @@
 #include "arena.h"
 #include "config.h"
 #include "dist.h"
+#include "kernels.h"
 #include "mfile.h"
 #include "plan.h"
 
 typedef struct {
     float *attention_norm; /* (dim) */
-    float *wq;             /* (n_heads_local * head_size, dim) */
-    float *wk;             /* (n_kv_local * head_size, dim) */
-    float *wv;             /* (n_kv_local * head_size, dim) */
+    kern_wmat wq;          /* (n_heads_local * head_size, dim) */
+    kern_wmat wk;          /* (n_kv_local * head_size, dim) */
+    kern_wmat wv;          /* (n_kv_local * head_size, dim) */
     float *bq;             /* (n_heads_local * head_size) q bias, or NULL (attn_qkv_bias) */
     float *bk, *bv;        /* (n_kv_local * head_size) k, v biases, or NULL */
     float *q_norm, *k_norm; /* (head_size) per-head RMSNorm weights, or NULL (attn_qk_norm) */
-    float *wo;             /* (dim, n_heads_local * head_size): input columns of this rank's heads */
+    kern_wmat wo;          /* (dim, n_heads_local * head_size): input columns of this rank's heads */
     float *ffn_norm;       /* (dim) */
-    float *w1;             /* (hidden_local, dim) gate */
-    float *w2;             /* (dim, hidden_local): input columns */
-    float *w3;             /* (hidden_local, dim) up */
+    kern_wmat w1;          /* (hidden_local, dim) gate */
+    kern_wmat w2;          /* (dim, hidden_local): input columns */
+    kern_wmat w3;          /* (hidden_local, dim) up */
 } model_layer;
 
 /* n tokens processed together; every rank holds the same batch */
@@ -36,12 +37,13 @@ typedef struct {
 typedef struct {
     model_config cfg;
     plan_rank share;
-    arena weights;         /* over `shared`: one copy per node of each slice (dist_shared) */
+    arena weights;         /* over `shared`: one copy per node of each slice (dist_shared); every
+                            * weight in its stored type (cfg.weight_dtype) */
     dist_shared shared;
-    float *tok_embeddings; /* (vocab_local, dim), first stage */
+    kern_wmat tok_embeddings; /* (vocab_local, dim), first stage */
     model_layer *layers;   /* (n_layers_local) */
     float *norm;           /* (dim), last stage */
-    float *classifier;     /* (vocab_local, dim), last stage; = tok_embeddings when tied, pp = 1 */
+    kern_wmat classifier;  /* (vocab_local, dim), last stage; = tok_embeddings when tied, pp = 1 */
     int *vocab_counts;     /* (tp) classifier rows of each tp rank */
     int *vocab_offsets;    /* (tp) */
     /* run state */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
 #include "util.h"
 
 void plan_split(int n, int parts, int i, int *start, int *count) {
@@ -35,6 +36,21 @@ int plan_check_grid(const model_config *c, int pp, int tp, char *why, size_t cap
         snprintf(why, cap, "tp %d exceeds hidden_dim or vocab_size", tp);
         return -1;
     }
+    /* q8 blocks run along the input columns: a tp split of wo's and w2's columns must fall on them */
+    if (c->weight_dtype[CONFIG_W_O] == KERN_Q8 && (c->n_heads / tp * c->head_size) % KERN_Q8_BLOCK != 0) {
+        snprintf(why, cap, "tp %d gives each rank %d of wo's input columns, not whole q8 blocks of %d", tp,
+                 c->n_heads / tp * c->head_size, KERN_Q8_BLOCK);
+        return -1;
+    }
+    for (int r = 0; c->weight_dtype[CONFIG_W_2] == KERN_Q8 && r < tp; r++) {
+        int h0, hn;
+        plan_split(c->hidden_dim, tp, r, &h0, &hn);
+        if (h0 % KERN_Q8_BLOCK != 0 || hn % KERN_Q8_BLOCK != 0) {
+            snprintf(why, cap, "tp %d splits w2's %d input columns off its q8 blocks of %d (rank %d gets %d-%d)",
+                     tp, c->hidden_dim, KERN_Q8_BLOCK, r, h0, h0 + hn - 1);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -51,11 +67,20 @@ void plan_list_valid(const model_config *c, int world, char *buf, size_t cap) {
     if (!buf[0]) snprintf(buf, cap, "none");
 }
 
-/* bytes of one layer, of the first-stage extra (embedding), of the last-stage extra */
+/* bytes of a rank's slice of one layer: q_local query and kv_local key/value dimensions,
+ * h_local FFN columns, in the model's storage types (norms and biases f32) */
+static int64_t layer_share_bytes(const model_config *c, int64_t q_local, int64_t kv_local, int64_t h_local) {
+    const int *t = c->weight_dtype;
+    int64_t d = c->dim;
+    int64_t vectors = 2 * d + (c->attn_qkv_bias ? q_local + 2 * kv_local : 0) + (c->attn_qk_norm ? 2LL * c->head_size : 0);
+    return 4 * vectors + dtype_bytes(t[CONFIG_W_Q], q_local, d) + dtype_bytes(t[CONFIG_W_K], kv_local, d) +
+           dtype_bytes(t[CONFIG_W_V], kv_local, d) + dtype_bytes(t[CONFIG_W_O], d, q_local) +
+           dtype_bytes(t[CONFIG_W_1], h_local, d) + dtype_bytes(t[CONFIG_W_2], d, h_local) +
+           dtype_bytes(t[CONFIG_W_3], h_local, d);
+}
+
 static int64_t layer_bytes(const model_config *c) {
-    int64_t d = c->dim, q = config_q_dim(c), kv = config_kv_dim(c), h = c->hidden_dim;
-    int64_t extra = (c->attn_qkv_bias ? q + 2 * kv : 0) + (c->attn_qk_norm ? 2LL * c->head_size : 0);
-    return 4 * (2 * d + q * d + 2 * kv * d + d * q + 3 * h * d + extra);
+    return layer_share_bytes(c, config_q_dim(c), config_kv_dim(c), c->hidden_dim);
 }
 
 void plan_make(plan_grid *g, const model_config *c, int pp, int tp) {
@@ -64,8 +89,9 @@ void plan_make(plan_grid *g, const model_config *c, int pp, int tp) {
     g->pp = pp;
     g->tp = tp;
     int L = c->n_layers;
-    int64_t lb = layer_bytes(c), emb = 4LL * c->vocab_size * c->dim;
-    int64_t first = emb, last = 4LL * c->dim + (c->tied_classifier && pp > 1 ? emb : c->tied_classifier ? 0 : emb);
+    int64_t lb = layer_bytes(c), emb = dtype_bytes(c->weight_dtype[CONFIG_W_EMBED], c->vocab_size, c->dim);
+    int64_t out = dtype_bytes(c->weight_dtype[CONFIG_W_OUT], c->vocab_size, c->dim);
+    int64_t first = emb, last = 4LL * c->dim + (c->tied_classifier && pp > 1 ? emb : c->tied_classifier ? 0 : out);
     /* best[s][l]: minimal max stage cost placing layers [0, l) on stages [0, s) (DP, L small) */
     static int64_t best[PLAN_MAX_PP + 1][1025];
     static int cut[PLAN_MAX_PP + 1][1025];
@@ -123,20 +149,20 @@ void plan_rank_share(const plan_grid *g, const model_config *c, int world_rank, 
     r->has_embedding = r->stage == 0;
     r->has_classifier = r->stage == g->pp - 1;
     int64_t d = c->dim, hs = c->head_size;
-    int64_t per_layer = 2 * d + r->n_heads_local * hs * d * 2 + 2 * r->n_kv_local * hs * d + 3 * (int64_t)r->hidden_local * d;
-    if (c->attn_qkv_bias) per_layer += (r->n_heads_local + 2LL * r->n_kv_local) * hs;
-    if (c->attn_qk_norm) per_layer += 2 * hs;
-    int64_t b = per_layer * r->n_layers_local;
-    if (r->has_embedding) b += (int64_t)r->vocab_local * d;
+    int64_t b = layer_share_bytes(c, r->n_heads_local * hs, r->n_kv_local * hs, r->hidden_local) * r->n_layers_local;
+    const int *t = c->weight_dtype;
+    if (r->has_embedding) b += dtype_bytes(t[CONFIG_W_EMBED], r->vocab_local, d);
     if (r->has_classifier) {
-        b += d;
-        if (!(c->tied_classifier && r->has_embedding)) b += (int64_t)r->vocab_local * d;
+        b += 4 * d;
+        if (c->tied_classifier && !r->has_embedding) b += dtype_bytes(t[CONFIG_W_EMBED], r->vocab_local, d);
+        else if (!c->tied_classifier) b += dtype_bytes(t[CONFIG_W_OUT], r->vocab_local, d);
     }
-    r->weight_bytes = 4 * b;
+    r->weight_bytes = b;
 }
 
 int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch) {
-    const int64_t f[] = {2 * (int64_t)sizeof(float), r->n_layers_local, batch, max_seq, r->n_kv_local, c->head_size};
+    const int64_t f[] = {2 * (int64_t)kern_dtype_size((kern_dtype)c->kv_dtype), r->n_layers_local, batch, max_seq,
+                         r->n_kv_local, c->head_size};
     int64_t bytes;
     return util_product_ok(f, (int)(sizeof f / sizeof f[0]), &bytes) ? bytes : -1;
 }

@@ -27,10 +27,11 @@ typedef struct {
     int hidden0, hidden_local;   /* FFN columns (uneven split allowed) */
     int vocab0, vocab_local;     /* embedding rows (first stage) and classifier rows (last stage) */
     int has_embedding, has_classifier;
-    int64_t weight_bytes;        /* f32 bytes this rank reads and holds */
+    int64_t weight_bytes;        /* bytes this rank reads and holds, in the stored types */
 } plan_rank;
 
 /* 0 when (pp, tp) can run the model; otherwise -1 with the reason in why */
+/* (q8 weights: tp must split wo's and w2's input columns on whole blocks) */
 int plan_check_grid(const model_config *c, int pp, int tp, char *why, size_t cap);
 /* lists the valid "PPxTP" pairs for world ranks into buf (", "-separated, "none" if none) */
 void plan_list_valid(const model_config *c, int world, char *buf, size_t cap);
@@ -59,8 +60,8 @@ void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int no
 int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int *dp,
                  int *pp, int *tp);
 
-/* KV cache bytes of one rank for batch slots of max_seq positions; -1 when that does not fit
- * int64 (or batch or max_seq is negative) */
+/* KV cache bytes of one rank for batch slots of max_seq positions, elements of c->kv_dtype; -1
+ * when that does not fit int64 (or batch or max_seq is negative) */
 int64_t plan_kv_bytes(const plan_rank *r, const model_config *c, int max_seq, int batch);
 /* even split of n items into parts: part i gets [*start, *start + *count) */
 void plan_split(int n, int parts, int i, int *start, int *count);

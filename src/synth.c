@@ -139,7 +139,8 @@ typedef struct {
     char name[48];
     int id;
     int64_t rows, cols; /* cols = 0: a vector */
-    int is_norm; /* 1: a norm's weights (1 + small); 2: a bias (small) */
+    int is_norm;        /* 1: a norm's weights (1 + small); 2: a bias (small) */
+    kern_dtype dtype;   /* stored type (vectors f32) */
 } synth_tensor;
 
 /* the model's tensors in file order (as the converters write them); returns the count */
@@ -147,32 +148,36 @@ static int list_tensors(const model_config *c, synth_tensor **out) {
     int n = 0, cap = 3 + 14 * c->n_layers;
     synth_tensor *t = xcalloc((size_t)cap, sizeof(*t));
     const int64_t D = c->dim, H = c->hidden_dim, V = c->vocab_size, q = config_q_dim(c), kv = config_kv_dim(c);
-#define ADD(ID, ROWS, COLS, NORM, ...)                                  \
+/* NORM: 0 a matrix, 1 a norm, 2 a bias; KIND: CONFIG_W_* of a matrix, -1 for a vector (f32) */
+#define ADD(ID, ROWS, COLS, NORM, KIND, ...)                            \
     do {                                                                \
         snprintf(t[n].name, sizeof(t[n].name), __VA_ARGS__);            \
         t[n].id = (ID), t[n].rows = (ROWS), t[n].cols = (COLS), t[n].is_norm = (NORM); \
+        t[n].dtype = (KIND) < 0 ? KERN_F32 : (kern_dtype)c->weight_dtype[(KIND) < 0 ? 0 : (KIND)]; \
         n++;                                                            \
     } while (0)
-    ADD(0, V, D, 0, "tok_embeddings");
+    ADD(0, V, D, 0, CONFIG_W_EMBED, "tok_embeddings");
     static const char *names[9] = {"attention_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3"};
+    static const int kinds[9] = {-1, CONFIG_W_Q, CONFIG_W_K, CONFIG_W_V, CONFIG_W_O, -1, CONFIG_W_1, CONFIG_W_2, CONFIG_W_3};
     for (int l = 0; l < c->n_layers; l++) {
         const int64_t rows[9] = {D, q, kv, kv, D, D, H, D, H}, cols[9] = {0, D, D, D, q, 0, D, H, D};
-        for (int i = 0; i < 9; i++) ADD(3 + 9 * l + i, rows[i], cols[i], cols[i] == 0, "layers/%d/%s", l, names[i]);
+        for (int i = 0; i < 9; i++)
+            ADD(3 + 9 * l + i, rows[i], cols[i], cols[i] == 0, kinds[i], "layers/%d/%s", l, names[i]);
         /* Qwen2's biases (small, around 0) and Qwen3's per-head norms (around 1); ids after
          * every Llama tensor's, so those keep their values */
         const int id = 3 + 9 * c->n_layers + 5 * l;
         if (c->attn_qkv_bias) {
-            ADD(id, q, 0, 2, "layers/%d/bq", l);
-            ADD(id + 1, kv, 0, 2, "layers/%d/bk", l);
-            ADD(id + 2, kv, 0, 2, "layers/%d/bv", l);
+            ADD(id, q, 0, 2, -1, "layers/%d/bq", l);
+            ADD(id + 1, kv, 0, 2, -1, "layers/%d/bk", l);
+            ADD(id + 2, kv, 0, 2, -1, "layers/%d/bv", l);
         }
         if (c->attn_qk_norm) {
-            ADD(id + 3, c->head_size, 0, 1, "layers/%d/q_norm", l);
-            ADD(id + 4, c->head_size, 0, 1, "layers/%d/k_norm", l);
+            ADD(id + 3, c->head_size, 0, 1, -1, "layers/%d/q_norm", l);
+            ADD(id + 4, c->head_size, 0, 1, -1, "layers/%d/k_norm", l);
         }
     }
-    ADD(1, D, 0, 1, "norm");
-    if (!c->tied_classifier) ADD(2, V, D, 0, "output");
+    ADD(1, D, 0, 1, -1, "norm");
+    if (!c->tied_classifier) ADD(2, V, D, 0, CONFIG_W_OUT, "output");
 #undef ADD
     *out = t;
     return n;
@@ -181,7 +186,7 @@ static int list_tensors(const model_config *c, synth_tensor **out) {
 /* generates and writes one tensor: this rank's rows, in blocks; collective */
 static void write_tensor(mfile_writer *w, const synth_tensor *t, uint64_t seed, int rank, int size,
                          float *buf, int64_t buf_floats) {
-    mfile_create_f32(w, t->name, t->rows, t->cols);
+    mfile_create_tensor(w, t->name, t->rows, t->cols, t->dtype);
     const int64_t R = t->rows, C = t->cols > 0 ? t->cols : 1;
     int64_t my0, my1, share;
     if (R * C * (int64_t)sizeof(float) < SYNTH_SMALL_BYTES) {
@@ -217,7 +222,7 @@ static void write_tensor(mfile_writer *w, const synth_tensor *t, uint64_t seed, 
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: [mpirun -n N] mpillama synth --shape NAME -o M.h5 [--layers N] [--seed S] [--dtype f32]\n"
+            "usage: [mpirun -n N] mpillama synth --shape NAME -o M.h5 [--layers N] [--seed S] [--dtype T]\n"
             "  random weights (deterministic in the seed, whatever N) in the exact shapes of a model;\n"
             "  every rank writes its share. No tokenizer: give prompts as prompt_ids.\n"
             "  --shape NAME   one of:");
@@ -226,7 +231,8 @@ static void usage(FILE *out) {
                  "                 or a Hugging Face config.json (or the directory holding one)\n"
                  "  --layers N     keep the first N layers (same weights as the full model's)\n"
                  "  --seed S       (default 1)\n"
-                 "  --dtype f32    the stored type (format version 1 stores f32 only)\n");
+                 "  --dtype T      f32 (default), bf16 or q8: the stored type of weight matrices, as\n"
+                 "                 'mpillama convert --dtype' (the f32 values rounded or quantised)\n");
 }
 
 static int looks_like_path(const char *s) {
@@ -278,9 +284,10 @@ int synth_main(int argc, char **argv) {
         if (root) usage(stderr);
         bad = 1;
     }
-    if (!bad && strcmp(dtype, "f32") != 0) {
+    kern_dtype want = KERN_F32;
+    if (!bad && dtype_parse(dtype, &want) != 0) {
         bad = 1;
-        if (root) error("synth: --dtype '%s' is not supported (model format version %d stores f32 only)", dtype, MFILE_FORMAT_VERSION);
+        if (root) error("synth: --dtype '%s' is not f32, bf16 or q8", dtype);
     }
     model_config cfg;
     if (!bad && synth_shape(shape, &cfg) != 0) {
@@ -309,12 +316,15 @@ int synth_main(int argc, char **argv) {
     if (layers > 0) cfg.n_layers = (int)layers;
     char why[512];
     if (config_validate(&cfg, shape, why, sizeof(why)) != 0) die("synth: %s", why);
+    dtype_set_all(&cfg, want);
 
     synth_tensor *t;
     int nt = list_tensors(&cfg, &t);
-    int64_t params = 0;
-    for (int i = 0; i < nt; i++) params += t[i].rows * (t[i].cols > 0 ? t[i].cols : 1);
-    const int64_t bytes = params * (int64_t)sizeof(float);
+    int64_t params = 0, bytes = 0;
+    for (int i = 0; i < nt; i++) {
+        params += t[i].rows * (t[i].cols > 0 ? t[i].cols : 1);
+        bytes += dtype_bytes(t[i].dtype, t[i].rows, t[i].cols > 0 ? t[i].cols : 1);
+    }
 
     if (root) { /* fail before writing, not after hours of writing */
         char *tmp = xstrdup(out);
@@ -328,9 +338,10 @@ int synth_main(int argc, char **argv) {
             die("synth: '%s' needs %.2f GiB, its file system has %.2f GiB free", out, bytes / 1073741824.0,
                 have / 1073741824.0);
         free(tmp);
-        printf("synth: %s (%d of %d layers, dim %d, hidden %d, heads %d/%d, vocab %d, %s), seed %llu -> %s\n",
+        printf("synth: %s (%d of %d layers, dim %d, hidden %d, heads %d/%d, vocab %d, %s, %s weights%s), seed %llu -> %s\n",
                shape, cfg.n_layers, full_layers, cfg.dim, cfg.hidden_dim, cfg.n_heads, cfg.n_kv_heads,
-               cfg.vocab_size, cfg.tied_classifier ? "tied" : "untied", seed, out);
+               cfg.vocab_size, cfg.tied_classifier ? "tied" : "untied", dtype_name(want),
+               convert_dtype_note(&cfg, want), seed, out);
         fflush(stdout);
     }
 
@@ -343,8 +354,8 @@ int synth_main(int argc, char **argv) {
     mfile_close_writer(w);
     double secs = dist_max_double(&d, util_now() - t0);
     if (root) {
-        printf("synth: %lld params, %lld bytes (%.2f GiB f32) written in %.2f s on %d rank%s (%.0f MiB/s)\n",
-               (long long)params, (long long)bytes, bytes / 1073741824.0, secs, d.world_size,
+        printf("synth: %lld params, %lld bytes (%.2f GiB %s) written in %.2f s on %d rank%s (%.0f MiB/s)\n",
+               (long long)params, (long long)bytes, bytes / 1073741824.0, dtype_name(want), secs, d.world_size,
                d.world_size > 1 ? "s" : "", secs > 0 ? bytes / 1048576.0 / secs : 0.0);
         fflush(stdout);
     }
