@@ -129,7 +129,7 @@ void convert_llama2c(const char *bin_path, const char *tokenizer_path, const cha
     free(buf);
     fclose(f);
     printf("converted llama2.c checkpoint '%s' -> '%s' (%d layers, dim %d, vocab %d, %s weights%s%s)\n", bin_path,
-           out_path, c.n_layers, c.dim, c.vocab_size, dtype_name(want), convert_dtype_note(&c, want),
+           out_path, c.n_layers, c.dim, c.vocab_size, kern_dtype_name(want), convert_dtype_note(&c, want),
            tokenizer_path ? ", with tokenizer" : "");
 }
 

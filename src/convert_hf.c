@@ -887,7 +887,7 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
 
     int64_t out_bytes = stat(out_path, &st) == 0 ? (int64_t)st.st_size : -1;
     printf("converted %s -> %s: %d tensors, %" PRId64 " bytes, %s weights%s\n", dir, out_path, n_specs,
-           out_bytes, dtype_name(want), convert_dtype_note(&cfg, want));
+           out_bytes, kern_dtype_name(want), convert_dtype_note(&cfg, want));
     if (have_tok)
         printf("tokenizer: %s, %d pieces, bos %d, eos %d, chat template %s\n", tok.type, tok.n,
                tok.bos_id, tok.eos_id, tok.chat_template[0] ? tok.chat_template : "none");

@@ -2,13 +2,9 @@
 
 #include <string.h>
 
-static const char *const names[] = {"f32", "bf16", "q8"};
-
-const char *dtype_name(kern_dtype t) { return (unsigned)t < 3 ? names[t] : "?"; }
-
 int dtype_parse(const char *s, kern_dtype *t) {
     for (int k = 0; k < 3; k++)
-        if (strcmp(s, names[k]) == 0) {
+        if (strcmp(s, kern_dtype_name((kern_dtype)k)) == 0) {
             *t = (kern_dtype)k;
             return 0;
         }
@@ -59,3 +55,13 @@ void dtype_set_all(model_config *c, kern_dtype want) {
 kern_dtype dtype_main(const model_config *c) { return (kern_dtype)c->weight_dtype[CONFIG_W_Q]; }
 
 kern_dtype dtype_default_kv(const model_config *c) { return dtype_main(c) == KERN_F32 ? KERN_F32 : KERN_BF16; }
+
+int64_t dtype_model_bytes(const model_config *c) {
+    const int *t = c->weight_dtype;
+    int64_t d = c->dim, q = config_q_dim(c), kv = config_kv_dim(c), h = c->hidden_dim, v = c->vocab_size;
+    int64_t layer = 4 * 2 * d + dtype_bytes(t[CONFIG_W_Q], q, d) + dtype_bytes(t[CONFIG_W_K], kv, d) +
+                    dtype_bytes(t[CONFIG_W_V], kv, d) + dtype_bytes(t[CONFIG_W_O], d, q) +
+                    dtype_bytes(t[CONFIG_W_1], h, d) + dtype_bytes(t[CONFIG_W_2], d, h) + dtype_bytes(t[CONFIG_W_3], h, d);
+    return c->n_layers * layer + dtype_bytes(t[CONFIG_W_EMBED], v, d) + 4 * d +
+           (c->tied_classifier ? 0 : dtype_bytes(t[CONFIG_W_OUT], v, d));
+}

@@ -9,9 +9,7 @@
 #include "config.h"
 #include "kernels.h"
 
-/* "f32", "bf16", "q8" */
-const char *dtype_name(kern_dtype t);
-/* 0 with *t set, or -1 when s names no type */
+/* 0 with *t set, or -1 when s names no type (kern_dtype_name's names) */
 int dtype_parse(const char *s, kern_dtype *t);
 /* bytes of a (rows, cols) matrix stored as t (q8: an int8 per element + an f32 per block) */
 int64_t dtype_bytes(kern_dtype t, int64_t rows, int64_t cols);
@@ -27,6 +25,8 @@ int64_t dtype_input_dim(const model_config *c, int kind);
 kern_dtype dtype_for(const model_config *c, int kind, kern_dtype want);
 /* sets every kind of c->weight_dtype by dtype_for */
 void dtype_set_all(model_config *c, kern_dtype want);
+/* bytes of the whole model's weights in their types (norms f32; the classifier once when tied) */
+int64_t dtype_model_bytes(const model_config *c);
 /* the type of most weights (that of wq): a model's "weight type" in reports and defaults */
 kern_dtype dtype_main(const model_config *c);
 /* the KV cache type by default: f32 for f32 weights (which then match llama2.c), else bf16 */

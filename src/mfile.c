@@ -393,7 +393,6 @@ static hid_t h5_file_type(kern_dtype t) {
 static hid_t h5_mem_type(kern_dtype t) {
     return t == KERN_BF16 ? H5T_NATIVE_UINT16 : t == KERN_Q8 ? H5T_NATIVE_INT8 : H5T_NATIVE_FLOAT;
 }
-static size_t elem_size(kern_dtype t) { return t == KERN_BF16 ? 2 : t == KERN_Q8 ? 1 : 4; }
 
 /* the type of an open dataset from its "dtype" attribute, checked against its HDF5 type */
 static kern_dtype dataset_dtype(hid_t d, const char *path, const char *name) {
@@ -408,8 +407,8 @@ static kern_dtype dataset_dtype(hid_t d, const char *path, const char *name) {
     H5T_class_t cls = H5Tget_class(ft);
     size_t sz = H5Tget_size(ft);
     H5Tclose(ft);
-    if (sz != elem_size(t) || cls != (t == KERN_F32 ? H5T_FLOAT : H5T_INTEGER))
-        die("'%s': tensor '%s' is marked %s but stored as %zu-byte %s", path, name, dtype_name(t), sz,
+    if (sz != kern_dtype_size(t) || cls != (t == KERN_F32 ? H5T_FLOAT : H5T_INTEGER))
+        die("'%s': tensor '%s' is marked %s but stored as %zu-byte %s", path, name, kern_dtype_name(t), sz,
             cls == H5T_FLOAT ? "floats" : "integers");
     return t;
 }
@@ -558,11 +557,11 @@ int64_t mfile_read_tensor(mfile *m, const char *name, kern_dtype t, int64_t row0
                           int64_t ncols, void *out, float *scale) {
     kern_dtype stored = mfile_dtype(m, name);
     if (stored != t) die("'%s': tensor '%s' is stored as %s, expected %s like the other layers' (convert again)",
-                         m->path, name, dtype_name(stored), dtype_name(t));
+                         m->path, name, kern_dtype_name(stored), kern_dtype_name(t));
     int any = nrows > 0 && ncols > 0;
     if (!any) nrows = ncols = 0;
-    read_block(m, name, h5_mem_type(t), elem_size(t), row0, nrows, col0, ncols, out);
-    int64_t bytes = nrows * ncols * (int64_t)elem_size(t);
+    read_block(m, name, h5_mem_type(t), kern_dtype_size(t), row0, nrows, col0, ncols, out);
+    int64_t bytes = nrows * ncols * (int64_t)kern_dtype_size(t);
     if (t == KERN_Q8) {
         if (col0 % KERN_Q8_BLOCK || ncols % KERN_Q8_BLOCK)
             die("'%s': columns %lld+%lld of q8 tensor '%s' are not whole blocks of %d", m->path, (long long)col0,
@@ -760,7 +759,7 @@ static herr_t visit_cb(hid_t obj, const char *name, const OINFO_T *info, void *d
     char note[96] = "";
     if (weight) {
         kern_dtype t = dataset_dtype(d, s->path, name);
-        tn = dtype_name(t);
+        tn = kern_dtype_name(t);
         if (t == KERN_Q8) {
             char sname[512];
             snprintf(sname, sizeof(sname), "%s.scale", name);
@@ -801,7 +800,7 @@ void mfile_print_tensors(mfile *m, FILE *out) {
     fprintf(out, "weights by type:");
     for (int t = 0; t < 3; t++)
         if (s.type_count[t])
-            fprintf(out, " %s %d tensors %lld bytes;", dtype_name((kern_dtype)t), s.type_count[t],
+            fprintf(out, " %s %d tensors %lld bytes;", kern_dtype_name((kern_dtype)t), s.type_count[t],
                     (long long)s.type_bytes[t]);
     fprintf(out, "\ntotal: %d datasets, %lld bytes (%.2f MiB)\n", s.count, (long long)s.bytes,
             s.bytes / 1048576.0);
@@ -826,7 +825,7 @@ mfile_writer *mfile_create_parallel(const char *path, const model_config *c, MPI
 void mfile_create_tensor(mfile_writer *w, const char *name, int64_t rows, int64_t cols, kern_dtype t) {
     check(t == KERN_F32 || (cols > 0 && (t != KERN_Q8 || cols % KERN_Q8_BLOCK == 0)),
           "'%s': tensor '%s' [%lld, %lld] cannot be stored as %s", w->path, name, (long long)rows, (long long)cols,
-          dtype_name(t));
+          kern_dtype_name(t));
     hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
     hid_t sp = H5Screate_simple(cols > 0 ? 2 : 1, dims, NULL);
     hid_t lcpl = lcpl_with_parents();
@@ -837,7 +836,7 @@ void mfile_create_tensor(mfile_writer *w, const char *name, int64_t rows, int64_
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     hid_t d = H5Dcreate2(w->file, name, h5_file_type(t), sp, lcpl, dcpl, H5P_DEFAULT);
     if (d < 0) die("'%s': cannot create dataset '%s' (disk full?)", w->path, name);
-    if (t != KERN_F32) attr_write_str(d, "dtype", dtype_name(t));
+    if (t != KERN_F32) attr_write_str(d, "dtype", kern_dtype_name(t));
     H5Dclose(d);
     H5Sclose(sp);
     if (t == KERN_Q8) { /* the scales: (rows, cols / 32) */

@@ -217,16 +217,18 @@ void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens) {
     m->seq_len = seq_len;
     m->max_tokens = max_tokens;
     /* the KV cache and the largest activation, checked: --batch and --max-seq-len multiply */
+    m->kv_dtype = (kern_dtype)c->kv_dtype;
+    const int64_t es = (int64_t)kern_dtype_size(m->kv_dtype);
     int64_t kv_bytes = plan_kv_bytes(r, c, seq_len, n_slots), big;
     const int64_t widest = c->vocab_size > r->hidden_local ? c->vocab_size : r->hidden_local;
     if (kv_bytes < 0 || max_tokens < 1 || !util_mul_ok(max_tokens, widest > qd ? widest : qd, &big) ||
         !util_mul_ok(big, (int64_t)sizeof(float), &big) || (uint64_t)kv_bytes > SIZE_MAX / 2)
         die("%d batch slots x %d positions (%d tokens a step) need more memory than can be "
             "addressed; lower --batch or --max-seq-len", n_slots, seq_len, max_tokens);
-    int64_t kv = kv_bytes / 2 / (int64_t)sizeof(float);
-    m->key_cache = xcalloc((size_t)kv, sizeof(float));
-    m->value_cache = xcalloc((size_t)kv, sizeof(float));
-    m->kv_bytes = 2 * kv * (int64_t)sizeof(float);
+    int64_t kv = kv_bytes / 2 / es;
+    m->key_cache = xcalloc((size_t)kv, (size_t)es);
+    m->value_cache = xcalloc((size_t)kv, (size_t)es);
+    m->kv_bytes = 2 * kv * es;
     const size_t rows = (size_t)max_tokens;
     m->x = xcalloc(rows * c->dim, sizeof(float));
     m->xb = xcalloc(rows * c->dim, sizeof(float));
@@ -304,12 +306,13 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         check(b->pos[t] >= 0 && b->pos[t] < m->seq_len && b->slot[t] >= 0 && b->slot[t] < m->n_slots,
               "token %d: position %d / slot %d outside the KV cache", t, b->pos[t], b->slot[t]);
     kern_attn_dims ad = {r->n_heads_local, r->n_kv_local, hs, m->seq_len, c->n_heads / c->n_kv_heads,
-                         r->head0, r->kv_head0, KERN_F32, c->sliding_window};
+                         r->head0, r->kv_head0, m->kv_dtype, c->sliding_window};
+    const size_t es = kern_dtype_size(m->kv_dtype);
     for (int l = 0; l < r->n_layers_local; l++) {
         const model_layer *L = &m->layers[l];
         const int gl = r->layer0 + l;
-        float *kc = m->key_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
-        float *vc = m->value_cache + (int64_t)l * m->n_slots * m->seq_len * kvd;
+        char *kc = (char *)m->key_cache + (int64_t)l * m->n_slots * m->seq_len * kvd * es;
+        char *vc = (char *)m->value_cache + (int64_t)l * m->n_slots * m->seq_len * kvd * es;
         dist_progress(d); /* the previous micro-batch's send moves on while this one computes */
         double t0 = trace_now();
         kern_rmsnorm(m->xb, m->x, L->attention_norm, n, dim, c->norm_eps);
@@ -329,8 +332,8 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         kern_rope(m->k, b->pos, m->inv_freq, n, r->n_kv_local, hs);
         for (int t = 0; t < n; t++) {
             int64_t off = ((int64_t)b->slot[t] * m->seq_len + b->pos[t]) * kvd;
-            memcpy(kc + off, m->k + (int64_t)t * kvd, sizeof(float) * kvd);
-            memcpy(vc + off, m->v + (int64_t)t * kvd, sizeof(float) * kvd);
+            kern_store_rows(kc + off * es, m->kv_dtype, m->k + (int64_t)t * kvd, kvd);
+            kern_store_rows(vc + off * es, m->kv_dtype, m->v + (int64_t)t * kvd, kvd);
         }
         t0 = trace_end(TN_MATMUL, TRACE_COMPUTE, t0, gl);
         kern_attention(m->att_out, m->q, kc, vc, b->pos, b->slot, n, &ad, m->att);

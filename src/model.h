@@ -48,8 +48,9 @@ typedef struct {
     int *vocab_offsets;    /* (tp) */
     /* run state */
     int n_slots, seq_len, max_tokens;
-    float *key_cache;      /* (n_layers_local, n_slots, seq_len, n_kv_local * head_size) */
-    float *value_cache;    /* same */
+    kern_dtype kv_dtype;   /* of the KV cache: KERN_F32 or KERN_BF16 (cfg.kv_dtype) */
+    void *key_cache;       /* (n_layers_local, n_slots, seq_len, n_kv_local * head_size) of kv_dtype */
+    void *value_cache;     /* same */
     float *x;              /* (max_tokens, dim) residual stream */
     float *xb;             /* (max_tokens, dim) */
     float *q;              /* (max_tokens, n_heads_local * head_size) */
@@ -71,7 +72,8 @@ typedef struct {
  * on a file opened over several ranks. */
 void model_check_file(mfile *f, const model_config *cfg);
 void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d);
-/* allocates the KV cache (n_slots sequences of seq_len) and scratch for max_tokens per call */
+/* allocates the KV cache (n_slots sequences of seq_len, elements of cfg.kv_dtype) and scratch
+ * for max_tokens per call */
 void model_alloc_state(model *m, int n_slots, int seq_len, int max_tokens);
 void model_free(model *m);
 /* first stage: the batch's token embeddings into x (vocab-parallel, summed over tp) */

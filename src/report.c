@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "dtype.h"
 #include "util.h"
 
 void report_rank_fill(report_rank *r) {
@@ -55,8 +56,12 @@ void report_write_summary(const char *path, const report_run *run, const report_
     double per_layer = 2.0 * c->dim + 2.0 * c->dim * config_q_dim(c) + 2.0 * c->dim * config_kv_dim(c) + 3.0 * c->dim * c->hidden_dim;
     double params = c->n_layers * per_layer + (double)c->vocab_size * c->dim * (c->tied_classifier ? 1 : 2) + c->dim;
     cJSON_AddNumberToObject(m, "params", params);
-    cJSON_AddNumberToObject(m, "weight_bytes", params * 4);
-    cJSON_AddStringToObject(s, "dtype", "f32");
+    cJSON_AddNumberToObject(m, "weight_bytes", (double)dtype_model_bytes(c));
+    cJSON_AddStringToObject(s, "dtype", kern_dtype_name(dtype_main(c)));
+    cJSON_AddStringToObject(s, "kv_dtype", kern_dtype_name((kern_dtype)run->kv_dtype));
+    double kv_total = 0;
+    for (int r = 0; r < n; r++) kv_total += (double)ranks[r].kv_bytes;
+    cJSON_AddNumberToObject(s, "kv_bytes", kv_total);
     cJSON *g = cJSON_AddObjectToObject(s, "grid");
     cJSON_AddNumberToObject(g, "pp", run->pp);
     cJSON_AddNumberToObject(g, "tp", run->tp);

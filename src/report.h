@@ -23,6 +23,7 @@ typedef struct {
     const char *command, *model_path;
     model_config cfg;
     int dp, pp, tp, ranks, nodes, batch, max_seq_len, prefill_chunk, micro_batches;
+    int kv_dtype;  /* kern_dtype of the KV cache (the weights' types are cfg.weight_dtype) */
     int prompts_total, completed, errors, skipped, interrupted;
     int64_t tokens_prompt, tokens_completion;
     double wall_s, load_s, prefill_s, decode_s;

@@ -340,7 +340,7 @@ int synth_main(int argc, char **argv) {
         free(tmp);
         printf("synth: %s (%d of %d layers, dim %d, hidden %d, heads %d/%d, vocab %d, %s, %s weights%s), seed %llu -> %s\n",
                shape, cfg.n_layers, full_layers, cfg.dim, cfg.hidden_dim, cfg.n_heads, cfg.n_kv_heads,
-               cfg.vocab_size, cfg.tied_classifier ? "tied" : "untied", dtype_name(want),
+               cfg.vocab_size, cfg.tied_classifier ? "tied" : "untied", kern_dtype_name(want),
                convert_dtype_note(&cfg, want), seed, out);
         fflush(stdout);
     }
@@ -355,7 +355,7 @@ int synth_main(int argc, char **argv) {
     double secs = dist_max_double(&d, util_now() - t0);
     if (root) {
         printf("synth: %lld params, %lld bytes (%.2f GiB %s) written in %.2f s on %d rank%s (%.0f MiB/s)\n",
-               (long long)params, (long long)bytes, bytes / 1073741824.0, dtype_name(want), secs, d.world_size,
+               (long long)params, (long long)bytes, bytes / 1073741824.0, kern_dtype_name(want), secs, d.world_size,
                d.world_size > 1 ? "s" : "", secs > 0 ? bytes / 1048576.0 / secs : 0.0);
         fflush(stdout);
     }
