@@ -134,7 +134,11 @@ while IFS='|' read -r name opts; do
         continue
     fi
     convert "$d/hf" "$d/hf.h5" || continue
-    convert "$d/l2c.bin" "$d/l2c.h5" || continue
+    # a bf16 source stays bf16 (the default): the llama2.c side is stored as bf16 too, so both
+    # files hold the same bits and score alike
+    l2c_dtype=f32
+    case " $opts " in *" --dtype bf16 "*) l2c_dtype=bf16 ;; esac
+    convert "$d/l2c.bin" "$d/l2c.h5" --dtype "$l2c_dtype" || continue
     if ! grep -q "^converted .*: [0-9]* tensors, [0-9]* bytes" "$d/hf.h5.log"; then
         fail "$name: no 'converted ... tensors, ... bytes' line:"
         sed 's/^/    /' "$d/hf.h5.log"
