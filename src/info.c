@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "dist.h"
+#include "dtype.h"
 #include "mfile.h"
 #include "plan.h"
 #include "run_opts.h"
@@ -19,6 +20,7 @@ int info_main(int argc, char **argv) {
     mfile *f = mfile_open(o.model, dist_comm_self());
     model_config c;
     mfile_read_config(f, &c);
+    if (o.kv_dtype >= 0) c.kv_dtype = o.kv_dtype;
     printf("model: %s\n", o.model);
     config_print(&c, stdout);
     mfile_tokenizer mt;
@@ -42,8 +44,9 @@ int info_main(int argc, char **argv) {
         int seq = run_opts_seq_len(&o, c.max_seq_len);
         plan_grid g;
         plan_make_dp(&g, &c, dp, pp, tp);
-        printf("plan: --dp %d --pp %d --tp %d (%d replica%s of %d rank%s), KV cache for --batch %d x --max-seq-len %d per replica\n",
-               dp, pp, tp, dp, dp > 1 ? "s" : "", pp * tp, pp * tp > 1 ? "s" : "", o.batch, seq);
+        printf("plan: --dp %d --pp %d --tp %d (%d replica%s of %d rank%s), %s weights, %s KV cache for --batch %d x "
+               "--max-seq-len %d per replica\n", dp, pp, tp, dp, dp > 1 ? "s" : "", pp * tp, pp * tp > 1 ? "s" : "",
+               kern_dtype_name(dtype_main(&c)), kern_dtype_name((kern_dtype)c.kv_dtype), o.batch, seq);
         printf("%5s %7s %5s %3s %9s %9s %9s %11s %14s %14s\n", "rank", "replica", "stage", "tp", "layers", "heads",
                "kv_heads", "ffn_cols", "weight_bytes", "kv_bytes");
         int64_t tw = 0, tk = 0;

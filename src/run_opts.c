@@ -6,11 +6,12 @@
 #include <string.h>
 
 #include "chat.h"
+#include "dtype.h"
 #include "util.h"
 
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
-       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP };
+       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP, OPT_KV_DTYPE };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -28,11 +29,12 @@ static const struct option long_opts[] = {
     {"stop", required_argument, 0, OPT_STOP},   {"micro-batches", required_argument, 0, OPT_MICRO},
     {"progress-interval", required_argument, 0, OPT_PROGRESS}, {"chat-template", required_argument, 0, OPT_CHAT},
     {"special-as-text", no_argument, 0, OPT_SPECIAL_TEXT}, {"dp", required_argument, 0, OPT_DP},
+    {"kv-dtype", required_argument, 0, OPT_KV_DTYPE},
     {0, 0, 0, 0}};
 
 void run_opts_usage(const char *cmd, FILE *out) {
     if (!strcmp(cmd, "info")) {
-        fprintf(out, "usage: mpillama info M.h5 [--plan [--dp D] --pp P --tp T [--max-seq-len S] [--batch B]]\n");
+        fprintf(out, "usage: mpillama info M.h5 [--plan [--dp D] --pp P --tp T [--max-seq-len S] [--batch B] [--kv-dtype T]]\n");
         return;
     }
     fprintf(out,
@@ -50,6 +52,8 @@ void run_opts_usage(const char *cmd, FILE *out) {
             "  --grace S            after SIGTERM/SIGUSR1, finish in-flight requests for S seconds (default 30),\n"
             "                       then record them as interrupted and exit 75 (rerun with --resume)\n"
             "  --progress-interval S  seconds between progress lines in logs (default 30)\n"
+            "  --kv-dtype T         KV cache elements: f32 or bf16 (default: bf16 for bf16 and q8 weights,\n"
+            "                       f32 for f32 weights)\n"
             "  --verbose            binding map, per-rank plan, bytes read, KV cache size\n",
             cmd);
     if (!strcmp(cmd, "generate"))
@@ -101,6 +105,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
     o->seed = 42;
     o->grace = 30.0f;
     o->progress_interval = 30.0f;
+    o->kv_dtype = -1;
     int quiet = util_rank() != 0, c, bad = 0;
     opterr = 0;
     optind = 1;
@@ -144,6 +149,12 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
         case OPT_PRES: bad = parse_float("--presence-penalty", optarg, -2, 2, &o->sp.presence_penalty); break;
         case OPT_MICRO: bad = parse_int("--micro-batches", optarg, 1, &o->micro_batches); break;
         case OPT_PROGRESS: bad = parse_float("--progress-interval", optarg, 0.1f, 1e6, &o->progress_interval); break;
+        case OPT_KV_DTYPE: {
+            kern_dtype t;
+            if (dtype_parse(optarg, &t) != 0 || t == KERN_Q8) bad = error("--kv-dtype: '%s' is not f32 or bf16", optarg);
+            else o->kv_dtype = (int)t;
+            break;
+        }
         case OPT_CHAT:
             if (!chat_template_known(optarg)) bad = error("--chat-template: '%s' is not one of llama2, llama3, chatml", optarg);
             else o->chat_template = optarg;

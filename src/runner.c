@@ -13,6 +13,7 @@
 
 #include "affinity.h"
 #include "dist.h"
+#include "dtype.h"
 #include "intake.h"
 #include "mfile.h"
 #include "model.h"
@@ -175,6 +176,7 @@ static int setup(run_setup *su, run_opts *o) {
         }
     su->f = mfile_open(o->model, su->d.world);
     mfile_read_config(su->f, &su->cfg);
+    if (o->kv_dtype >= 0) su->cfg.kv_dtype = o->kv_dtype;
     int seq_len = run_opts_seq_len(o, su->cfg.max_seq_len);
     if (seq_len > su->cfg.max_seq_len) seq_len = su->cfg.max_seq_len;
     su->tok = NULL;
@@ -317,7 +319,8 @@ static int run_main(const char *cmd, int argc, char **argv) {
     double load_s = util_now() - t_load0;
     int64_t kv = dist_sum_int64(&su.d, su.m.kv_bytes);
     if (su.d.world_rank == 0 && o.verbose)
-        fprintf(stderr, "mpillama: KV cache %.2f MiB in all (%d slots x %d positions); %d micro-batch(es) of up to %d tokens\n",
+        fprintf(stderr, "mpillama: %s weights; %s KV cache %.2f MiB in all (%d slots x %d positions); %d micro-batch(es) "
+                        "of up to %d tokens\n", kern_dtype_name(dtype_main(c)), kern_dtype_name((kern_dtype)c->kv_dtype),
                 kv / 1048576.0, o.batch, seq_len, M, T);
 
     /* buffers: a message in, per micro-batch a message out and the sampled tokens (or log-probs) */
@@ -387,6 +390,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         run.max_seq_len = seq_len;
         run.prefill_chunk = o.prefill_chunk;
         run.micro_batches = M;
+        run.kv_dtype = c->kv_dtype;
         run.prompts_total = j.in.n_items;
         run.completed = j.w.completed;
         run.errors = j.w.out.errors;
