@@ -203,7 +203,7 @@ static bench_share bench_rank_share(const model *m) {
     s.matrix_params = s.layer_params + cls;
     /* all this rank holds: its matrices, its norms, and the embedding (untied, first stage) */
     int64_t held = s.matrix_params + r->n_layers_local * 2 * dim + (last ? dim : 0);
-    if (m->tok_embeddings && m->tok_embeddings != m->classifier) held += (int64_t)r->vocab_local * dim;
+    if (m->tok_embeddings.data && m->tok_embeddings.data != m->classifier.data) held += (int64_t)r->vocab_local * dim;
     s.streamed_bytes = held > 0 ? (int64_t)((double)m->bytes_read * s.matrix_params / held) : 0;
     return s;
 }

@@ -55,7 +55,6 @@ static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols) 
     if (t == KERN_Q8) w.scale = arena_alloc(a, n / KERN_Q8_BLOCK * sizeof(float));
     return w;
 }
-}
 
 static void check_shape(mfile *f, const char *name, int64_t rows, int64_t cols) {
     int64_t dims[2];

@@ -27,12 +27,12 @@ BOUNDS = {
     # (model, weights, kv): (max, mean, min greedy agreement); observed on the machine of the
     # README's table: max and mean x ~2 (rounded up), agreement / ~2
     ("stories260K", "f32", "bf16"): (0.10, 0.008, 0.40),   # observed 0.049, 0.0038, 0.79
-    ("stories260K", "bf16", "bf16"): (0.20, 0.013, 0.40),  # observed 0.095, 0.0061, 0.77
-    ("stories260K", "q8", "bf16"): (0.30, 0.032, 0.20),    # observed 0.140, 0.0155, 0.42
+    ("stories260K", "bf16", "bf16"): (0.20, 0.013, 0.40),  # observed 0.103, 0.0063, 0.72
+    ("stories260K", "q8", "bf16"): (0.30, 0.032, 0.20),    # observed 0.140, 0.0149, 0.53
     ("stories260K", "bf16", "f32"): (0.11, 0.010, 0.45),   # observed 0.053, 0.0047, 0.89
-    ("stories260K", "q8", "f32"): (0.23, 0.030, 0.35),     # observed 0.114, 0.0144, 0.69
-    ("synth", "bf16", "bf16"): (0.025, 0.006, 0.45),       # observed 0.012, 0.0029, 0.89
-    ("synth", "q8", "bf16"): (0.055, 0.016, 0.15),         # observed 0.027, 0.0076, 0.34
+    ("stories260K", "q8", "f32"): (0.23, 0.030, 0.35),     # observed 0.114, 0.0143, 0.65
+    ("synth", "bf16", "bf16"): (0.025, 0.006, 0.45),       # observed 0.009, 0.0030, 0.89
+    ("synth", "q8", "bf16"): (0.055, 0.016, 0.15),         # observed 0.028, 0.0078, 0.34-0.49
 }
 
 args = c.parse_args()
@@ -122,7 +122,9 @@ passed += 1
 # the plan's bytes per rank are what the ranks read, in every type
 for t in ["bf16", "q8"]:
     plan = info(path("s_%s.h5" % t), "--plan", "--pp", "1", "--tp", "2")
-    want = [int(l.split()[7]) for l in plan.splitlines() if l.split()[:2] in (["0", "0"], ["1", "0"])]
+    rows = [l.split() for l in plan.splitlines() if l.split()]
+    head = next(r for r in rows if r[0] == "rank")
+    want = [int(r[head.index("weight_bytes")]) for r in rows if r[0] in ("0", "1") and len(r) == len(head)]
     c.write_jsonl(path("one.jsonl"), [{"custom_id": "0", "prompt_ids": ref[0]["prompt_ids"]}])
     r = c.mpirun(args, 2, ["score", "--model", path("s_%s.h5" % t), "--prompts", path("one.jsonl"),
                            "--output", path("one_%s.jsonl" % t), "--tp", "2", "--verbose"])
@@ -174,9 +176,10 @@ q8_1 = c.read_jsonl(path("sc_q8_bf16.jsonl"))
 q8_2 = score(path("s_q8.h5"), seqs, path("sc_q8_1x2.jsonl"), n=2, extra=["--tp", "2"])
 d = drift(q8_2, {r["custom_id"]: r for r in q8_1})
 # not bit for bit: the tp partial sums round differently, and a difference in the last f32 bit
-# can move an activation across a q8 (or bf16) rounding step; observed max 0.087, mean 0.0033.
+# can move an activation across a q8 (or bf16) rounding step; observed max 0.087-0.108, mean
+# 0.0033-0.0068 (with different kernel builds)
 # A wrong column slice or scale moves log-probs by whole units.
-if d[0] > 0.2 or d[1] > 0.007:
+if d[0] > 0.25 or d[1] > 0.015:
     c.fail("q8 on 1x2 differs from 1 rank by max %.3g, mean %.3g (column slices read wrong?)" % d[:2])
 print("q8 1x2 against 1 rank: max |dlogprob| %.3g, mean %.3g" % d[:2])
 r = c.mpirun(args, 4, ["score", "--model", path("s_q8.h5"), "--prompts", starts, "--output", path("bad.jsonl"),
