@@ -4,7 +4,8 @@
  * llama.cpp writes them), qwen2 (q/k/v biases), qwen3 (per-head q/k norms). The config comes
  * from the "<arch>." keys, every one of which is applied, refused or (unknown) named in a
  * warning; the tokenizer from tokenizer.ggml.* (tok_load_gguf). Tensors F32, F16, BF16, Q8_0,
- * Q4_0, Q4_K, Q5_K and Q6_K are converted to f32.
+ * Q4_0, Q4_K, Q5_K and Q6_K are dequantised to f32, then stored as --dtype asks, by default in
+ * the type nearest to the source's (see convert_gguf).
  *
  * RoPE row order: llama.cpp's "llama" architecture rotates adjacent pairs (its converter
  * permutes Hugging Face's q/k rows into that order), which is this file's layout: rows are
@@ -272,7 +273,19 @@ void convert_gguf(const char *path, const char *tokenizer_path, const char *out_
     }
     if (have_tok) tok_free(tok_init(&tok)); /* a tokenizer that would not build fails here */
 
-    kern_dtype want = KERN_F32; /* dequantised, unless --dtype asks for a stored type */
+    /* the stored type, unless --dtype asks for one: the nearest to the source's. bf16 when every
+     * matrix is BF16 (bit for bit); q8 when every matrix q8 can hold (input columns a multiple of
+     * 32, the others stay bf16) is Q8_0 (the same int8 values; each f16 block scale taken again as
+     * max|x| / 127, within an f32 rounding of it) and the others are F16 or BF16; else f32, which
+     * holds F32 and F16 exactly and the other quantised types dequantised */
+    int all_bf16 = 1, all_q8 = 1;
+    for (int i = 0; i < n_specs; i++) {
+        if (!specs[i].cols) continue;
+        ggml_type ty = src[i]->type;
+        if (ty != GGML_BF16) all_bf16 = 0;
+        if (specs[i].cols % KERN_Q8_BLOCK == 0 ? ty != GGML_Q8_0 : ty != GGML_F16 && ty != GGML_BF16) all_q8 = 0;
+    }
+    kern_dtype want = all_bf16 ? KERN_BF16 : all_q8 ? KERN_Q8 : KERN_F32;
     if (dtype && dtype_parse(dtype, &want) != 0) die("convert: --dtype '%s' is not f32, bf16 or q8", dtype);
     dtype_set_all(&cfg, want);
     mfile_writer *w = mfile_create(out_path, &cfg);
@@ -304,7 +317,7 @@ void convert_gguf(const char *path, const char *tokenizer_path, const char *out_
 
     struct stat st;
     int64_t out_bytes = stat(out_path, &st) == 0 ? (int64_t)st.st_size : -1;
-    printf("converted GGUF v%u %s (%s, %d tensors, %" PRId64 " quantised, dequantised to f32, stored as %s%s) -> %s: %" PRId64
+    printf("converted GGUF v%u %s (%s, %d tensors, %" PRId64 " quantised, stored as %s%s) -> %s: %" PRId64
            " bytes\n", (unsigned)g.version, path, cfg.architecture, n_specs, n_quant, kern_dtype_name(want),
            convert_dtype_note(&cfg, want), out_path, out_bytes);
     if (have_tok)
