@@ -253,12 +253,18 @@ for e in events:
     if e["ph"] == "X":
         if not (isinstance(e["ts"], (int, float)) and e["dur"] >= 0 and "cat" in e):
             c.fail("bad complete event %s" % e)
-        tracks.setdefault(e["pid"], []).append(e)
+        # a rank's spans nest on thread 0; its sends in flight (from posting to completion) have
+        # their own thread 1, where they may overlap anything
+        tracks.setdefault((e["pid"], e["tid"]), []).append(e)
     elif e["ph"] != "M":
         c.fail("unexpected phase %s" % e["ph"])
-if sorted(tracks) != [0, 1]:
+if sorted({pid for pid, _ in tracks}) != [0, 1]:
     c.fail("trace tracks %s, expected one per rank [0, 1]" % sorted(tracks))
-for pid, evs in tracks.items():
+if any(tid not in (0, 1) for _, tid in tracks) or any(e["name"] != "in_flight" for e in tracks.get((0, 1), []) + tracks.get((1, 1), [])):
+    c.fail("thread 1 of a rank holds only in_flight spans: %s" % sorted(tracks))
+for (pid, tid), evs in tracks.items():
+    if tid == 1:
+        continue
     stack = []
     for i, e in enumerate(evs):
         if i and e["ts"] < evs[i - 1]["ts"]:
