@@ -134,13 +134,15 @@ if "2" not in skip or "3" not in skip:
                b.get("sampling", 0) / gen_tokens(s2), b.get("control", 0) / gen_tokens(s2)))
 
 if "4" not in skip:
-    sh = run("dp2_shared", 2, ["--dp", "2"])
-    pv = run("dp2_private", 2, ["--dp", "2"], extra_env={"MPILLAMA_PRIVATE_WEIGHTS": "1"})
-    print("\n4. memory per node, dp 2 on one node")
-    print("   %-22s %12s %12s %14s" % ("", "weights MiB", "KV MiB", "peak RSS MiB"))
-    for what, s in (("shared weights", sh), ("a copy per rank", pv)):
+    mp = run("dp2_mapped", 2, ["--dp", "2"])
+    sh = run("dp2_shared", 2, ["--dp", "2"], extra_env={"MPILLAMA_MAP": "0"})
+    pv = run("dp2_private", 2, ["--dp", "2"], extra_env={"MPILLAMA_MAP": "0", "MPILLAMA_PRIVATE_WEIGHTS": "1"})
+    print("\n4. memory per node, dp 2 on one node (peak RSS counts shared pages in every rank)")
+    print("   %-34s %12s %12s %14s" % ("", "weights MiB", "KV MiB", "peak RSS MiB"))
+    for what, s in (("file mapping (default)", mp), ("read once into a shared window", sh),
+                    ("read into a copy per rank", pv)):
         n = s["memory_per_node"][0]
-        print("   %-22s %12.1f %12.1f %14.1f" % (what, n["weight_bytes"] / 2**20, n["kv_bytes"] / 2**20,
+        print("   %-34s %12.1f %12.1f %14.1f" % (what, n["weight_bytes"] / 2**20, n["kv_bytes"] / 2**20,
                                                  n["peak_rss_bytes"] / 2**20))
 
 if "5" not in skip:
