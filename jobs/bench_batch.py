@@ -56,7 +56,7 @@ rows = []
 for b in [int(x) for x in a.batches.split(",")]:
     tdir = os.path.join(a.work, "B%d" % b)
     cmd = ["mpirun", "-n", str(a.ranks), a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output",
-           os.path.join(a.work, "out_B%d.jsonl" % b), "--batch", str(b), "--trace", tdir] + grid
+           os.path.join(a.work, "out_B%d.jsonl" % b), "--overwrite", "--batch", str(b), "--trace", tdir] + grid
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(tdir, "summary.json")) as f:
         s = json.load(f)

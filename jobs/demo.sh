@@ -20,6 +20,6 @@ else
   PROMPTS=$MPILLAMA_ROOT/data/demo_prompt_ids.jsonl
 fi
 mpirun -n "$RANKS" "$MPILLAMA_BIN" generate --model "$OUT/model.h5" --prompts "$PROMPTS" \
-  --output "$OUT/completions.jsonl" --max-tokens 120 --seed 7 --verbose
+  --output "$OUT/completions.jsonl" --overwrite --max-tokens 120 --seed 7 --verbose
 echo "demo: $(wc -l < "$OUT/completions.jsonl") completions in $OUT/completions.jsonl; the first:"
 head -n 1 "$OUT/completions.jsonl"

@@ -97,7 +97,7 @@ for i in "${!PPS[@]}"; do
     mkdir -p "$dir"
     echo "scaling_8b: $name: $((pp * tp)) rank(s), batch $b"
     if ! "$MPIRUN" "${MPIRUN_EXTRA[@]}" -n $((pp * tp)) "$MPILLAMA_BIN" generate --model "$MODEL" --prompts "$PROMPTS" \
-      --output "$dir/completions.jsonl" --pp "$pp" --tp "$tp" --trace "$dir/trace" --batch "$b" \
+      --output "$dir/completions.jsonl" --overwrite --pp "$pp" --tp "$tp" --trace "$dir/trace" --batch "$b" \
       --max-tokens "$MAX_TOKENS" --max-seq-len "$MAX_SEQ_LEN" --temperature 0 --ignore-eos --verbose \
       > "$dir/log.txt" 2>&1; then
       echo "scaling_8b: $name FAILED (see $dir/log.txt):" >&2

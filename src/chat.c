@@ -226,8 +226,13 @@ int chat_encode(const tokenizer *t, const char *name, const chat_message *msgs, 
             if (count < max_ids) ids[count] = id;
             count++;
         } else {
-            int room = max_ids > count ? max_ids - count : 0;
-            count += tok_encode_ex(t, piece, -1, 0, room ? ids + count : NULL, room);
+            int room = max_ids > count ? max_ids - count : 0, k = tok_encode_ex(t, piece, -1, 0, room ? ids + count : NULL, room);
+            if (k < 0) {
+                snprintf(why, cap, "the tokenizer's split pattern gave up on a message (a PCRE2 limit)");
+                layout_free(&l);
+                return -1;
+            }
+            count += k;
         }
         l.text[s->start + s->len] = saved;
     }

@@ -443,3 +443,31 @@ int dist_world_size(void) {
 }
 
 MPI_Comm dist_comm_self(void) { return MPI_COMM_SELF; }
+
+/* ------------------------------------------------------------------ stop signals */
+
+#define DIST_TAG_STOP 7707
+
+void dist_stop_notify(dist_ctx *d, int sig) {
+    static int sent; /* the buffer of a freed request must outlive the send */
+    static int payload;
+    if (sent || d->world_rank == 0) return;
+    sent = 1;
+    payload = sig;
+    MPI_Request r;
+    MPI_CHECK(MPI_Isend(&payload, 1, MPI_INT, 0, DIST_TAG_STOP, d->world, &r));
+    MPI_CHECK(MPI_Request_free(&r));
+}
+
+int dist_stop_poll(dist_ctx *d) {
+    int sig = 0, flag = 1;
+    while (d->world_size > 1) {
+        MPI_Status st;
+        MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, DIST_TAG_STOP, d->world, &flag, &st));
+        if (!flag) break;
+        int v;
+        MPI_CHECK(MPI_Recv(&v, 1, MPI_INT, st.MPI_SOURCE, DIST_TAG_STOP, d->world, MPI_STATUS_IGNORE));
+        if (!sig) sig = v;
+    }
+    return sig;
+}

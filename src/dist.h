@@ -151,4 +151,10 @@ int dist_world_size(void);
 /* MPI_COMM_SELF, for serial use of the parallel file layer (info) */
 MPI_Comm dist_comm_self(void);
 
+/* stop signals (SIGTERM / SIGUSR1 delivered to one rank alone): a rank other than world rank 0
+ * tells it, once, without blocking */
+void dist_stop_notify(dist_ctx *d, int sig);
+/* world rank 0: the signal another rank reported since the last call, or 0 */
+int dist_stop_poll(dist_ctx *d);
+
 #endif

@@ -1,19 +1,57 @@
 #include "intake.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chat.h"
 #include "trace.h"
 #include "util.h"
 
-void intake_init(intake *in, const run_opts *o) {
+static const prompt_item *g_sort_items; /* qsort's context */
+static int cmp_by_id(const void *a, const void *b) {
+    return strcmp(g_sort_items[*(const int *)a].custom_id, g_sort_items[*(const int *)b].custom_id);
+}
+
+int intake_init(intake *in, const run_opts *o) {
     memset(in, 0, sizeof(*in));
     in->o = o;
-    if (access(o->prompts, R_OK) != 0) die_errno("cannot open prompts '%s'", o->prompts);
+    struct stat st;
+    if (access(o->prompts, R_OK) != 0) return error("cannot open prompts '%s': %s", o->prompts, strerror(errno));
+    if (stat(o->prompts, &st) == 0 && S_ISDIR(st.st_mode)) return error("prompts '%s' is a folder", o->prompts);
     in->n_items = prompts_read(o->prompts, &in->items);
+    in->by_id = xmalloc(sizeof(int) * (size_t)(in->n_items + 1));
+    for (int i = 0; i < in->n_items; i++) in->by_id[i] = i;
+    g_sort_items = in->items;
+    qsort(in->by_id, (size_t)in->n_items, sizeof(int), cmp_by_id);
+    /* a custom_id given twice makes resume and any join on the ids ambiguous */
+    int dups = 0;
+    char list[1024] = "";
+    size_t at = 0;
+    for (int k = 1; k < in->n_items; k++) {
+        const prompt_item *a = &in->items[in->by_id[k - 1]], *b = &in->items[in->by_id[k]];
+        if (strcmp(a->custom_id, b->custom_id) != 0) continue;
+        if (dups++ < 5 && at < sizeof(list))
+            at += (size_t)snprintf(list + at, sizeof(list) - at, "%s'%.100s' on lines %d and %d", dups > 1 ? "; " : "",
+                                   a->custom_id, a->line < b->line ? a->line : b->line, a->line < b->line ? b->line : a->line);
+    }
+    if (dups) return error("'%s': %d custom_id(s) given twice: %s%s; each request needs its own", o->prompts, dups, list,
+                           dups > 5 ? "; ..." : "");
+    return 0;
+}
+
+int intake_find(const intake *in, const char *id) {
+    int lo = 0, hi = in->n_items - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(in->items[in->by_id[mid]].custom_id, id);
+        if (c == 0) return in->by_id[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
 }
 
 void intake_set_model(intake *in, const model_config *cfg, const tokenizer *tok, int ctx, const outfile *done) {
@@ -59,6 +97,10 @@ static int prompt_tokens(const intake *in, const prompt_item *it, intake_request
          * their ids, as Hugging Face tokenizers and vLLM parse prompts, unless --special-as-text */
         unsigned flags = in->o->special_as_text ? 0 : TOK_ALLOW_SPECIAL;
         rq->n_ids = tok_encode_ex(in->tok, it->text, bos, flags, rq->ids, ctx + 1); /* may report more than it wrote */
+        if (rq->n_ids < 0) {
+            snprintf(why, why_size, "the tokenizer's split pattern gave up on this prompt (a PCRE2 limit): no tokens");
+            return -1;
+        }
         if (bos >= 0 && rq->n_ids >= 2 && rq->ids[0] == bos && rq->ids[1] == bos) { /* the text began with BOS */
             memmove(rq->ids, rq->ids + 1, sizeof(int) * (size_t)(rq->n_ids < ctx + 1 ? rq->n_ids - 1 : ctx));
             rq->n_ids--;
@@ -153,5 +195,6 @@ int intake_total(const intake *in) { return in->n_items - in->skipped; }
 
 void intake_free(intake *in) {
     prompts_free(in->items, in->n_items);
+    free(in->by_id);
     memset(in, 0, sizeof(*in));
 }

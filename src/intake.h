@@ -44,10 +44,14 @@ typedef struct {
     int n_items;
     int next_item;          /* the next line to hand out */
     int skipped;            /* lines skipped because their record is finished */
+    int *by_id;             /* (n_items) item indices sorted by custom_id */
 } intake;
 
-/* reads the prompt file; dies naming it when it cannot be read */
-void intake_init(intake *in, const run_opts *o);
+/* reads the prompt file; refuses (-1, after printing why) a file that cannot be read and
+ * custom_ids given twice (with their line numbers) */
+int intake_init(intake *in, const run_opts *o);
+/* the item whose custom_id is id, or -1 */
+int intake_find(const intake *in, const char *id);
 /* what requests are checked against, once the model is open */
 void intake_set_model(intake *in, const model_config *cfg, const tokenizer *tok, int ctx, const outfile *done);
 /* the next request: INTAKE_READY with rq filled, INTAKE_ERROR with *item and why set (the line

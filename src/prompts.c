@@ -214,6 +214,7 @@ int prompts_read(const char *path, prompt_item **out) {
         snprintf(idbuf, sizeof(idbuf), "%d", lineno);
         it->custom_id = xstrdup(idbuf);
         it->line = lineno;
+        it->hash = util_fnv1a64(line, (size_t)len, UTIL_FNV1A64_INIT);
         it->max_tokens = -1;
         it->temperature = NAN;
         it->top_k = -1;

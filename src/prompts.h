@@ -5,10 +5,12 @@
 #define MPILLAMA_PROMPTS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     char *custom_id;   /* never NULL: the line number when the line gave none */
     int line;          /* 1-based line in the file */
+    uint64_t hash;     /* FNV-1a of the line's bytes (without its line end): the request's identity */
     char *text;        /* prompt text, or NULL */
     char **roles;      /* (n_messages) chat "messages": role and content of each, or NULL */
     char **contents;

@@ -11,7 +11,8 @@
 
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
-       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP, OPT_KV_DTYPE };
+       OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP, OPT_KV_DTYPE,
+       OPT_OVERWRITE };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -22,6 +23,7 @@ static const struct option long_opts[] = {
     {"top-k", required_argument, 0, OPT_TOPK},  {"top-p", required_argument, 0, OPT_TOPP},
     {"seed", required_argument, 0, OPT_SEED},   {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
     {"resume", no_argument, 0, OPT_RESUME},     {"verbose", no_argument, 0, 'v'},
+    {"overwrite", no_argument, 0, OPT_OVERWRITE},
     {"plan", no_argument, 0, OPT_PLAN},         {"help", no_argument, 0, 'h'},
     {"trace", required_argument, 0, OPT_TRACE}, {"grace", required_argument, 0, OPT_GRACE},
     {"min-p", required_argument, 0, OPT_MINP},  {"repetition-penalty", required_argument, 0, OPT_REP},
@@ -47,7 +49,9 @@ void run_opts_usage(const char *cmd, FILE *out) {
             "  --max-seq-len S      KV cache positions per sequence (default: model's, at most 4096)\n"
             "  --prefill-chunk C    prompt tokens per sequence per step (default 128)\n"
             "  --micro-batches M    micro-batches in flight (default pp, so every stage is busy)\n"
-            "  --resume             keep OUT's finished records and skip their custom_ids\n"
+            "  --resume             keep OUT's finished records and run the rest (error and interrupted\n"
+            "                       records run again)\n"
+            "  --overwrite          replace OUT's records (without it or --resume, a non-empty OUT is refused)\n"
             "  --trace DIR          write DIR/summary.json and DIR/trace.json (Perfetto)\n"
             "  --grace S            after SIGTERM/SIGUSR1, finish in-flight requests for S seconds (default 30),\n"
             "                       then record them as interrupted and exit 75 (rerun with --resume)\n"
@@ -140,6 +144,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
         case OPT_IGNORE_EOS: o->ignore_eos = 1; break;
         case OPT_SPECIAL_TEXT: o->special_as_text = 1; break;
         case OPT_RESUME: o->resume = 1; break;
+        case OPT_OVERWRITE: o->overwrite = 1; break;
         case OPT_PLAN: o->plan = 1; break;
         case OPT_TRACE: o->trace_dir = optarg; break;
         case OPT_GRACE: bad = parse_float("--grace", optarg, 0, 1e6, &o->grace); break;
@@ -178,6 +183,9 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
     } else if (!bad) {
         if (optind < argc) {
             error("%s: unexpected argument '%s'", cmd, argv[optind]);
+            bad = 1;
+        } else if (o->resume && o->overwrite) {
+            error("%s: --resume keeps OUT's records and --overwrite replaces them: give one", cmd);
             bad = 1;
         } else if (!o->model || !o->prompts || !o->output) {
             error("%s: --model, --prompts and --output are required (see 'mpillama %s --help')", cmd, cmd);

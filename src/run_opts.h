@@ -20,7 +20,7 @@ typedef struct {
     int max_tokens;             /* generated tokens per request (capped by the context) */
     sampler_params sp;
     long long seed;
-    int ignore_eos, resume, verbose;
+    int ignore_eos, resume, overwrite, verbose;
     int special_as_text;        /* --special-as-text: "<|eot_id|>" in prompt text stays text */
     const char *trace_dir;      /* --trace DIR: summary.json + trace.json */
     float grace;                /* seconds to finish in-flight requests after SIGTERM */

@@ -99,6 +99,19 @@ static int choose_layout(const model_config *c, dist_ctx *d, run_opts *o, int se
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
+/* the --trace folder exists or is made now (its parent must exist); 0 or -1 after printing why */
+static int check_trace_dir(const char *dir) {
+    struct stat st;
+    if (!dir) return 0;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return error("--trace '%s' is not a folder", dir);
+        if (access(dir, W_OK | X_OK) != 0) return error("--trace folder '%s' is not writable", dir);
+        return 0;
+    }
+    if (mkdir(dir, 0777) != 0) return error("cannot create trace folder '%s': %s", dir, strerror(errno));
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the local job (world rank 0) */
 
 /* world rank 0's side of a job: the intake feeds the scheduler, the writer takes its results */
@@ -281,28 +294,31 @@ static int run_main(const char *cmd, int argc, char **argv) {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART; /* a write blocked when the signal comes goes on; the stop is graceful */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
 
-    /* rank 0 checks its inputs and outputs before any weight is read */
+    /* rank 0 checks its inputs and outputs before any weight is read; nothing is written yet,
+     * and every rank ends with the same code */
     job j;
     memset(&j, 0, sizeof(j));
+    int bad = 0;
     if (util_rank() == 0) {
         double t0 = trace_now();
-        intake_init(&j.in, &o);
-        writer_open(&j.w, &o);
-        if (o.trace_dir && mkdir(o.trace_dir, 0777) != 0 && errno != EEXIST)
-            die_errno("cannot create trace directory '%s'", o.trace_dir);
+        bad = intake_init(&j.in, &o) != 0 || outfile_check(o.output, o.resume, o.overwrite) != 0 ||
+              check_trace_dir(o.trace_dir) != 0;
         trace_end(TN_IO, TRACE_IO, t0, -1);
+    }
+    dist_world_bcast_int(&bad);
+    if (bad) {
+        intake_free(&j.in);
+        return 1;
     }
 
     run_setup su;
     double t_load0 = util_now();
     if (setup(&su, &o) != 0) {
-        if (util_rank() == 0) {
-            writer_close(&j.w);
-            intake_free(&j.in);
-        }
+        intake_free(&j.in);
         return 1;
     }
     const model_config *c = &su.cfg;
@@ -329,6 +345,19 @@ static int run_main(const char *cmd, int argc, char **argv) {
     const int is_scheduler = su.d.stage == 0 && su.d.tp_rank == 0, is_hub = su.d.world_rank == 0;
     stage_bufs bufs;
     stage_bufs_init(&bufs, &su.d, &su.m, T, per_group, M, rows, o.mode == RUN_SCORE, is_scheduler);
+    /* everything else checked: the output opens, under its lock (and may change) */
+    if (su.d.world_rank == 0) {
+        intake_set_model(&j.in, &su.cfg, su.tok, su.m.seq_len, o.resume ? &j.w.out : NULL);
+        bad = writer_open(&j.w, &o, &j.in) != 0;
+    }
+    dist_bcast(&su.d, &bad, sizeof(int), 0);
+    if (bad) {
+        if (su.d.world_rank == 0) writer_close(&j.w);
+        intake_free(&j.in);
+        stage_bufs_free(&bufs);
+        teardown(&su);
+        return 1;
+    }
     dist_barrier(&su.d);
     double t_start = util_now();
     int interrupted = 0;
@@ -338,9 +367,8 @@ static int run_main(const char *cmd, int argc, char **argv) {
     replica_remote rem;
     memset(&rem, 0, sizeof(rem));
     if (!is_scheduler) {
-        stage_follow(&su.d, &su.m, &bufs);
+        stage_follow(&su.d, &su.m, &bufs, &g_stop_signal);
     } else if (is_hub) { /* the intake and the writer, replica 0's scheduler, the other replicas' hub */
-        intake_set_model(&j.in, &su.cfg, su.tok, su.m.seq_len, o.resume ? &j.w.out : NULL);
         writer_start(&j.w, j.in.items, t_start);
         if (su.d.dp > 1) {
             replica_hub_init(&j.hub, &su.d, &j.in, &j.w, &g_stop_signal);

@@ -29,7 +29,7 @@ struct sched_group {
 };
 
 void sched_init(sched *s, const run_opts *o, dist_ctx *d, model *m, const tokenizer *tok, stage_bufs *bufs, int M,
-                int T, double t_start, sched_source src, sched_sink sink, const volatile sig_atomic_t *stop_signal) {
+                int T, double t_start, sched_source src, sched_sink sink, volatile sig_atomic_t *stop_signal) {
     memset(s, 0, sizeof(*s));
     s->o = o;
     s->d = d;
@@ -119,18 +119,19 @@ static int check_stop_strings(sched *s, sched_seq *q, int token) {
 }
 
 /* hands the finished request to the sink; reason "stop_string" is reported as "stop" after the
- * text was cut */
-static void finish(sched *s, sched_seq *q, const char *reason) {
+ * text was cut. With err, the request failed: an error record instead. */
+static void finish_as(sched *s, sched_seq *q, const char *reason, const char *err) {
     double t0 = trace_now();
     q->t_end = util_now();
     if (!q->t_prefill_done) q->t_prefill_done = q->t_end;
-    if (s->o->mode == RUN_GENERATE) {
+    if (s->o->mode == RUN_GENERATE && !err) {
         if (q->has_dec && strcmp(reason, "stop_string") != 0) check_stop_strings(s, q, -1); /* held-back bytes */
         if (!strcmp(reason, "stop_string")) reason = "stop";
     }
-    sched_result r = {q->rq.item, reason, q->rq.ids, q->n_prompt, q->n, NULL, 0, q->logprobs, q->rq.seed,
-                      q->t_queued, q->t_prefill_done - q->t_admit, q->t_end - q->t_prefill_done,
-                      q->t_end - q->t_admit};
+    sched_result r = {.item = q->rq.item, .reason = reason, .error = err, .ids = q->rq.ids, .n_prompt = q->n_prompt,
+                      .n = q->n, .logprobs = q->logprobs, .seed = q->rq.seed, .queued_s = q->t_queued,
+                      .prefill_s = q->t_prefill_done - q->t_admit, .decode_s = q->t_end - q->t_prefill_done,
+                      .total_s = q->t_end - q->t_admit};
     if (s->tok) {
         r.text = q->text ? q->text : "";
         r.text_len = q->text ? q->textlen : 0;
@@ -139,6 +140,8 @@ static void finish(sched *s, sched_seq *q, const char *reason) {
     q->active = 0;
     trace_end(TN_IO, TRACE_IO, t0, -1);
 }
+
+static void finish(sched *s, sched_seq *q, const char *reason) { finish_as(s, q, reason, NULL); }
 
 /* ------------------------------------------------------------------ micro-batches */
 
@@ -292,11 +295,16 @@ int sched_run(sched *s) {
     int stopping = 0;
     double deadline = 0;
     for (;;) {
-        if (*s->stop_signal && !stopping) {
+        if (!*s->stop_signal) { /* a signal another rank got (dist_stop_notify) counts as this rank's */
+            int other = dist_stop_poll(s->d);
+            if (other) *s->stop_signal = other;
+        }
+        int sig = *s->stop_signal;
+        if (sig && !stopping) {
             stopping = 1;
             deadline = util_now() + s->o->grace;
-            fprintf(stderr, "mpillama: signal %d: taking no new prompts; finishing in-flight ones for up to %g s\n",
-                    (int)*s->stop_signal, s->o->grace);
+            fprintf(stderr, "mpillama: signal %d: taking no new prompts; finishing in-flight ones for up to %g s\n", sig,
+                    s->o->grace);
         }
         int expired = stopping && util_now() >= deadline;
         if (!stopping)

@@ -26,6 +26,7 @@
 typedef struct {
     int item;                /* the request's index into the prompt list */
     const char *reason;      /* generate: "stop", "length" or "interrupted"; score: "done" or "interrupted" */
+    const char *error;       /* the request failed (e.g. NaN logits): an error record instead, or NULL */
     const int *ids;          /* (n) prompt then completion tokens */
     int n_prompt, n;
     const char *text;        /* generate: completion text (text_len bytes), or NULL without a tokenizer */
@@ -69,7 +70,8 @@ typedef struct {
     const tokenizer *tok;         /* NULL without one: no text, no stop strings */
     sched_source src;
     sched_sink sink;
-    const volatile sig_atomic_t *stop_signal; /* non-zero: take no new requests, finish within --grace */
+    volatile sig_atomic_t *stop_signal; /* non-zero (or a signal another rank reported, dist_stop_poll):
+                                               * take no new requests, finish within --grace */
     stage_bufs *bufs;
     int M, T;                     /* micro-batch groups, tokens per micro-batch */
     sched_seq *seqs;              /* (batch) one per KV slot */
@@ -80,7 +82,7 @@ typedef struct {
 } sched;
 
 void sched_init(sched *s, const run_opts *o, dist_ctx *d, model *m, const tokenizer *tok, stage_bufs *bufs, int M,
-                int T, double t_start, sched_source src, sched_sink sink, const volatile sig_atomic_t *stop_signal);
+                int T, double t_start, sched_source src, sched_sink sink, volatile sig_atomic_t *stop_signal);
 /* runs requests until the source is exhausted (or a stop signal's grace ran out), then sends the
  * terminator down the replica. Returns 1 when a signal cut the run short. */
 int sched_run(sched *s);

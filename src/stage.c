@@ -66,11 +66,12 @@ int stage_sample(stage_bufs *bufs, dist_ctx *d, model *m, int *msg, vsample_out 
     return bufs->score ? vsample_score(&bufs->vs, m, d, &b, res) : vsample_sample(&bufs->vs, m, d, &b, res);
 }
 
-void stage_follow(dist_ctx *d, model *m, stage_bufs *bufs) {
+void stage_follow(dist_ctx *d, model *m, stage_bufs *bufs, const volatile sig_atomic_t *stop_signal) {
     const int dim = m->cfg.dim, last = d->stage == d->pp - 1, M = bufs->M, T = bufs->T;
     const int64_t ints = stage_msg_ints(T, bufs->C);
     int *in = bufs->in, **out = bufs->out;
     for (;;) {
+        if (*stop_signal) dist_stop_notify(d, *stop_signal); /* a signal to this rank alone stops the job too */
         if (d->stage == 0) dist_tp_bcast(d, in, sizeof(int) * ints);
         else dist_pipe_recv(d, in, sizeof(int) * ints + sizeof(float) * (int64_t)T * dim);
         model_batch b = stage_msg_batch(in, T);

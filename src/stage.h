@@ -11,6 +11,7 @@
 #ifndef MPILLAMA_STAGE_H
 #define MPILLAMA_STAGE_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "dist.h"
@@ -55,7 +56,7 @@ void stage_bufs_free(stage_bufs *b);
 int stage_sample(stage_bufs *bufs, dist_ctx *d, model *m, int *msg, vsample_out *res);
 
 /* every rank but the scheduler: run micro-batches until the terminator (n = 0), passing it on
- * down the pipeline */
-void stage_follow(dist_ctx *d, model *m, stage_bufs *bufs);
+ * down the pipeline. A stop signal this rank got is passed to world rank 0 (dist_stop_notify). */
+void stage_follow(dist_ctx *d, model *m, stage_bufs *bufs, const volatile sig_atomic_t *stop_signal);
 
 #endif

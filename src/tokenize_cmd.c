@@ -134,6 +134,10 @@ static int *encode_text(const tokenizer *t, const char *text, int bos, unsigned 
     int cap = 256;
     int *ids = xmalloc((size_t)cap * sizeof *ids);
     *n = tok_encode_ex(t, text, bos, flags, ids, cap);
+    if (*n < 0) {
+        free(ids);
+        return NULL;
+    }
     if (*n > cap) {
         ids = xrealloc(ids, (size_t)*n * sizeof *ids);
         tok_encode_ex(t, text, bos, flags, ids, *n);
@@ -231,6 +235,10 @@ static int handle(const tokenizer *t, const tokenize_opts *o, int bos, cJSON *re
         if (!ids) return -1;
     } else if (cJSON_IsString(text)) {
         ids = encode_text(t, text->valuestring, bos, flags, &n);
+        if (!ids) {
+            snprintf(why, cap, "the tokenizer's split pattern gave up on this text (a PCRE2 limit)");
+            return -1;
+        }
     } else {
         snprintf(why, cap, "no string \"text\" and no \"messages\"");
         return -1;
@@ -285,6 +293,7 @@ static int run_bench(const tokenizer *t, const tokenize_opts *o, int bos) {
     unsigned flags = o->allow_special ? TOK_ALLOW_SPECIAL : 0;
     int n;
     int *ids = encode_text(t, text, bos, flags, &n); /* also warms the caches */
+    if (!ids) die("--bench: the tokenizer's split pattern gave up on '%s' (a PCRE2 limit)", o->bench);
     double best_enc = 1e30, best_dec = 1e30, t_total = 0;
     int reps = 0;
     while (reps < 3 || (t_total < 1.0 && reps < 50)) {

@@ -463,6 +463,7 @@ typedef struct {
     char *norm; /* SentencePiece: the normalised run */
     size_t norm_cap;
     pcre2_match_data *md;
+    int failed;   /* the split pattern gave up on the text (a PCRE2 limit) */
 } enc_state;
 
 static int merge_before(const merge *a, const merge *b) {
@@ -693,10 +694,9 @@ static void byte_split_run(enc_state *st, const char *s, size_t len) {
     while (from < len) {
         int rc = pcre2_match(t->re, (PCRE2_SPTR)s, len, from, 0, st->md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(rc, msg, sizeof msg);
-            die("tokenizer: the split pattern failed on the text at byte %zu: %s", from, (char *)msg);
+        if (rc < 0) { /* a match, depth or JIT stack limit on a pathological text: this text fails, not the job */
+            st->failed = 1;
+            return;
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(st->md);
         size_t ms = ov[0], me = ov[1];
@@ -727,7 +727,7 @@ static void byte_encode_run(enc_state *st, const char *s, size_t len) {
 /* ---- encoding: the entry point ---- */
 
 static void encode_run(enc_state *st, const char *s, size_t len) {
-    if (len == 0) return;
+    if (len == 0 || st->failed) return;
     if (st->t->mode == MODE_SENTENCEPIECE) sp_encode_run(st, s, len);
     else byte_encode_run(st, s, len);
 }
@@ -762,7 +762,7 @@ int tok_encode_ex(const tokenizer *t, const char *text, int bos_id, unsigned fla
     free(st.heap.items);
     free(st.norm);
     if (st.md) pcre2_match_data_free(st.md);
-    return st.count;
+    return st.failed ? -1 : st.count;
 }
 
 int tok_encode(const tokenizer *t, const char *text, int bos_id, int *ids, int max_ids) {

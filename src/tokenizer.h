@@ -91,7 +91,9 @@ int tok_special_id(const tokenizer *t, const char *text);
  * any bytes (malformed UTF-8 included); with add_dummy_prefix (ByteLevel's add_prefix_space)
  * a space before each run that does not start with one. With TOK_ALLOW_SPECIAL the text is first cut at the
  * special tokens it contains (longest match first), and each run between them is encoded on
- * its own. User-defined pieces are always matched. Dies on text over 64 MiB. */
+ * its own. User-defined pieces are always matched. Dies on text over 64 MiB. Returns -1 when
+ * the split pattern gives up on the text (PCRE2's match, depth or JIT stack limit): that text
+ * cannot be encoded. */
 int tok_encode_ex(const tokenizer *t, const char *text, int bos_id, unsigned flags, int *ids,
                   int max_ids);
 /* tok_encode_ex without flags: special tokens in the text are ordinary text */

@@ -176,3 +176,9 @@ float util_f16_to_f32(uint16_t h) {
     memcpy(&f, &u, 4);
     return f;
 }
+
+uint64_t util_fnv1a64(const void *p, size_t n, uint64_t h) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}

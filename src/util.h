@@ -56,6 +56,10 @@ static inline int util_add_ok(int64_t a, int64_t b, int64_t *out) {
 }
 /* a * b * c ... of n non-negative factors; 0 on overflow */
 int util_product_ok(const int64_t *factors, int n, int64_t *out);
+/* FNV-1a, 64 bits, continuing from h (UTIL_FNV1A64_INIT to start): an identity, not a checksum
+ * against an adversary */
+#define UTIL_FNV1A64_INIT 0xcbf29ce484222325ULL
+uint64_t util_fnv1a64(const void *p, size_t n, uint64_t h);
 
 double util_now(void); /* seconds, monotonic */
 uint16_t util_f32_to_bf16(float f);

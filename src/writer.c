@@ -1,6 +1,8 @@
 #include "writer.h"
 
 #include <cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,10 +10,114 @@
 
 #include "util.h"
 
-void writer_open(writer *w, const run_opts *o) {
+/* the model file's identity: its size and a hash of its first and last MiB (headers, config and
+ * the ends of the weights), cheap for any size and independent of its path */
+static int model_fingerprint(const char *path, long long *bytes, char hex[17]) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return error("cannot open model '%s': %s", path, strerror(errno));
+    enum { SPAN = 1 << 20 };
+    char *buf = xmalloc(SPAN);
+    uint64_t h = UTIL_FNV1A64_INIT;
+    fseeko(f, 0, SEEK_END);
+    *bytes = (long long)ftello(f);
+    h = util_fnv1a64(bytes, sizeof(*bytes), h);
+    for (int part = 0; part < 2; part++) {
+        fseeko(f, part == 0 ? 0 : (*bytes > SPAN ? *bytes - SPAN : 0), SEEK_SET);
+        size_t n = fread(buf, 1, SPAN, f);
+        h = util_fnv1a64(buf, n, h);
+    }
+    free(buf);
+    fclose(f);
+    snprintf(hex, 17, "%016llx", (unsigned long long)h);
+    return 0;
+}
+
+typedef struct {
+    const char *id, *hash;
+} meta_request;
+
+static int cmp_meta(const void *a, const void *b) { return strcmp(((const meta_request *)a)->id, ((const meta_request *)b)->id); }
+
+/* the finished records of a resumed output against what they came from; 0 or -1 after printing why */
+static int check_resume(writer *w, const intake *in, const cJSON *meta, const char *fingerprint) {
+    const char *path = w->out.path;
+    const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(meta, "command");
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(meta, "model");
+    const cJSON *fp = model ? cJSON_GetObjectItemCaseSensitive(model, "fingerprint") : NULL;
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(meta, "ids");
+    const cJSON *hashes = cJSON_GetObjectItemCaseSensitive(meta, "hashes");
+    if (!cJSON_IsString(cmd) || !cJSON_IsString(fp) || !cJSON_IsArray(ids) || !cJSON_IsArray(hashes) ||
+        cJSON_GetArraySize(ids) != cJSON_GetArraySize(hashes))
+        return error("'%s.meta.json' is not what mpillama wrote: give --overwrite to start '%s' again", path, path);
+    if (strcmp(cmd->valuestring, w->o->cmd) != 0)
+        return error("'%s' holds %s records, this is %s: give another --output", path, cmd->valuestring, w->o->cmd);
+    if (strcmp(fp->valuestring, fingerprint) != 0) {
+        const cJSON *mp = cJSON_GetObjectItemCaseSensitive(model, "path");
+        return error("'%s' was written with another model file ('%s', fingerprint %s; '%s' has %s): resume with that "
+                     "model, or give --overwrite or another --output", path, cJSON_IsString(mp) ? mp->valuestring : "?",
+                     fp->valuestring, w->o->model, fingerprint);
+    }
+    int n = cJSON_GetArraySize(ids), rc = 0;
+    meta_request *reqs = xmalloc(sizeof(meta_request) * (size_t)(n + 1));
+    int k = 0;
+    for (const cJSON *a = ids->child, *b = hashes->child; a && b; a = a->next, b = b->next)
+        if (cJSON_IsString(a) && cJSON_IsString(b)) reqs[k++] = (meta_request){a->valuestring, b->valuestring};
+    qsort(reqs, (size_t)k, sizeof(meta_request), cmp_meta);
+    for (int d = 0; d < w->out.n_done && rc == 0; d++) {
+        const char *id = w->out.done_ids[d];
+        meta_request key = {id, NULL}, *was = bsearch(&key, reqs, (size_t)k, sizeof(meta_request), cmp_meta);
+        int item = intake_find(in, id);
+        char now[17];
+        if (item >= 0) snprintf(now, sizeof(now), "%016llx", (unsigned long long)in->items[item].hash);
+        if (item < 0)
+            rc = error("'%s' holds a record for custom_id '%.100s', which '%s' lacks: these records come from another "
+                       "prompt file; give --overwrite or another --output", path, id, w->o->prompts);
+        else if (!was || strcmp(was->hash, now) != 0)
+            rc = error("the request of custom_id '%.100s' (line %d of '%s') changed since its record in '%s' was written: "
+                       "give --overwrite or another --output", id, in->items[item].line, w->o->prompts, path);
+    }
+    free(reqs);
+    return rc;
+}
+
+int writer_open(writer *w, const run_opts *o, const intake *in) {
     memset(w, 0, sizeof(*w));
     w->o = o;
-    outfile_open(&w->out, o->output, o->resume);
+    long long bytes;
+    char fingerprint[17];
+    if (model_fingerprint(o->model, &bytes, fingerprint) != 0) return -1;
+    if (outfile_open(&w->out, o->output, o->resume, o->overwrite) != 0) return -1;
+    if (!w->out.regular) return outfile_resume_commit(&w->out);
+    int bad;
+    cJSON *meta = outfile_meta_read(&w->out, &bad);
+    int rc = 0;
+    if (o->resume && w->out.n_done > 0) {
+        if (bad) rc = error("cannot read '%s.meta.json': give --overwrite to start '%s' again", o->output, o->output);
+        else if (!meta)
+            warning("'%s.meta.json' is missing: cannot check that the records of '%s' come from this model and prompt "
+                    "file", o->output, o->output);
+        else rc = check_resume(w, in, meta, fingerprint);
+    }
+    cJSON_Delete(meta);
+    if (rc != 0 || (rc = outfile_resume_commit(&w->out)) != 0) return rc;
+    /* what this output's records come from, for the next --resume */
+    meta = cJSON_CreateObject();
+    cJSON_AddStringToObject(meta, "command", o->cmd);
+    cJSON *m = cJSON_AddObjectToObject(meta, "model");
+    cJSON_AddStringToObject(m, "path", o->model);
+    cJSON_AddNumberToObject(m, "bytes", (double)bytes);
+    cJSON_AddStringToObject(m, "fingerprint", fingerprint);
+    cJSON_AddStringToObject(meta, "prompts", o->prompts);
+    cJSON *ids = cJSON_AddArrayToObject(meta, "ids"), *hashes = cJSON_AddArrayToObject(meta, "hashes");
+    for (int i = 0; i < in->n_items; i++) {
+        char h[17];
+        snprintf(h, sizeof(h), "%016llx", (unsigned long long)in->items[i].hash);
+        cJSON_AddItemToArray(ids, cJSON_CreateString(in->items[i].custom_id));
+        cJSON_AddItemToArray(hashes, cJSON_CreateString(h));
+    }
+    outfile_meta_write(&w->out, meta);
+    cJSON_Delete(meta);
+    return 0;
 }
 
 void writer_start(writer *w, const prompt_item *items, double t_start) {
@@ -28,6 +134,10 @@ static cJSON *int_array(const int *v, int n) {
 
 void writer_result(writer *w, const sched_result *s) {
     const prompt_item *it = &w->items[s->item];
+    if (s->error) {
+        outfile_error(&w->out, it->custom_id, it->line, s->error);
+        return;
+    }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "custom_id", it->custom_id);
     if (w->o->mode == RUN_SCORE) {
@@ -35,7 +145,8 @@ void writer_result(writer *w, const sched_result *s) {
         cJSON *a = cJSON_CreateArray();
         for (int i = 0; i + 1 < s->n_prompt; i++) {
             char buf[32];
-            snprintf(buf, sizeof(buf), "%.6f", s->logprobs[i]);
+            if (isfinite(s->logprobs[i])) snprintf(buf, sizeof(buf), "%.6f", s->logprobs[i]);
+            else snprintf(buf, sizeof(buf), "null"); /* NaN or inf logits: JSON has no such numbers */
             cJSON_AddItemToArray(a, cJSON_CreateRaw(buf));
         }
         cJSON_AddItemToObject(r, "logprobs", a);

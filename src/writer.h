@@ -20,9 +20,11 @@ typedef struct {
     double t_start, t_last_progress;
 } writer;
 
-/* opens the output (dies naming it when it cannot be opened); with --resume keeps its finished
- * records */
-void writer_open(writer *w, const run_opts *o);
+/* opens the output under its lock once everything else was checked: with --resume keeps its
+ * finished records, after checking (OUT.meta.json) that they come from this command, this model
+ * and the same request lines; records what this job's records come from. 0, or -1 after printing
+ * why. */
+int writer_open(writer *w, const run_opts *o, const intake *in);
 /* the prompt list records refer to, and the start of the clock for progress */
 void writer_start(writer *w, const prompt_item *items, double t_start);
 /* the record of a finished (or interrupted) request */

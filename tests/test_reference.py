@@ -75,7 +75,7 @@ if "error" not in recs["c1"] or "chat template" not in recs["c1"]["error"] or "c
     c.fail("messages without a chat template: %s" % recs)
 chat_out = os.path.join(args.work, "chat_out_llama2.jsonl")
 c.mpirun(args, 2, ["generate", "--model", model, "--prompts", chat_in, "--output", chat_out, "--temperature", "0",
-                   "--chat-template", "llama2"])
+                   "--chat-template", "llama2", "--overwrite"])
 recs = {r["custom_id"]: r for r in c.read_jsonl(chat_out)}
 if recs["c1"].get("completion_tokens") != 20 or recs["c1"]["prompt_tokens"] < 8:
     c.fail("a llama2-template chat request: %s" % recs["c1"])
