@@ -124,6 +124,32 @@ if read_bytes(eout) != b:
     c.fail("a refused --resume changed the output")
 ok("--resume refuses a changed request, another model file and another command, leaving the output as it was")
 
+# ---- every sampling field out of range or of the wrong type: an error record naming it; invalid
+# UTF-8 in a prompt: a record (malformed bytes read as U+FFFD), never a crash
+bad_fields = [("max_tokens", -1), ("max_tokens", "5"), ("temperature", -0.5), ("temperature", "hot"), ("top_k", -1),
+              ("top_k", [3]), ("top_p", 0), ("top_p", 1.5), ("min_p", 2), ("min_p", None), ("repetition_penalty", 0),
+              ("frequency_penalty", 3), ("presence_penalty", -3), ("presence_penalty", "x"), ("seed", -1),
+              ("seed", "s"), ("ignore_eos", 1), ("stop", 5), ("stop", [""]), ("stop_token_ids", [-1]),
+              ("stop_token_ids", "2")]
+fin = os.path.join(W, "fields.jsonl")
+with open(fin, "wb") as f:
+    for i, (k, v) in enumerate(bad_fields):
+        f.write((json.dumps({"custom_id": "f%d" % i, "prompt": "Once", "max_tokens": 3, k: v}) + "\n").encode()
+                if k != "max_tokens" else (json.dumps({"custom_id": "f%d" % i, "prompt": "Once", k: v}) + "\n").encode())
+    f.write(b'{"custom_id": "utf8", "prompt": "Once \xff\xfe upon \xc3", "max_tokens": 3}\n')
+fout = os.path.join(W, "fields_out.jsonl")
+r = gen(2, fout, fin)
+expect(r, 0, "", "bad sampling fields")
+recs = strip(fout)
+for i, (k, v) in enumerate(bad_fields):
+    e = recs.get("f%d" % i, {}).get("error", "")
+    if k not in e:
+        c.fail("%s = %r: expected an error record naming '%s', got %s" % (k, v, k, recs.get("f%d" % i)))
+if recs["utf8"].get("completion_tokens") != 3:
+    c.fail("invalid UTF-8 in a prompt: %s" % recs["utf8"])
+ok("%d sampling fields out of range or of the wrong type give error records naming the field; invalid UTF-8 runs"
+   % len(bad_fields))
+
 # ---- workloads long enough to be interrupted
 long_rows = [{"custom_id": "L%03d" % i, "prompt": "Once upon a time %d" % i, "max_tokens": 150, "ignore_eos": True}
              for i in range(32)]
