@@ -55,7 +55,8 @@ void run_opts_usage(const char *cmd, FILE *out) {
             "  --trace DIR          write DIR/summary.json and DIR/trace.json (Perfetto)\n"
             "  --grace S            after SIGTERM/SIGUSR1, finish in-flight requests for S seconds (default 30),\n"
             "                       then record them as interrupted and exit 75 (rerun with --resume)\n"
-            "  --progress-interval S  seconds between progress lines in logs (default 30)\n"
+            "  --progress-interval S  seconds between progress lines in logs (default 10; the first\n"
+            "                       comes with the first micro-batch)\n"
             "  --kv-dtype T         KV cache elements: f32 or bf16 (default: bf16 for bf16 and q8 weights,\n"
             "                       f32 for f32 weights)\n"
             "  --verbose            binding map, per-rank plan, bytes read, KV cache size\n",
@@ -108,7 +109,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
     o->sp.repetition_penalty = 1.0f;
     o->seed = 42;
     o->grace = 30.0f;
-    o->progress_interval = 30.0f;
+    o->progress_interval = 10.0f;
     o->kv_dtype = -1;
     int quiet = util_rank() != 0, c, bad = 0;
     opterr = 0;
@@ -193,6 +194,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
         }
     }
     if (quiet) fclose(stderr), stderr = saved;
+    util_set_verbose(o->verbose);
     return bad ? 2 : 0;
 }
 

@@ -64,13 +64,17 @@ static int choose_layout(const model_config *c, dist_ctx *d, run_opts *o, int se
             else if (!tp) tp = rest;
         }
         why[0] = 0;
-        if (dp < 1 || pp < 1 || tp < 1 || dp * pp * tp != world) {
-            if (o->dp)
-                snprintf(why, sizeof(why), "--dp %d x --pp %d x --tp %d is not the %d ranks launched", o->dp,
-                         o->pp ? o->pp : pp, o->tp ? o->tp : tp, world);
-            else
-                snprintf(why, sizeof(why), "--pp %d x --tp %d is not the %d ranks launched", o->pp ? o->pp : pp,
-                         o->tp ? o->tp : tp, world);
+        if (dp < 1 || pp < 1 || tp < 1 || dp * pp * tp != world) { /* what was asked, as asked */
+            char asked[96] = "";
+            int n = 0, prod = 1, nflags = !!o->dp + !!o->pp + !!o->tp;
+            const int given[3] = {o->dp, o->pp, o->tp};
+            static const char *const flag[3] = {"dp", "pp", "tp"};
+            for (int k = 0; k < 3; k++)
+                if (given[k]) n += snprintf(asked + n, sizeof(asked) - (size_t)n, "%s--%s %d", n ? " " : "", flag[k], given[k]),
+                              prod *= given[k];
+            if (nflags == 1) snprintf(why, sizeof(why), "%s does not divide the %d ranks launched", asked, world);
+            else if (nflags == 3 || prod > world) snprintf(why, sizeof(why), "%s makes %d ranks, not the %d launched", asked, prod, world);
+            else snprintf(why, sizeof(why), "%s makes %d ranks, which do not divide the %d launched", asked, prod, world);
         } else {
             plan_check_grid(c, pp, tp, why, sizeof(why));
         }
@@ -98,6 +102,25 @@ static int choose_layout(const model_config *c, dist_ctx *d, run_opts *o, int se
  * taking new prompts, finish in-flight ones within --grace, record the rest as interrupted */
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+/* the model file can be read and is an HDF5 file: checked on rank 0 first, so that the common
+ * mistakes end every rank alike, without an abort */
+static int check_model_file(const char *path) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    struct stat st;
+    if (stat(path, &st) != 0 || access(path, R_OK) != 0) return error("cannot open model '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return error("cannot open model '%s': it is a folder (convert it with 'mpillama convert')", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return error("cannot open model '%s': %s", path, strerror(errno));
+    int found = 0;
+    for (long at = 0; at <= (1L << 20) && !found; at = at ? at * 2 : 512) { /* the superblock follows a user block */
+        unsigned char b[8];
+        found = fseek(f, at, SEEK_SET) == 0 && fread(b, 1, 8, f) == 8 && !memcmp(b, sig, 8);
+    }
+    fclose(f);
+    if (!found) return error("'%s' is not an HDF5 file (convert a checkpoint with 'mpillama convert')", path);
+    return 0;
+}
 
 /* the --trace folder exists or is made now (its parent must exist); 0 or -1 after printing why */
 static int check_trace_dir(const char *dir) {
@@ -305,7 +328,8 @@ static int run_main(const char *cmd, int argc, char **argv) {
     int bad = 0;
     if (util_rank() == 0) {
         double t0 = trace_now();
-        bad = intake_init(&j.in, &o) != 0 || outfile_check(o.output, o.resume, o.overwrite) != 0 ||
+        bad = check_model_file(o.model) != 0 || intake_init(&j.in, &o) != 0 ||
+              outfile_check(o.output, o.resume, o.overwrite) != 0 ||
               check_trace_dir(o.trace_dir) != 0;
         trace_end(TN_IO, TRACE_IO, t0, -1);
     }
@@ -396,9 +420,9 @@ static int run_main(const char *cmd, int argc, char **argv) {
     double wall = util_now() - t_start;
     if (su.d.world_rank == 0) {
         fprintf(stderr,
-                "mpillama: %d prompts: %d done, %d errors, %d skipped (resume), %d interrupted; %lld tokens in, %lld out; "
-                "%.2f s; prefill %.1f tok/s, decode %.1f tok/s\n",
-                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, (long long)total.tokens_in,
+                "mpillama: %d prompts: %d completed, %d error records, %d skipped (resume), %d interrupted, in '%s'; "
+                "%lld tokens in, %lld out; %.2f s; prefill %.1f tok/s, decode %.1f tok/s\n",
+                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, o.output, (long long)total.tokens_in,
                 (long long)total.tokens_out, wall, total.t_prefill > 0 ? total.tokens_in / total.t_prefill * su.d.dp : 0.0,
                 total.t_decode > 0 ? total.tokens_out / total.t_decode * su.d.dp : 0.0);
         if (interrupted) fprintf(stderr, "mpillama: interrupted: rerun with --resume to finish the rest (exit 75)\n");

@@ -119,16 +119,16 @@ static int check_stop_strings(sched *s, sched_seq *q, int token) {
 }
 
 /* hands the finished request to the sink; reason "stop_string" is reported as "stop" after the
- * text was cut. With err, the request failed: an error record instead. */
-static void finish_as(sched *s, sched_seq *q, const char *reason, const char *err) {
+ * text was cut */
+static void finish(sched *s, sched_seq *q, const char *reason) {
     double t0 = trace_now();
     q->t_end = util_now();
     if (!q->t_prefill_done) q->t_prefill_done = q->t_end;
-    if (s->o->mode == RUN_GENERATE && !err) {
+    if (s->o->mode == RUN_GENERATE) {
         if (q->has_dec && strcmp(reason, "stop_string") != 0) check_stop_strings(s, q, -1); /* held-back bytes */
         if (!strcmp(reason, "stop_string")) reason = "stop";
     }
-    sched_result r = {.item = q->rq.item, .reason = reason, .error = err, .ids = q->rq.ids, .n_prompt = q->n_prompt,
+    sched_result r = {.item = q->rq.item, .reason = reason, .ids = q->rq.ids, .n_prompt = q->n_prompt,
                       .n = q->n, .logprobs = q->logprobs, .seed = q->rq.seed, .queued_s = q->t_queued,
                       .prefill_s = q->t_prefill_done - q->t_admit, .decode_s = q->t_end - q->t_prefill_done,
                       .total_s = q->t_end - q->t_admit};
@@ -141,7 +141,6 @@ static void finish_as(sched *s, sched_seq *q, const char *reason, const char *er
     trace_end(TN_IO, TRACE_IO, t0, -1);
 }
 
-static void finish(sched *s, sched_seq *q, const char *reason) { finish_as(s, q, reason, NULL); }
 
 /* ------------------------------------------------------------------ micro-batches */
 

@@ -26,7 +26,6 @@
 typedef struct {
     int item;                /* the request's index into the prompt list */
     const char *reason;      /* generate: "stop", "length" or "interrupted"; score: "done" or "interrupted" */
-    const char *error;       /* the request failed (e.g. NaN logits): an error record instead, or NULL */
     const int *ids;          /* (n) prompt then completion tokens */
     int n_prompt, n;
     const char *text;        /* generate: completion text (text_len bytes), or NULL without a tokenizer */

@@ -8,6 +8,22 @@
 
 static int g_rank = 0;
 static void (*g_abort)(int) = NULL;
+#ifdef NDEBUG
+static int g_verbose = 0;
+#else
+static int g_verbose = 1; /* a debug build always shows where */
+#endif
+
+void util_set_verbose(int verbose) {
+    if (verbose) g_verbose = 1;
+}
+
+/* die()'s prefix: for the user one line without source paths; with --verbose or in a debug
+ * build the rank and where */
+static void die_prefix(char *buf, size_t cap, const char *file, int line) {
+    if (g_verbose) snprintf(buf, cap, "[rank %d] %s:%d: ", g_rank, file, line);
+    else snprintf(buf, cap, "mpillama: error: ");
+}
 
 void util_set_rank(int rank) { g_rank = rank; }
 int util_rank(void) { return g_rank; }
@@ -37,7 +53,7 @@ static void vformat(char *buf, size_t cap, const char *prefix, const char *fmt, 
 
 void util_die(const char *file, int line, const char *fmt, ...) {
     char prefix[256], buf[4096];
-    snprintf(prefix, sizeof(prefix), "[rank %d] %s:%d: ", g_rank, file, line);
+    die_prefix(prefix, sizeof(prefix), file, line);
     va_list ap;
     va_start(ap, fmt);
     vformat(buf, sizeof(buf), prefix, fmt, ap, "");
@@ -48,7 +64,7 @@ void util_die(const char *file, int line, const char *fmt, ...) {
 void util_die_errno(const char *file, int line, const char *fmt, ...) {
     int e = errno;
     char prefix[256], suffix[256], buf[4096];
-    snprintf(prefix, sizeof(prefix), "[rank %d] %s:%d: ", g_rank, file, line);
+    die_prefix(prefix, sizeof(prefix), file, line);
     snprintf(suffix, sizeof(suffix), ": %s", strerror(e));
     va_list ap;
     va_start(ap, fmt);

@@ -7,8 +7,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* die(): print "[rank r] file:line: message" to stderr and abort the job (through the hook
- * registered with util_set_abort, else exit(1)). Use for every unrecoverable error. */
+/* die(): print "mpillama: error: message" to stderr and abort the job (through the hook
+ * registered with util_set_abort, else exit(1)). With util_set_verbose or in a debug build the
+ * prefix is "[rank r] file:line: ". Use for every unrecoverable error. */
 #define die(...) util_die(__FILE__, __LINE__, __VA_ARGS__)
 /* die_errno(): like die(), with ": strerror(errno)" appended. */
 #define die_errno(...) util_die_errno(__FILE__, __LINE__, __VA_ARGS__)
@@ -28,6 +29,8 @@ void warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* the rank printed by die(); the hook is called with exit code 1 and must not return */
 void util_set_rank(int rank);
+/* die() messages name the rank and source line (--verbose) */
+void util_set_verbose(int verbose);
 int util_rank(void);
 void util_set_abort(void (*abort_fn)(int code));
 

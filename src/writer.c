@@ -134,10 +134,6 @@ static cJSON *int_array(const int *v, int n) {
 
 void writer_result(writer *w, const sched_result *s) {
     const prompt_item *it = &w->items[s->item];
-    if (s->error) {
-        outfile_error(&w->out, it->custom_id, it->line, s->error);
-        return;
-    }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "custom_id", it->custom_id);
     if (w->o->mode == RUN_SCORE) {
@@ -179,19 +175,22 @@ void writer_error(writer *w, int item, const char *why) {
 void writer_progress(writer *w, int total, const sched_stats *st, int force) {
     double now = util_now(), el = now - w->t_start;
     double interval = w->tty ? 0.25 : w->o->progress_interval;
-    if (!force && now - w->t_last_progress < interval) return;
+    /* the first line as soon as the first micro-batch is back, then one every interval */
+    if (!force && w->n_progress > 0 && now - w->t_last_progress < interval) return;
     w->t_last_progress = now;
+    w->n_progress++;
     int done = w->out.written - w->out.interrupted;
     double tps = el > 0 ? (st->tokens_in + st->tokens_out) / el : 0;
-    double eta = done > 0 ? el * (total - done) / done : 0;
+    char eta[32] = "unknown"; /* until a request has finished */
+    if (done > 0) snprintf(eta, sizeof(eta), "%.0f s", el * (total - done) / done);
     if (w->tty) {
         int width = 30, fill = total > 0 ? (int)((double)width * done / total) : width;
         char bar[64];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = 0;
-        fprintf(stderr, "\r[%s] %d/%d prompts  %.0f tok/s  ETA %.0f s   %s", bar, done, total, tps, eta, force ? "\n" : "");
+        fprintf(stderr, "\r[%s] %d/%d prompts  %.0f tok/s  ETA %s   %s", bar, done, total, tps, eta, force ? "\n" : "");
     } else {
-        fprintf(stderr, "mpillama: progress %d/%d prompts, %lld tokens in, %lld out, %.1f tok/s, elapsed %.0f s, ETA %.0f s\n",
+        fprintf(stderr, "mpillama: progress %d/%d prompts, %lld tokens in, %lld out, %.1f tok/s, elapsed %.0f s, ETA %s\n",
                 done, total, (long long)st->tokens_in, (long long)st->tokens_out, tps, el, eta);
     }
 }

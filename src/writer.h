@@ -18,6 +18,7 @@ typedef struct {
     int completed;             /* records of finished requests (not interrupted) */
     int tty;                   /* stderr is a terminal: a live progress bar */
     double t_start, t_last_progress;
+    int n_progress;            /* progress lines so far */
 } writer;
 
 /* opens the output under its lock once everything else was checked: with --resume keeps its
@@ -31,7 +32,8 @@ void writer_start(writer *w, const prompt_item *items, double t_start);
 void writer_result(writer *w, const sched_result *r);
 /* the error record of a request that cannot run */
 void writer_error(writer *w, int item, const char *why);
-/* a progress line every --progress-interval (a live bar on a terminal), or now with force */
+/* a progress line at the first call, then every --progress-interval (a live bar when stderr is
+ * a terminal), or now with force. ETA "unknown" until a request has finished. */
 void writer_progress(writer *w, int total, const sched_stats *st, int force);
 void writer_close(writer *w);
 
