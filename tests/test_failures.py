@@ -3,7 +3,7 @@ was; an existing output needs --resume or --overwrite; error records run again o
 duplicate custom_ids, another model or changed requests are refused; a locked output; a full disk
 leaves whole records; SIGTERM to one rank alone and during a blocked write stop gracefully (75);
 SIGKILL of rank 0 or of another rank ends the job and --resume completes it with the records of an
-uninterrupted run; NaN logits give null log-probs and error records."""
+uninterrupted run; NaN logits give null log-probs in score records."""
 import fcntl
 import json
 import os
@@ -302,7 +302,7 @@ else:
     finally:
         subprocess.run(["umount", mnt])
 
-# ---- NaN logits: score writes null, generate an error record per request
+# ---- NaN logits: score writes null (bare nan is not JSON)
 nan_bin = os.path.join(W, "nan.bin")
 raw = bytearray(read_bytes(os.path.join(args.shared, "models/stories260K.bin")))
 dim = struct.unpack("i", raw[0:4])[0]

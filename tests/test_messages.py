@@ -61,7 +61,7 @@ for what, extra, text in [("missing model", ["--model", os.path.join(W, "none.h5
 
 # ---- a run: the JSON error's line and column; the final line; progress from the first batch
 out = os.path.join(W, "out.jsonl")
-r = gen(2, out, ["--progress-interval", "1000", "--batch", "1"])
+r = gen(2, out, ["--progress-interval", "1000", "--batch", "1", "--dp", "1"])  # rank 0 schedules (with dp 2 it may idle)
 if r.returncode != 0:
     c.fail("run: exit %d\n%s" % (r.returncode, r.stderr[-1500:]))
 recs = {x["custom_id"]: x for x in c.read_jsonl(out)}
