@@ -65,10 +65,11 @@ r = gen(2, out, ["--progress-interval", "1000", "--batch", "1", "--dp", "1"])  #
 if r.returncode != 0:
     c.fail("run: exit %d\n%s" % (r.returncode, r.stderr[-1500:]))
 recs = {x["custom_id"]: x for x in c.read_jsonl(out)}
-# the line has no readable custom_id: its line number stands in; column 40 is the second comma
-if recs.get("2", {}).get("error") != "invalid JSON at line 2, column 40":
-    c.fail("a JSON syntax error: %s" % recs)
-ok("a JSON syntax error's record names line and column: %r" % recs["2"]["error"])
+# the line has no readable custom_id: its line number stands in; byte 39 (from 0) is the second comma
+e = recs.get("2", {})
+if e.get("line") != 2 or "(at byte 39)" not in e.get("error", ""):
+    c.fail("a JSON syntax error: expected line 2 and the byte where parsing stopped, got %s" % recs)
+ok("a JSON syntax error's record names the line and where on it: line %d, %r" % (e["line"], e["error"]))
 final = [x for x in r.stderr.splitlines() if x.startswith("mpillama: 3 prompts:")]
 if not final or "2 completed, 1 error records" not in final[0] or "'%s'" % out not in final[0]:
     c.fail("final line: expected counts and the output's path, got:\n" + r.stderr[-1500:])
