@@ -48,7 +48,7 @@ def ids(path):
 def one(launch, grid, progress, tag, run_env=None):
     pp, tp = grid
     out, tr = os.path.join(a.work, tag + ".jsonl"), os.path.join(a.work, tag)
-    cmd = launch + [a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--batch", "16",
+    cmd = launch + [a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--overwrite", "--batch", "16",
                     "--pp", str(pp), "--tp", str(tp), "--trace", tr]
     e = dict(run_env or env, MPILLAMA_PROGRESS=str(progress))
     r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=900)

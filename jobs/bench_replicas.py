@@ -54,7 +54,7 @@ def run(name, n, flags, binary=None, extra_env=None, bind=True):
     tdir = os.path.join(a.work, name)
     out = os.path.join(a.work, name + ".jsonl")
     cmd = ["mpirun", "-n", str(n)] + (["--bind-to", "core"] if bind else []) + \
-        [binary or a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--batch",
+        [binary or a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--overwrite", "--batch",
          str(a.batch), "--trace", tdir] + flags
     subprocess.run(cmd, check=True, env=dict(env, **(extra_env or {})), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
