@@ -33,9 +33,27 @@ static const char *duplicate_key(const cJSON *node) {
     return dup;
 }
 
+/* the offset of a NUL byte, raw or escaped as \u0000, in text[0..len), or -1: C strings would
+ * silently end there (a custom_id "a\u0000b" would become "a") */
+static long nul_at(const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == 0) return (long)i;
+        if (text[i] == '\\' && i + 1 < len) {
+            if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0) return (long)i;
+            i++; /* the escaped character */
+        }
+    }
+    return -1;
+}
+
 cJSON *json_parse_strict(const char *text, size_t len, char *why, size_t why_cap) {
     const char *end = NULL;
     why[0] = 0;
+    long nul = nul_at(text, len);
+    if (nul >= 0) {
+        snprintf(why, why_cap, "a NUL character (at byte %ld): text cannot hold one", nul);
+        return NULL;
+    }
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
         size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;

@@ -9,7 +9,8 @@
 #include <stdint.h>
 
 /* parses text[0..len) as one JSON value with nothing but whitespace after it and no object
- * (at any depth) holding a key twice. Returns the tree, or NULL with why set to e.g. "not valid
+ * (at any depth) holding a key twice, and no NUL character (raw or \u0000: C strings would end
+ * there). Returns the tree, or NULL with why set to e.g. "not valid
  * JSON (at byte 12)", "trailing data after the JSON value (at byte 30)" or "duplicate key 'x'". */
 cJSON *json_parse_strict(const char *text, size_t len, char *why, size_t why_cap);
 

@@ -24,6 +24,10 @@ void prompts_parse_json(prompt_item *it, const char *line, size_t len) {
     }
     cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
     if (cJSON_IsString(id)) {
+        if (!id->valuestring[0]) {
+            it->error = xstrdup("'custom_id' must not be empty");
+            goto done;
+        }
         free(it->custom_id);
         it->custom_id = xstrdup(id->valuestring);
     } else if (cJSON_IsNumber(id)) {
@@ -91,6 +95,7 @@ void prompts_parse_json(prompt_item *it, const char *line, size_t len) {
     } else {
         it->error = xstrdup("no 'prompt', 'prompt_ids' or 'messages'");
     }
+    if (it->error) goto done; /* the first error is the one reported (and none is overwritten) */
     cJSON *v;
     static const char *const known[] = {"custom_id", "prompt", "prompt_ids", "messages", "max_tokens", "temperature", "top_k",
                                         "top_p", "min_p", "repetition_penalty", "frequency_penalty",

@@ -385,6 +385,9 @@ static void prompt_cases(void) {
         {"prompt line: prompt id 2^31", "{\"prompt_ids\":[1,2147483648]}", "'prompt_ids[1]'"},
         {"prompt line: fractional stop token id", "{\"prompt\":\"x\",\"stop_token_ids\":[0.5]}", "'stop_token_ids'"},
         {"prompt line: infinite custom_id", "{\"custom_id\":1e999,\"prompt\":\"x\"}", "'custom_id'"},
+        {"prompt line: empty custom_id", "{\"custom_id\":\"\",\"prompt\":\"x\"}", "'custom_id'"},
+        {"prompt line: \\u0000 in custom_id (fuzz_prompts)", "{\"custom_id\":\"\\u0000a\",\"prompt\":\"x\"}", "NUL"},
+        {"prompt line: no prompt, unknown field (fuzz: leak)", "{\"prprompt\":null}", "no 'prompt'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         prompt_item *it = xcalloc(1, sizeof *it);

@@ -5,7 +5,8 @@ set -euo pipefail
 MPILLAMA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 MPILLAMA_BUILD=${MPILLAMA_BUILD:-$MPILLAMA_ROOT/build}
 MPILLAMA_PACKAGES=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-  libopenblas-dev libhwloc-dev libcjson-dev libpcre2-dev python3 python3-numpy python3-matplotlib hdf5-tools)
+  libopenblas-dev libhwloc-dev libcjson-dev libpcre2-dev python3 python3-numpy python3-matplotlib hdf5-tools
+  clang-14 libclang-rt-14-dev) # clang and libFuzzer: tests/fuzz/run.sh
 
 missing=()
 for p in "${MPILLAMA_PACKAGES[@]}"; do
