@@ -251,10 +251,15 @@ env = c.mpi_env()
 p = subprocess.Popen([args.mpillama, "generate", "--model", model, "--prompts", lin, "--output", fifo, "--seed", "5",
                       "--batch", "4", "--grace", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 FIONREAD = 0x541B
-t0 = time.time()
+t0 = t_change = time.time()
+last = -1
 while time.time() - t0 < 300 and p.poll() is None:
     n = struct.unpack("i", fcntl.ioctl(rfd, FIONREAD, b"\0\0\0\0"))[0]
     if n >= 4096 - 600:  # full up to less than a record: the next write blocks
+        break
+    if n != last:
+        last, t_change = n, time.time()
+    elif n > 0 and time.time() - t_change > 3:  # records stopped coming: the writer is blocked
         break
     time.sleep(0.05)
 time.sleep(0.5)  # the writer reaches the blocked write
