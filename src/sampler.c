@@ -61,6 +61,27 @@ void sampler_penalize(float *logits, const sampler_params *p, const int *ids, in
     for (int i = 0; i < n; i++) seen[ids[i]] = 0;
 }
 
+/* c[0..k) gets the k best of c[0..n) (quickselect on prob, ties by index), unordered */
+static void select_top(sampler_candidate *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        sampler_candidate pivot = c[(lo + hi) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (cmp_candidate(&c[i], &pivot) < 0) i++;
+            while (cmp_candidate(&c[j], &pivot) > 0) j--;
+            if (i <= j) {
+                sampler_candidate t = c[i];
+                c[i++] = c[j];
+                c[j--] = t;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
 int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candidate *c) {
     for (int i = 0; i < n; i++) logits[i] /= p->temperature;
     kern_softmax(logits, n);
@@ -79,24 +100,7 @@ int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candid
     }
     if (p->top_k > 0 && p->top_k < keep) { /* partial selection: only the top k get sorted */
         int k = p->top_k;
-        /* quickselect on prob (ties by index) so that c[0..k) holds the k best */
-        int lo = 0, hi = keep - 1;
-        while (lo < hi) {
-            sampler_candidate pivot = c[(lo + hi) / 2];
-            int i = lo, j = hi;
-            while (i <= j) {
-                while (cmp_candidate(&c[i], &pivot) < 0) i++;
-                while (cmp_candidate(&c[j], &pivot) > 0) j--;
-                if (i <= j) {
-                    sampler_candidate t = c[i];
-                    c[i++] = c[j];
-                    c[j--] = t;
-                }
-            }
-            if (k - 1 <= j) hi = j;
-            else if (k - 1 >= i) lo = i;
-            else break;
-        }
+        select_top(c, keep, k); /* c[0..k) holds the k best */
         keep = k;
     }
     qsort(c, (size_t)keep, sizeof(*c), cmp_candidate);
@@ -177,26 +181,6 @@ float sampler_shard_exp_sum(float *logits, int n, float m, float s) {
     return s;
 }
 
-/* c[0..k) gets the k best of c[0..n) (quickselect on prob, ties by index), unordered */
-static void select_top(sampler_candidate *c, int n, int k) {
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        sampler_candidate pivot = c[(lo + hi) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (cmp_candidate(&c[i], &pivot) < 0) i++;
-            while (cmp_candidate(&c[j], &pivot) > 0) j--;
-            if (i <= j) {
-                sampler_candidate t = c[i];
-                c[i++] = c[j];
-                c[j--] = t;
-            }
-        }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
-        else break;
-    }
-}
 
 int sampler_shard_candidates(float *logits, int vocab0, int n, float s, const sampler_params *p, sampler_candidate *c) {
     /* the row's largest probability is exp(0) / s: the maximum's exponent is exactly 1 */
