@@ -154,6 +154,16 @@ static int make_request(const intake *in, int item, intake_request *rq, char *wh
     rq->ignore_eos = it->ignore_eos >= 0 ? it->ignore_eos : o->ignore_eos;
     rq->max_new = it->max_tokens >= 0 ? it->max_tokens : o->max_tokens;
     rq->seed = it->has_seed ? (uint64_t)it->seed : sampler_seed_for((uint64_t)o->seed, it->custom_id);
+    rq->n_choices = it->n > 1 ? it->n : 1;
+    rq->logprobs = it->logprobs;
+    if (o->mode == RUN_SCORE && (rq->n_choices > 1 || rq->logprobs >= 0)) {
+        snprintf(why, why_size, "'n' and 'logprobs' are for generate (score writes every token's log-prob)");
+        return -1;
+    }
+    if (rq->n_choices > 1 || rq->logprobs >= 0) { /* TEMPORARY: until the records carry them */
+        snprintf(why, why_size, "'n' > 1 and 'logprobs' are not supported yet");
+        return -1;
+    }
     rq->stop_ids = xmalloc(sizeof(int) * (size_t)(it->n_stop_ids + n_chat_stop + 1));
     for (int j = 0; j < it->n_stop_ids; j++) rq->stop_ids[rq->n_stop_ids++] = it->stop_token_ids[j];
     for (int j = 0; j < n_chat_stop; j++) rq->stop_ids[rq->n_stop_ids++] = chat_stop[j];
@@ -170,7 +180,34 @@ static int make_request(const intake *in, int item, intake_request *rq, char *wh
     return 0;
 }
 
+uint64_t intake_choice_seed(uint64_t seed, int k) {
+    if (k == 0) return seed;
+    char name[32];
+    snprintf(name, sizeof(name), "choice %d", k);
+    return sampler_seed_for(seed, name);
+}
+
+/* a deep copy of rq as choice k */
+static void copy_choice(const intake_request *rq, int k, intake_request *out) {
+    *out = *rq;
+    out->ids = xmalloc(sizeof(int) * (size_t)rq->cap);
+    memcpy(out->ids, rq->ids, sizeof(int) * (size_t)rq->n_ids);
+    out->stop_ids = xmalloc(sizeof(int) * (size_t)(rq->n_stop_ids + 1));
+    memcpy(out->stop_ids, rq->stop_ids, sizeof(int) * (size_t)rq->n_stop_ids);
+    out->stop_text = xmalloc(rq->stop_bytes + 1);
+    memcpy(out->stop_text, rq->stop_text, rq->stop_bytes);
+    out->stop_text[rq->stop_bytes] = 0;
+    out->choice = k;
+    out->seed = intake_choice_seed(rq->seed, k);
+}
+
 intake_status intake_next(intake *in, intake_request *rq, int *item, char *why, size_t why_size) {
+    if (in->rep.ids) { /* the other choices of a request of n completions */
+        *item = in->rep.item;
+        copy_choice(&in->rep, in->rep_next++, rq);
+        if (in->rep_next == in->rep.n_choices) intake_request_free(&in->rep);
+        return INTAKE_READY;
+    }
     while (in->next_item < in->n_items) {
         int i = in->next_item++;
         if (in->done && outfile_has(in->done, in->items[i].custom_id)) {
@@ -184,16 +221,21 @@ intake_status intake_next(intake *in, intake_request *rq, int *item, char *why, 
             return INTAKE_ERROR;
         }
         trace_end(TN_IO, TRACE_IO, t0, -1);
+        if (rq->n_choices > 1) { /* choice 0 goes now, the others from a copy */
+            copy_choice(rq, 0, &in->rep);
+            in->rep_next = 1;
+        }
         return INTAKE_READY;
     }
     return INTAKE_END;
 }
 
-int intake_more(const intake *in) { return in->next_item < in->n_items; }
+int intake_more(const intake *in) { return in->next_item < in->n_items || in->rep.ids; }
 
 int intake_total(const intake *in) { return in->n_items - in->skipped; }
 
 void intake_free(intake *in) {
+    intake_request_free(&in->rep);
     prompts_free(in->items, in->n_items);
     free(in->by_id);
     memset(in, 0, sizeof(*in));

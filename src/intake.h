@@ -23,7 +23,9 @@ typedef struct {
     int max_new;        /* tokens to generate at most */
     int ignore_eos;
     sampler_params sp;
-    uint64_t seed;      /* the request's sampling stream (also written in its record) */
+    uint64_t seed;      /* this choice's sampling stream (also written in its record) */
+    int choice, n_choices; /* which of the request's n completions this is (n > 1: one request each) */
+    int logprobs;       /* log-probs of the completion with this many top alternatives; -1: none */
     int *stop_ids;      /* (n_stop_ids) tokens that end the completion besides EOS: the request's
                          * stop_token_ids, then the chat template's end-of-turn tokens */
     int n_stop_ids;
@@ -45,6 +47,8 @@ typedef struct {
     int next_item;          /* the next line to hand out */
     int skipped;            /* lines skipped because their record is finished */
     int *by_id;             /* (n_items) item indices sorted by custom_id */
+    intake_request rep;     /* a request of n > 1 completions, while its choices are handed out */
+    int rep_next;           /* its next choice */
 } intake;
 
 /* reads the prompt file; refuses (-1, after printing why) a file that cannot be read and
@@ -54,7 +58,11 @@ int intake_init(intake *in, const run_opts *o);
 int intake_find(const intake *in, const char *id);
 /* what requests are checked against, once the model is open */
 void intake_set_model(intake *in, const model_config *cfg, const tokenizer *tok, int ctx, const outfile *done);
-/* the next request: INTAKE_READY with rq filled, INTAKE_ERROR with *item and why set (the line
+/* the seed of choice k of a request whose seed is seed: seed itself for choice 0, so that n = 1
+ * and the first of n completions agree; an independent stream for each other choice */
+uint64_t intake_choice_seed(uint64_t seed, int k);
+/* the next request (a request of n completions comes n times, choice 0 .. n-1, each with its
+ * own seed stream): INTAKE_READY with rq filled, INTAKE_ERROR with *item and why set (the line
  * cannot run; the caller records the error), or INTAKE_END when the file is exhausted */
 intake_status intake_next(intake *in, intake_request *rq, int *item, char *why, size_t why_size);
 /* 1 while lines are left to hand out */

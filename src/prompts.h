@@ -1,11 +1,18 @@
 /* prompts: reads the prompt file (rank 0). JSONL (one object a line: custom_id, and prompt text,
- * prompt_ids or chat messages) or plain text (one prompt a line, custom_id = line number). A bad line becomes
- * an item with an error, so the rest of the file still runs. */
+ * prompt_ids or chat messages) or plain text (one prompt a line, custom_id = line number). A JSONL
+ * line may also be an OpenAI Batch API request ({"custom_id", "method": "POST", "url":
+ * "/v1/chat/completions" | "/v1/completions", "body": {...}}), detected per line; its body maps to
+ * the same fields. A bad line becomes an item with an error, so the rest of the file still runs. */
 #ifndef MPILLAMA_PROMPTS_H
 #define MPILLAMA_PROMPTS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* what kind of request a line is, and so which record format answers it */
+typedef enum { PROMPTS_NATIVE, PROMPTS_CHAT, PROMPTS_COMPLETIONS } prompts_api;
+#define PROMPTS_TOP_MAX 20 /* top alternatives per token's log-prob at most (vLLM's limit) */
+#define PROMPTS_N_MAX 64   /* completions per request at most */
 
 typedef struct {
     char *custom_id;   /* never NULL: the line number when the line gave none */
@@ -18,6 +25,11 @@ typedef struct {
     int *ids;          /* (n_ids) prompt_ids as given, or NULL */
     int n_ids;
     char *error;       /* malformed line: why (then text and ids are NULL) */
+    prompts_api api;   /* native, or an OpenAI line's url */
+    char *model_name;  /* an OpenAI body's "model" (echoed in its record), or NULL */
+    int n;             /* completions of the prompt (n; 0 read as 1) */
+    int logprobs;      /* log-probs of the completion tokens with this many top alternatives (0 = the
+                        * chosen token's only); -1: none */
     /* per-request overrides of the command line: < 0 (ints) or NaN (floats) when absent */
     int max_tokens;
     float temperature;
@@ -36,8 +48,10 @@ typedef struct {
     int n_stop_ids;
 } prompt_item;
 
-/* parses one JSONL line line[0..len) into it, whose defaults (custom_id = the line number,
- * absent overrides) the caller has set: strictly (one JSON object, nothing after it, no key
+/* sets the defaults of it for line lineno (custom_id = the line number, absent overrides) */
+void prompts_item_defaults(prompt_item *it, int lineno);
+/* parses one JSONL line line[0..len) into it, whose defaults (prompts_item_defaults) the caller
+ * has set: strictly (one JSON object, nothing after it, no key
  * twice, integers without a fraction); a bad line sets it->error naming the field */
 void prompts_parse_json(prompt_item *it, const char *line, size_t len);
 

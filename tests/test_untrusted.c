@@ -402,6 +402,85 @@ static void prompt_cases(void) {
     }
 }
 
+/* OpenAI Batch API lines: the body's fields mapped onto a request, bad envelopes and fields named */
+static void openai_cases(void) {
+    static const struct {
+        const char *what, *line, *needle; /* needle NULL: no error */
+    } bad[] = {
+        {"openai: GET", "{\"custom_id\":\"a\",\"method\":\"GET\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\"}}", "'method' GET"},
+        {"openai: embeddings", "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"input\":\"x\"}}",
+         "'url' /v1/embeddings"},
+        {"openai: tools", "{\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[{\"role\":"
+         "\"user\",\"content\":\"x\"}],\"tools\":[]}}", "'body.tools'"},
+        {"openai: empty messages", "{\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[]}}",
+         "'messages'"},
+        {"openai: unsupported body field",
+         "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"suffix\":\"y\"}}", "'body.suffix'"},
+        {"openai: unsupported line field", "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\"},\"x\":1}",
+         "'x'"},
+        {"openai: chat without messages", "{\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"prompt\":\"x\"}}",
+         "needs 'messages'"},
+        {"openai: body not an object", "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":\"x\"}", "'body'"},
+        {"openai: chat logprobs as a number",
+         "{\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+         "\"logprobs\":3}}", "'logprobs' must be true or false"},
+        {"openai: top_logprobs without logprobs",
+         "{\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+         "\"top_logprobs\":3}}", "needs 'logprobs'"},
+        {"openai: top_logprobs 21",
+         "{\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+         "\"logprobs\":true,\"top_logprobs\":21}}", "'top_logprobs'"},
+        {"openai: both max token fields",
+         "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"max_tokens\":3,\"max_completion_tokens\":4}}",
+         "give one of"},
+        {"openai: n 0", "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"n\":0}}", "'n'"},
+        {"native: logprobs 21", "{\"prompt\":\"x\",\"logprobs\":21}", "'logprobs'"},
+        {"native: top_logprobs", "{\"prompt\":\"x\",\"top_logprobs\":2}", "'top_logprobs'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        prompt_item *it = xcalloc(1, sizeof *it);
+        prompts_item_defaults(it, 1);
+        prompts_parse_json(it, bad[i].line, strlen(bad[i].line));
+        g_checks++;
+        if (bad[i].needle ? !it->error || !strstr(it->error, bad[i].needle) : it->error != NULL)
+            fail(bad[i].what, "got the error record '%s'", it->error ? it->error : "(none)");
+        else
+            printf("PASS %-52s | %s\n", bad[i].what, it->error ? it->error : "accepted");
+        prompts_free(it, 1);
+    }
+    /* every mapped field of a chat and a completions body */
+    const char *chat = "{\"custom_id\":\"request-1\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{"
+                       "\"model\":\"gpt-3.5-turbo-0125\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful "
+                       "assistant.\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hello \"},{\"type\":"
+                       "\"text\",\"text\":\"world!\"}]}],\"max_completion_tokens\":1000,\"temperature\":0.5,\"top_p\":0.8,"
+                       "\"stop\":\"\\n\",\"seed\":7,\"n\":3,\"logprobs\":true,\"top_logprobs\":4,\"frequency_penalty\":0.25,"
+                       "\"presence_penalty\":-0.5,\"top_k\":-1,\"min_p\":0.1,\"repetition_penalty\":1.5,\"ignore_eos\":true}}";
+    prompt_item *it = xcalloc(1, sizeof *it);
+    prompts_item_defaults(it, 1);
+    prompts_parse_json(it, chat, strlen(chat));
+    g_checks++;
+    if (it->error || it->api != PROMPTS_CHAT || strcmp(it->custom_id, "request-1") || it->n_messages != 2 ||
+        strcmp(it->roles[1], "user") || strcmp(it->contents[1], "Hello world!") || it->max_tokens != 1000 ||
+        it->temperature != 0.5f || it->top_p != 0.8f || it->n_stop != 1 || strcmp(it->stop[0], "\n") || !it->has_seed ||
+        it->seed != 7 || it->n != 3 || it->logprobs != 4 || it->frequency_penalty != 0.25f ||
+        it->presence_penalty != -0.5f || it->top_k != 0 || it->min_p != 0.1f || it->repetition_penalty != 1.5f ||
+        it->ignore_eos != 1 || !it->model_name || strcmp(it->model_name, "gpt-3.5-turbo-0125"))
+        fail("openai: chat body mapping", "error '%s' or a field not mapped", it->error ? it->error : "(none)");
+    else printf("PASS %-52s | every field mapped\n", "openai: chat body mapping");
+    prompts_free(it, 1);
+    const char *comp = "{\"custom_id\":\"c\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[5,6,7],"
+                       "\"max_tokens\":9,\"logprobs\":2,\"stop\":[\"a\",\"b\"]}}";
+    it = xcalloc(1, sizeof *it);
+    prompts_item_defaults(it, 1);
+    prompts_parse_json(it, comp, strlen(comp));
+    g_checks++;
+    if (it->error || it->api != PROMPTS_COMPLETIONS || it->n_ids != 3 || it->ids[2] != 7 || it->max_tokens != 9 ||
+        it->logprobs != 2 || it->n_stop != 2 || it->n != 1 || it->has_seed)
+        fail("openai: completions body mapping", "error '%s' or a field not mapped", it->error ? it->error : "(none)");
+    else printf("PASS %-52s | every field mapped\n", "openai: completions body mapping");
+    prompts_free(it, 1);
+}
+
 /* ------------------------------------------------------------------ arithmetic */
 
 static void arithmetic_cases(void) {
@@ -432,6 +511,7 @@ int main(void) {
     hdf5_cases();
     tokenizer_cases();
     prompt_cases();
+    openai_cases();
     arithmetic_cases();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
