@@ -97,7 +97,8 @@ static void scan_existing(outfile *o) {
         cJSON *id = j ? cJSON_GetObjectItemCaseSensitive(j, "custom_id") : NULL;
         cJSON *fr = j ? cJSON_GetObjectItemCaseSensitive(j, "finish_reason") : NULL;
         int interrupted = cJSON_IsString(fr) && !strcmp(fr->valuestring, "interrupted");
-        int is_error = j && cJSON_GetObjectItemCaseSensitive(j, "error") != NULL;
+        const cJSON *err = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
+        int is_error = err && !cJSON_IsNull(err); /* an OpenAI output line holds "error": null */
         if (!j || interrupted || is_error) {
             o->dropped++;
             o->dropped_errors += is_error;

@@ -12,7 +12,7 @@
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
        OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP, OPT_KV_DTYPE,
-       OPT_OVERWRITE };
+       OPT_OVERWRITE, OPT_OUTPUT_FORMAT };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -32,6 +32,7 @@ static const struct option long_opts[] = {
     {"progress-interval", required_argument, 0, OPT_PROGRESS}, {"chat-template", required_argument, 0, OPT_CHAT},
     {"special-as-text", no_argument, 0, OPT_SPECIAL_TEXT}, {"dp", required_argument, 0, OPT_DP},
     {"kv-dtype", required_argument, 0, OPT_KV_DTYPE},
+    {"output-format", required_argument, 0, OPT_OUTPUT_FORMAT},
     {0, 0, 0, 0}};
 
 void run_opts_usage(const char *cmd, FILE *out) {
@@ -73,6 +74,8 @@ void run_opts_usage(const char *cmd, FILE *out) {
                 "  --ignore-eos         do not stop at end-of-sequence tokens\n"
                 "  --chat-template NAME requests with \"messages\" use llama2, llama3 or chatml (default: the model's)\n"
                 "  --special-as-text    special tokens written in prompt text (\"<|eot_id|>\") stay text (default: their ids)\n"
+                "  --output-format F    native (default) or openai: OpenAI batch output lines in OUT, failed\n"
+                "                       requests in OUT's name with .errors.jsonl\n"
                 "  Each JSONL request may override: max_tokens, temperature, top_k, top_p, min_p,\n"
                 "  repetition_penalty, frequency_penalty, presence_penalty, seed, stop, stop_token_ids, ignore_eos.\n");
 }
@@ -161,6 +164,10 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
             else o->kv_dtype = (int)t;
             break;
         }
+        case OPT_OUTPUT_FORMAT:
+            if (!strcmp(optarg, "openai")) o->openai_output = 1;
+            else if (strcmp(optarg, "native") != 0) bad = error("--output-format: '%s' is not native or openai", optarg);
+            break;
         case OPT_CHAT:
             if (!chat_template_known(optarg)) bad = error("--chat-template: '%s' is not one of llama2, llama3, chatml", optarg);
             else o->chat_template = optarg;
@@ -187,6 +194,9 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
             bad = 1;
         } else if (o->resume && o->overwrite) {
             error("%s: --resume keeps OUT's records and --overwrite replaces them: give one", cmd);
+            bad = 1;
+        } else if (o->openai_output && o->mode == RUN_SCORE) {
+            error("%s: --output-format openai is for generate (OpenAI's batch output has no score records)", cmd);
             bad = 1;
         } else if (!o->model || !o->prompts || !o->output) {
             error("%s: --model, --prompts and --output are required (see 'mpillama %s --help')", cmd, cmd);

@@ -29,6 +29,7 @@ typedef struct {
     const char *chat_template;  /* --chat-template NAME: overrides the model's */
     const char *stop[16];       /* --stop STRING (repeatable) */
     int n_stop;
+    int openai_output;          /* --output-format openai: OpenAI batch output lines and an error file */
     int kv_dtype;               /* --kv-dtype: KERN_F32, KERN_BF16, or -1: by the weights (dtype_default_kv) */
     /* info */
     int plan;

@@ -6,8 +6,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "openai.h"
 #include "util.h"
 
 /* the model file's identity: its size and a hash of its first and last MiB (headers, config and
@@ -51,6 +53,11 @@ static int check_resume(writer *w, const intake *in, const cJSON *meta, const ch
         return error("'%s.meta.json' is not what mpillama wrote: give --overwrite to start '%s' again", path, path);
     if (strcmp(cmd->valuestring, w->o->cmd) != 0)
         return error("'%s' holds %s records, this is %s: give another --output", path, cmd->valuestring, w->o->cmd);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(meta, "output_format"); /* absent: native (older outputs) */
+    const char *was = cJSON_IsString(fmt) ? fmt->valuestring : "native", *now = w->o->openai_output ? "openai" : "native";
+    if (strcmp(was, now) != 0)
+        return error("'%s' holds records of --output-format %s, this run writes %s: give --output-format %s or another "
+                     "--output", path, was, now, was);
     if (strcmp(fp->valuestring, fingerprint) != 0) {
         const cJSON *mp = cJSON_GetObjectItemCaseSensitive(model, "path");
         return error("'%s' was written with another model file ('%s', fingerprint %s; '%s' has %s): resume with that "
@@ -86,7 +93,17 @@ int writer_open(writer *w, const run_opts *o, const intake *in) {
     long long bytes;
     char fingerprint[17];
     if (model_fingerprint(o->model, &bytes, fingerprint) != 0) return -1;
+    memcpy(w->fingerprint, fingerprint, sizeof(fingerprint));
+    w->model_label = strrchr(o->model, '/') ? strrchr(o->model, '/') + 1 : o->model;
     if (outfile_open(&w->out, o->output, o->resume, o->overwrite) != 0) return -1;
+    if (o->openai_output && w->out.regular) {
+        /* error records are not finished work: the error file starts empty in every run (--resume runs them again) */
+        char *path = openai_errors_path(o->output);
+        int rc = outfile_open(&w->err, path, 0, 1);
+        free(path);
+        if (rc != 0) return -1;
+        w->has_err = 1;
+    }
     if (!w->out.regular) return outfile_resume_commit(&w->out);
     int bad;
     cJSON *meta = outfile_meta_read(&w->out, &bad);
@@ -103,6 +120,7 @@ int writer_open(writer *w, const run_opts *o, const intake *in) {
     /* what this output's records come from, for the next --resume */
     meta = cJSON_CreateObject();
     cJSON_AddStringToObject(meta, "command", o->cmd);
+    cJSON_AddStringToObject(meta, "output_format", o->openai_output ? "openai" : "native");
     cJSON *m = cJSON_AddObjectToObject(meta, "model");
     cJSON_AddStringToObject(m, "path", o->model);
     cJSON_AddNumberToObject(m, "bytes", (double)bytes);
@@ -132,7 +150,26 @@ static cJSON *int_array(const int *v, int n) {
     return a;
 }
 
+/* --output-format openai: the line of a finished request, or the error file's for an interrupted one */
+static void openai_result(writer *w, const sched_result *s) {
+    const prompt_item *it = &w->items[s->item];
+    if (!strcmp(s->reason, "interrupted")) {
+        outfile_write(w->has_err ? &w->err : &w->out, openai_interrupted(it));
+        w->out.interrupted++;
+        return;
+    }
+    cJSON *choices = cJSON_CreateArray();
+    cJSON_AddItemToArray(choices, openai_choice(it, 0, s, NULL));
+    outfile_write(&w->out, openai_response(it, choices, s->n_prompt, s->n - s->n_prompt, w->model_label, w->fingerprint,
+                                           (long long)time(NULL)));
+    w->completed++;
+}
+
 void writer_result(writer *w, const sched_result *s) {
+    if (w->o->openai_output) {
+        openai_result(w, s);
+        return;
+    }
     const prompt_item *it = &w->items[s->item];
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "custom_id", it->custom_id);
@@ -169,7 +206,12 @@ void writer_result(writer *w, const sched_result *s) {
 }
 
 void writer_error(writer *w, int item, const char *why) {
-    outfile_error(&w->out, w->items[item].custom_id, w->items[item].line, why);
+    if (!w->o->openai_output) {
+        outfile_error(&w->out, w->items[item].custom_id, w->items[item].line, why);
+        return;
+    }
+    outfile_write(w->has_err ? &w->err : &w->out, openai_error(&w->items[item], why));
+    w->out.errors++; /* the job's counts stay on the output's */
 }
 
 void writer_progress(writer *w, int total, const sched_stats *st, int force) {
@@ -179,7 +221,7 @@ void writer_progress(writer *w, int total, const sched_stats *st, int force) {
     if (!force && w->n_progress > 0 && now - w->t_last_progress < interval) return;
     w->t_last_progress = now;
     w->n_progress++;
-    int done = w->out.written - w->out.interrupted;
+    int done = w->out.written + w->err.written - w->out.interrupted;
     double tps = el > 0 ? (st->tokens_in + st->tokens_out) / el : 0;
     char eta[32] = "unknown"; /* until a request has finished */
     if (done > 0) snprintf(eta, sizeof(eta), "%.0f s", el * (total - done) / done);
@@ -195,4 +237,7 @@ void writer_progress(writer *w, int total, const sched_stats *st, int force) {
     }
 }
 
-void writer_close(writer *w) { outfile_close(&w->out); }
+void writer_close(writer *w) {
+    outfile_close(&w->out);
+    if (w->has_err) outfile_close(&w->err);
+}

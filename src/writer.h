@@ -14,6 +14,10 @@
 typedef struct {
     const run_opts *o;
     outfile out;
+    outfile err;               /* --output-format openai: the error file (OUT.errors.jsonl), when OUT is a file */
+    int has_err;
+    char fingerprint[17];      /* the model file's (OUT.meta.json; OpenAI's system_fingerprint) */
+    const char *model_label;   /* the model file's name without its folder: OpenAI's "model" */
     const prompt_item *items;  /* the prompt list: custom_id and line of each request */
     int completed;             /* records of finished requests (not interrupted) */
     int tty;                   /* stderr is a terminal: a live progress bar */

@@ -1,0 +1,289 @@
+"""OpenAI batch files in and out, end to end on stories260K: the request lines of OpenAI's Batch API
+guide (and /v1/completions lines, vLLM's sampling extras, bad lines) run beside native lines;
+--output-format openai writes OpenAI batch output lines and the error file, and every line is
+read back through a parser of the format's fields (each key, its type, the usage sums). The body's
+fields are applied: each OpenAI request gives the same completion as the native request with the
+same fields. --resume keeps the finished lines, runs the missing ones again and rewrites the
+error file; --resume with the other format is refused."""
+import json
+import os
+
+import common as c
+
+args = c.parse_args()
+c.need_shared(args, "models/stories260K.bin", "models/tok512.bin")
+W = args.work
+model = os.path.join(W, "m.h5")
+c.run([args.mpillama, "convert", os.path.join(args.shared, "models/stories260K.bin"), "-o", model, "--tokenizer",
+       os.path.join(args.shared, "models/tok512.bin")])
+checks = 0
+
+
+def ok(what):
+    global checks
+    checks += 1
+    print("ok  " + what)
+
+
+# ---------------------------------------------------------------- a parser of the format's fields
+
+class Bad(Exception):
+    pass
+
+
+def need(cond, where, msg):
+    if not cond:
+        raise Bad("%s: %s" % (where, msg))
+
+
+def keys(obj, where, required, optional=()):
+    need(isinstance(obj, dict), where, "not an object: %r" % (obj,))
+    missing = set(required) - set(obj)
+    extra = set(obj) - set(required) - set(optional)
+    need(not missing and not extra, where, "keys: missing %s, unexpected %s" % (sorted(missing), sorted(extra)))
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_logprob_entry(e, where, top):
+    keys(e, where, ["token", "logprob", "bytes"] + (["top_logprobs"] if top else []))
+    need(isinstance(e["token"], str) and is_num(e["logprob"]) and e["logprob"] <= 1e-6, where, "token / logprob: %r" % e)
+    need(e["bytes"] is None or (isinstance(e["bytes"], list) and all(is_int(b) and 0 <= b < 256 for b in e["bytes"])),
+         where, "bytes: %r" % (e["bytes"],))
+    if e["bytes"] is not None:
+        need(bytes(e["bytes"]).decode("utf-8", "replace") == e["token"] or "\ufffd" in e["token"], where,
+             "bytes %r do not spell token %r" % (e["bytes"], e["token"]))
+
+
+def parse_choice(ch, where, chat):
+    keys(ch, where, ["index", "logprobs", "finish_reason"] + (["message"] if chat else ["text"]))
+    need(is_int(ch["index"]) and ch["index"] >= 0, where, "index %r" % ch["index"])
+    need(ch["finish_reason"] in ("stop", "length"), where, "finish_reason %r" % ch["finish_reason"])
+    if chat:
+        keys(ch["message"], where + ".message", ["role", "content"], ["refusal"])
+        need(ch["message"]["role"] == "assistant" and isinstance(ch["message"]["content"], str), where,
+             "message %r" % ch["message"])
+    else:
+        need(isinstance(ch["text"], str), where, "text %r" % ch["text"])
+    lp = ch["logprobs"]
+    if lp is None:
+        return
+    if chat:
+        keys(lp, where + ".logprobs", ["content"], ["refusal"])
+        need(isinstance(lp["content"], list), where, "logprobs.content")
+        for k, e in enumerate(lp["content"]):
+            parse_logprob_entry(e, "%s.logprobs.content[%d]" % (where, k), True)
+            for t in e["top_logprobs"]:
+                parse_logprob_entry(t, "%s.logprobs.content[%d].top_logprobs" % (where, k), False)
+    else:
+        keys(lp, where + ".logprobs", ["tokens", "token_logprobs", "top_logprobs", "text_offset"])
+        n = len(lp["tokens"])
+        need(all(isinstance(t, str) for t in lp["tokens"]), where, "tokens")
+        need(len(lp["token_logprobs"]) == n and all(is_num(v) for v in lp["token_logprobs"]), where, "token_logprobs")
+        need(len(lp["text_offset"]) == n and all(is_int(v) for v in lp["text_offset"]), where, "text_offset")
+        need(lp["top_logprobs"] is None or (len(lp["top_logprobs"]) == n and all(
+            isinstance(d, dict) and all(isinstance(k, str) and is_num(v) for k, v in d.items())
+            for d in lp["top_logprobs"])), where, "top_logprobs")
+
+
+def parse_output_line(line, where):
+    """one line of an OpenAI batch output file (a finished request): returns the record"""
+    r = json.loads(line)
+    keys(r, where, ["id", "custom_id", "response", "error"])
+    need(isinstance(r["id"], str) and r["id"].startswith("batch_req_"), where, "id %r" % r["id"])
+    need(isinstance(r["custom_id"], str) and r["error"] is None, where, "custom_id / error")
+    resp = r["response"]
+    keys(resp, where + ".response", ["status_code", "request_id", "body"])
+    need(resp["status_code"] == 200 and isinstance(resp["request_id"], str), where, "status_code / request_id")
+    b = resp["body"]
+    keys(b, where + ".body", ["id", "object", "created", "model", "choices", "usage"], ["system_fingerprint"])
+    need(b["object"] in ("chat.completion", "text_completion"), where, "object %r" % b["object"])
+    chat = b["object"] == "chat.completion"
+    need(isinstance(b["id"], str) and b["id"].startswith("chatcmpl-" if chat else "cmpl-"), where, "body.id %r" % b["id"])
+    need(is_int(b["created"]) and b["created"] > 1.5e9 and isinstance(b["model"], str), where, "created / model")
+    need(isinstance(b["choices"], list) and b["choices"], where, "choices")
+    for k, ch in enumerate(b["choices"]):
+        parse_choice(ch, "%s.choices[%d]" % (where, k), chat)
+    need(sorted(ch["index"] for ch in b["choices"]) == list(range(len(b["choices"]))), where, "choice indices")
+    u = b["usage"]
+    keys(u, where + ".usage", ["prompt_tokens", "completion_tokens", "total_tokens"])
+    need(all(is_int(v) and v >= 0 for v in u.values()), where, "usage types %r" % u)
+    need(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"], where, "usage sum %r" % u)
+    return r
+
+
+def parse_error_line(line, where):
+    """one line of an OpenAI batch error file: returns the record"""
+    r = json.loads(line)
+    keys(r, where, ["id", "custom_id", "response", "error"])
+    need(isinstance(r["id"], str) and isinstance(r["custom_id"], str), where, "id / custom_id")
+    if r["response"] is None:
+        keys(r["error"], where + ".error", ["code", "message"])
+        need(all(isinstance(v, str) for v in r["error"].values()), where, "error fields")
+    else:
+        need(r["error"] is None, where, "error with a response")
+        keys(r["response"], where + ".response", ["status_code", "request_id", "body"])
+        need(r["response"]["status_code"] == 400, where, "status_code %r" % r["response"]["status_code"])
+        keys(r["response"]["body"], where, ["error"])
+        e = r["response"]["body"]["error"]
+        keys(e, where + ".body.error", ["message", "type", "param", "code"])
+        need(isinstance(e["message"], str) and isinstance(e["type"], str), where, "error body")
+    return r
+
+
+# the output line of OpenAI's Batch API guide: the parser reads the real format
+GUIDE_OUT = ('{"id": "batch_req_123", "custom_id": "request-2", "response": {"status_code": 200, "request_id": '
+             '"req_123", "body": {"id": "chatcmpl-123", "object": "chat.completion", "created": 1711652795, "model": '
+             '"gpt-3.5-turbo-0125", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, '
+             '"logprobs": null, "finish_reason": "stop"}], "usage": {"prompt_tokens": 22, "completion_tokens": 2, '
+             '"total_tokens": 24}, "system_fingerprint": "fp_123"}}, "error": null}')
+parse_output_line(GUIDE_OUT, "the guide's output line")
+for broken, why in ((GUIDE_OUT.replace('"total_tokens": 24', '"total_tokens": 25'), "usage sum"),
+                    (GUIDE_OUT.replace('"error": null', '"error": null, "x": 1'), "an unexpected key"),
+                    (GUIDE_OUT.replace('"finish_reason": "stop"', '"finish_reason": "interrupted"'), "finish_reason"),
+                    (GUIDE_OUT.replace('"created": 1711652795', '"created": "1711652795"'), "created as a string")):
+    try:
+        parse_output_line(broken, "broken")
+        c.fail("the parser accepted a line with a wrong %s" % why)
+    except Bad:
+        pass
+ok("the parser reads the guide's output line and refuses 4 broken copies of it")
+
+# ---------------------------------------------------------------- the job
+
+
+def oa(cid, url, body):
+    return {"custom_id": cid, "method": "POST", "url": url, "body": body}
+
+
+CHAT, COMP = "/v1/chat/completions", "/v1/completions"
+# the two request lines of OpenAI's Batch API guide, as given
+guide = [oa("request-1", CHAT, {"model": "gpt-3.5-turbo-0125", "messages": [
+             {"role": "system", "content": "You are a helpful assistant."},
+             {"role": "user", "content": "Hello world!"}], "max_tokens": 1000}),
+         oa("request-2", CHAT, {"model": "gpt-3.5-turbo-0125", "messages": [
+             {"role": "system", "content": "You are an unhelpful assistant."},
+             {"role": "user", "content": "Hello world!"}], "max_tokens": 1000})]
+extras = {"temperature": 0.7, "top_p": 0.95, "top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1,
+          "frequency_penalty": 0.2, "presence_penalty": 0.1, "seed": 1234, "ignore_eos": True}
+msgs = [{"role": "user", "content": "Tell me a story about a cat."}]
+rows = guide + [
+    oa("comp-greedy", COMP, {"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 40,
+                             "temperature": 0, "stop": ["."]}),
+    {"custom_id": "native-greedy", "prompt": "Once upon a time", "max_tokens": 40, "temperature": 0, "stop": ["."]},
+    oa("chat-extras", CHAT, dict(extras, messages=msgs, max_completion_tokens=25)),
+    dict(extras, custom_id="native-extras", messages=msgs, max_tokens=25),
+    oa("comp-ids", COMP, {"prompt": [1, 403, 407, 261, 378], "max_tokens": 12, "temperature": 0}),
+    {"custom_id": "native-ids", "prompt_ids": [1, 403, 407, 261, 378], "max_tokens": 12, "temperature": 0},
+    oa("bad-method", COMP, {"prompt": "x"}) | {"method": "GET"},
+    oa("bad-url", "/v1/embeddings", {"input": "x"}),
+    oa("bad-field", CHAT, {"messages": msgs, "tools": []}),
+    oa("bad-chat", CHAT, {"prompt": "x"}),
+]
+BAD = {"bad-method": "'method' GET", "bad-url": "'url' /v1/embeddings", "bad-field": "'body.tools'",
+       "bad-chat": "needs 'messages'"}
+pin = os.path.join(W, "batch.jsonl")
+c.write_jsonl(pin, rows)
+common = ["--model", model, "--prompts", pin, "--chat-template", "llama2", "--max-seq-len", "256"]
+
+out_native = os.path.join(W, "native.jsonl")
+c.mpirun(args, 1, ["generate", "--output", out_native] + common)
+native = {r["custom_id"]: r for r in c.read_jsonl(out_native)}
+out = os.path.join(W, "out.jsonl")
+errs = os.path.join(W, "out.errors.jsonl")
+c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "openai"] + common)
+
+
+def read_openai():
+    try:
+        return read_openai_files()
+    except Bad as e:
+        c.fail(str(e))
+
+
+def read_openai_files():
+    with open(out) as f:
+        got = [parse_output_line(l, "out.jsonl line %d" % (k + 1)) for k, l in enumerate(f) if l.strip()]
+    with open(errs) as f:
+        bad = [parse_error_line(l, "out.errors.jsonl line %d" % (k + 1)) for k, l in enumerate(f) if l.strip()]
+    return {r["custom_id"]: r for r in got}, {r["custom_id"]: r for r in bad}, len(got), len(bad)
+
+
+got, bad, n_got, n_bad = read_openai()
+if n_got != len(got) or n_bad != len(bad) or set(got) & set(bad) or set(got) | set(bad) != {r["custom_id"] for r in rows}:
+    c.fail("every request needs one line in one file: output %s, errors %s" % (sorted(got), sorted(bad)))
+if set(bad) != set(BAD):
+    c.fail("error file holds %s, want %s" % (sorted(bad), sorted(BAD)))
+for cid, needle in BAD.items():
+    msg = bad[cid]["response"]["body"]["error"]["message"]
+    if needle not in msg:
+        c.fail("%s: error message %r does not name %r" % (cid, msg, needle))
+    if "error" not in native[cid] or needle not in native[cid]["error"]:
+        c.fail("%s: native error record %r" % (cid, native[cid]))
+ok("%d output lines and %d error lines parsed; each request in one file, errors naming the field" % (n_got, n_bad))
+
+
+def body(cid):
+    return got[cid]["response"]["body"]
+
+
+def content(cid):
+    ch = body(cid)["choices"][0]
+    return ch["message"]["content"] if "message" in ch else ch["text"]
+
+
+for cid in ("request-1", "request-2"):
+    b = body(cid)
+    if b["object"] != "chat.completion" or b["model"] != "gpt-3.5-turbo-0125" or not content(cid):
+        c.fail("%s: %r" % (cid, b))
+    if b["usage"]["prompt_tokens"] != native[cid]["prompt_tokens"] or content(cid) != native[cid]["completion"]:
+        c.fail("%s: openai and native records differ" % cid)
+ok("the guide's two chat requests: chat.completion, model echoed, text and usage as the native records")
+
+for o_id, n_id, obj in (("comp-greedy", "native-greedy", "text_completion"), ("chat-extras", "native-extras",
+                        "chat.completion"), ("comp-ids", "native-ids", "text_completion")):
+    b, n = body(o_id), native[n_id]
+    ch = b["choices"][0]
+    if b["object"] != obj or content(o_id) != n["completion"] or ch["finish_reason"] != n["finish_reason"] or \
+            b["usage"]["completion_tokens"] != n["completion_tokens"] or b["usage"]["prompt_tokens"] != n["prompt_tokens"]:
+        c.fail("%s against %s: %r\n  native %r" % (o_id, n_id, b, n))
+    if native[o_id]["completion"] != n["completion"] or native[o_id]["seed"] != n["seed"] and o_id == "chat-extras":
+        c.fail("%s: the native record of the OpenAI line differs from %s" % (o_id, n_id))
+if body("chat-extras")["usage"]["completion_tokens"] != 25 or body("comp-greedy")["choices"][0]["finish_reason"] != "stop" \
+        or "." in content("comp-greedy") or native["chat-extras"]["seed"] != 1234:
+    c.fail("max_completion_tokens / ignore_eos / stop / seed not applied: %r %r" % (body("chat-extras"), body("comp-greedy")))
+ok("the body's fields are applied: each OpenAI request gives the native request's completion")
+
+# ---------------------------------------------------------------- --resume with both files
+lines = open(out).read().splitlines(True)
+dropped = [json.loads(l)["custom_id"] for l in lines[:2]]
+with open(out, "w") as f:
+    f.writelines(lines[2:])
+    f.write(lines[0][:40])  # a torn line
+r = c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "native", "--resume"] + common, check=False)
+if r.returncode != 1 or "--output-format" not in r.stderr:
+    c.fail("--resume with the other format: exit %d, %s" % (r.returncode, r.stderr[-500:]))
+c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "openai", "--resume"] + common)
+got2, bad2, n_got2, n_bad2 = read_openai()
+if n_got2 != n_got or n_bad2 != n_bad or set(got2) != set(got) or set(bad2) != set(bad):
+    c.fail("after --resume: %d output lines (%d), %d error lines (%d)" % (n_got2, n_got, n_bad2, n_bad))
+for cid in got:
+    a, b = got[cid]["response"]["body"], got2[cid]["response"]["body"]
+    if a["choices"] != b["choices"] or a["usage"] != b["usage"] or got[cid]["id"] != got2[cid]["id"]:
+        c.fail("%s differs after --resume (%s)" % (cid, "run again" if cid in dropped else "kept"))
+ok("--resume: the 2 dropped requests and a torn line run again, identical; the error file rewritten, not appended")
+
+r = c.mpirun(args, 1, ["score", "--output", os.path.join(W, "s.jsonl"), "--output-format", "openai"] + common[:4],
+             check=False)
+r2 = c.mpirun(args, 1, ["generate", "--output", os.path.join(W, "x.jsonl"), "--output-format", "csv"] + common,
+              check=False)
+if r.returncode != 2 or r2.returncode != 2 or "native or openai" not in r2.stderr:
+    c.fail("--output-format with score / a bad value: exit %d / %d %s" % (r.returncode, r2.returncode, r2.stderr[-300:]))
+ok("--output-format openai with score and --output-format csv are usage errors (exit 2)")
+print("PASS test_openai: %d checks" % checks)
