@@ -160,8 +160,8 @@ static int make_request(const intake *in, int item, intake_request *rq, char *wh
         snprintf(why, why_size, "'n' and 'logprobs' are for generate (score writes every token's log-prob)");
         return -1;
     }
-    if (rq->n_choices > 1 || rq->logprobs >= 0) { /* TEMPORARY: until the records carry them */
-        snprintf(why, why_size, "'n' > 1 and 'logprobs' are not supported yet");
+    if (rq->logprobs >= 0) { /* TEMPORARY: until the records carry them */
+        snprintf(why, why_size, "'logprobs' is not supported yet");
         return -1;
     }
     rq->stop_ids = xmalloc(sizeof(int) * (size_t)(it->n_stop_ids + n_chat_stop + 1));

@@ -31,15 +31,15 @@ static const void *take(unpacker *u, int64_t n) {
 }
 
 typedef struct {
-    int item, n_ids, max_new, ignore_eos, n_stop_ids, n_stop;
+    int item, n_ids, max_new, ignore_eos, n_stop_ids, n_stop, choice, n_choices, logprobs;
     int64_t stop_bytes;
     uint64_t seed;
     sampler_params sp;
 } request_head;
 
 static void pack_request(packer *p, const intake_request *rq) {
-    request_head h = {rq->item, rq->n_ids, rq->max_new, rq->ignore_eos, rq->n_stop_ids, rq->n_stop,
-                      (int64_t)rq->stop_bytes, rq->seed, rq->sp};
+    request_head h = {rq->item, rq->n_ids, rq->max_new, rq->ignore_eos, rq->n_stop_ids, rq->n_stop, rq->choice,
+                      rq->n_choices, rq->logprobs, (int64_t)rq->stop_bytes, rq->seed, rq->sp};
     put(p, &h, sizeof(h));
     put(p, rq->ids, sizeof(int) * (int64_t)rq->n_ids);
     put(p, rq->stop_ids, sizeof(int) * (int64_t)rq->n_stop_ids);
@@ -57,6 +57,9 @@ static void unpack_request(unpacker *u, intake_request *rq) {
     rq->ignore_eos = h.ignore_eos;
     rq->sp = h.sp;
     rq->seed = h.seed;
+    rq->choice = h.choice;
+    rq->n_choices = h.n_choices;
+    rq->logprobs = h.logprobs;
     rq->n_stop_ids = h.n_stop_ids;
     rq->n_stop = h.n_stop;
     rq->stop_bytes = (size_t)h.stop_bytes;
@@ -73,7 +76,7 @@ static void unpack_request(unpacker *u, intake_request *rq) {
 }
 
 typedef struct {
-    int item, n_prompt, n, has_text, n_logprobs, reason_len;
+    int item, n_prompt, n, has_text, n_logprobs, reason_len, choice, n_choices;
     int64_t text_len;
     uint64_t seed;
     double queued_s, prefill_s, decode_s, total_s;
@@ -82,7 +85,7 @@ typedef struct {
 
 static void pack_result(packer *p, const sched_result *r, int n_logprobs, const sched_stats *st) {
     result_head h = {r->item, r->n_prompt, r->n, r->text != NULL, n_logprobs, (int)strlen(r->reason) + 1,
-                     (int64_t)r->text_len, r->seed, r->queued_s, r->prefill_s, r->decode_s, r->total_s, *st};
+                     r->choice, r->n_choices, (int64_t)r->text_len, r->seed, r->queued_s, r->prefill_s, r->decode_s, r->total_s, *st};
     put(p, &h, sizeof(h));
     put(p, r->ids, sizeof(int) * (int64_t)r->n);
     if (n_logprobs) put(p, r->logprobs, sizeof(float) * (int64_t)n_logprobs);
@@ -148,8 +151,9 @@ static void hub_result(replica_hub *h, int src, const char *msg, int64_t bytes) 
     unpacker u = {msg, msg + bytes};
     result_head hd;
     memcpy(&hd, take(&u, sizeof(hd)), sizeof(hd));
-    sched_result r = {hd.item, NULL, NULL, hd.n_prompt, hd.n, NULL, (size_t)hd.text_len, NULL, hd.seed,
-                      hd.queued_s, hd.prefill_s, hd.decode_s, hd.total_s};
+    sched_result r = {.item = hd.item, .n_prompt = hd.n_prompt, .n = hd.n, .text_len = (size_t)hd.text_len,
+                      .seed = hd.seed, .choice = hd.choice, .n_choices = hd.n_choices, .queued_s = hd.queued_s,
+                      .prefill_s = hd.prefill_s, .decode_s = hd.decode_s, .total_s = hd.total_s};
     r.ids = take(&u, sizeof(int) * (int64_t)hd.n);
     if (hd.n_logprobs) r.logprobs = take(&u, sizeof(float) * (int64_t)hd.n_logprobs);
     r.reason = take(&u, hd.reason_len);

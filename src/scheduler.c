@@ -129,7 +129,8 @@ static void finish(sched *s, sched_seq *q, const char *reason) {
         if (!strcmp(reason, "stop_string")) reason = "stop";
     }
     sched_result r = {.item = q->rq.item, .reason = reason, .ids = q->rq.ids, .n_prompt = q->n_prompt,
-                      .n = q->n, .logprobs = q->logprobs, .seed = q->rq.seed, .queued_s = q->t_queued,
+                      .n = q->n, .logprobs = q->logprobs, .seed = q->rq.seed, .choice = q->rq.choice,
+                      .n_choices = q->rq.n_choices, .queued_s = q->t_queued,
                       .prefill_s = q->t_prefill_done - q->t_admit, .decode_s = q->t_end - q->t_prefill_done,
                       .total_s = q->t_end - q->t_admit};
     if (s->tok) {

@@ -32,6 +32,7 @@ typedef struct {
     size_t text_len;
     const float *logprobs;   /* score: (n_prompt - 1) log-prob of each next prompt token */
     uint64_t seed;
+    int choice, n_choices;   /* generate: which of the request's n completions this is */
     double queued_s, prefill_s, decode_s, total_s;
 } sched_result;
 

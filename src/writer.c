@@ -94,6 +94,7 @@ int writer_open(writer *w, const run_opts *o, const intake *in) {
     char fingerprint[17];
     if (model_fingerprint(o->model, &bytes, fingerprint) != 0) return -1;
     memcpy(w->fingerprint, fingerprint, sizeof(fingerprint));
+    w->tok = in->tok;
     w->model_label = strrchr(o->model, '/') ? strrchr(o->model, '/') + 1 : o->model;
     if (outfile_open(&w->out, o->output, o->resume, o->overwrite) != 0) return -1;
     if (o->openai_output && w->out.regular) {
@@ -150,6 +151,110 @@ static cJSON *int_array(const int *v, int n) {
     return a;
 }
 
+static void add_timing(cJSON *r, double queued_s, double prefill_s, double decode_s, double total_s) {
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddNumberToObject(t, "queued_ms", round(queued_s * 1e6) / 1e3);
+    cJSON_AddNumberToObject(t, "prefill_ms", round(prefill_s * 1e6) / 1e3);
+    cJSON_AddNumberToObject(t, "decode_ms", round(decode_s * 1e6) / 1e3);
+    cJSON_AddNumberToObject(t, "total_ms", round(total_s * 1e6) / 1e3);
+    cJSON_AddItemToObject(r, "timing", t);
+}
+
+static void add_seed(cJSON *r, uint64_t seed) {
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)seed);
+    cJSON_AddItemToObject(r, "seed", cJSON_CreateRaw(buf));
+}
+
+/* the fields of one completion, into a record (n = 1) or a choice (n > 1) */
+static void add_completion(cJSON *r, const sched_result *s) {
+    int nc = s->n - s->n_prompt;
+    if (s->text) cJSON_AddStringToObject(r, "completion", s->text);
+    cJSON_AddItemToObject(r, "completion_ids", int_array(s->ids + s->n_prompt, nc));
+    cJSON_AddNumberToObject(r, "completion_tokens", nc);
+    cJSON_AddStringToObject(r, "finish_reason", s->reason);
+    add_seed(r, s->seed);
+}
+
+/* a request of n > 1 completions, while its choices come in (each its own sched_result) */
+struct writer_pending {
+    cJSON **choice;          /* (n) each choice's object, NULL until it came */
+    int got, n, prompt_tokens, completion_tokens, interrupted;
+    uint64_t seed;           /* the request's (choice 0's) */
+    double t[4];             /* the latest of the choices' queued, prefill, decode and total times */
+};
+
+static void pending_free(writer_pending *p) {
+    for (int k = 0; k < p->n; k++) cJSON_Delete(p->choice[k]);
+    free(p->choice);
+    free(p);
+}
+
+/* one choice of a request of n > 1: kept until the last one comes, then the request's record
+ * (native: "n" and "choices"; openai: the choices of one line). A request cut short is one
+ * interrupted record. */
+static void collect_choice(writer *w, const sched_result *s) {
+    const prompt_item *it = &w->items[s->item];
+    if (s->item >= w->n_pending) {
+        int n = w->n_pending * 2 > s->item + 1 ? w->n_pending * 2 : s->item + 64;
+        w->pending = xrealloc(w->pending, sizeof(writer_pending *) * (size_t)n);
+        memset(w->pending + w->n_pending, 0, sizeof(writer_pending *) * (size_t)(n - w->n_pending));
+        w->n_pending = n;
+    }
+    writer_pending *p = w->pending[s->item];
+    if (!p) {
+        p = w->pending[s->item] = xcalloc(1, sizeof(writer_pending));
+        p->n = s->n_choices;
+        p->choice = xcalloc((size_t)p->n, sizeof(cJSON *));
+    }
+    check(s->choice >= 0 && s->choice < p->n && !p->choice[s->choice], "choice %d of %d of item %d twice", s->choice,
+          p->n, s->item);
+    cJSON *c;
+    if (w->o->openai_output) {
+        c = openai_choice(it, s->choice, s, w->tok);
+    } else {
+        c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "index", s->choice);
+        add_completion(c, s);
+    }
+    p->choice[s->choice] = c;
+    p->got++;
+    p->prompt_tokens = s->n_prompt;
+    p->completion_tokens += s->n - s->n_prompt;
+    p->interrupted |= !strcmp(s->reason, "interrupted");
+    if (s->choice == 0) p->seed = s->seed;
+    const double t[4] = {s->queued_s, s->prefill_s, s->decode_s, s->total_s};
+    for (int k = 0; k < 4; k++) p->t[k] = t[k] > p->t[k] ? t[k] : p->t[k];
+    if (p->got < p->n) return;
+    w->pending[s->item] = NULL;
+    cJSON *choices = cJSON_CreateArray();
+    for (int k = 0; k < p->n; k++) {
+        cJSON_AddItemToArray(choices, p->choice[k]);
+        p->choice[k] = NULL;
+    }
+    if (w->o->openai_output && p->interrupted) {
+        cJSON_Delete(choices);
+        outfile_write(w->has_err ? &w->err : &w->out, openai_interrupted(it));
+    } else if (w->o->openai_output) {
+        outfile_write(&w->out, openai_response(it, choices, p->prompt_tokens, p->completion_tokens, w->model_label,
+                                               w->fingerprint, (long long)time(NULL)));
+    } else {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "custom_id", it->custom_id);
+        cJSON_AddNumberToObject(r, "prompt_tokens", p->prompt_tokens);
+        cJSON_AddNumberToObject(r, "n", p->n);
+        cJSON_AddItemToObject(r, "choices", choices);
+        cJSON_AddNumberToObject(r, "completion_tokens", p->completion_tokens);
+        if (p->interrupted) cJSON_AddStringToObject(r, "finish_reason", "interrupted"); /* --resume runs it again */
+        add_seed(r, p->seed);
+        add_timing(r, p->t[0], p->t[1], p->t[2], p->t[3]);
+        outfile_write(&w->out, r);
+    }
+    if (p->interrupted) w->out.interrupted++;
+    else w->completed++;
+    pending_free(p);
+}
+
 /* --output-format openai: the line of a finished request, or the error file's for an interrupted one */
 static void openai_result(writer *w, const sched_result *s) {
     const prompt_item *it = &w->items[s->item];
@@ -159,13 +264,17 @@ static void openai_result(writer *w, const sched_result *s) {
         return;
     }
     cJSON *choices = cJSON_CreateArray();
-    cJSON_AddItemToArray(choices, openai_choice(it, 0, s, NULL));
+    cJSON_AddItemToArray(choices, openai_choice(it, 0, s, w->tok));
     outfile_write(&w->out, openai_response(it, choices, s->n_prompt, s->n - s->n_prompt, w->model_label, w->fingerprint,
                                            (long long)time(NULL)));
     w->completed++;
 }
 
 void writer_result(writer *w, const sched_result *s) {
+    if (w->o->mode == RUN_GENERATE && s->n_choices > 1) {
+        collect_choice(w, s);
+        return;
+    }
     if (w->o->openai_output) {
         openai_result(w, s);
         return;
@@ -184,22 +293,10 @@ void writer_result(writer *w, const sched_result *s) {
         }
         cJSON_AddItemToObject(r, "logprobs", a);
     } else {
-        int nc = s->n - s->n_prompt;
         cJSON_AddNumberToObject(r, "prompt_tokens", s->n_prompt);
-        if (s->text) cJSON_AddStringToObject(r, "completion", s->text);
-        cJSON_AddItemToObject(r, "completion_ids", int_array(s->ids + s->n_prompt, nc));
-        cJSON_AddNumberToObject(r, "completion_tokens", nc);
-        cJSON_AddStringToObject(r, "finish_reason", s->reason);
-        char seed[32];
-        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)s->seed);
-        cJSON_AddItemToObject(r, "seed", cJSON_CreateRaw(seed));
+        add_completion(r, s);
     }
-    cJSON *t = cJSON_CreateObject();
-    cJSON_AddNumberToObject(t, "queued_ms", round(s->queued_s * 1e6) / 1e3);
-    cJSON_AddNumberToObject(t, "prefill_ms", round(s->prefill_s * 1e6) / 1e3);
-    cJSON_AddNumberToObject(t, "decode_ms", round(s->decode_s * 1e6) / 1e3);
-    cJSON_AddNumberToObject(t, "total_ms", round(s->total_s * 1e6) / 1e3);
-    cJSON_AddItemToObject(r, "timing", t);
+    add_timing(r, s->queued_s, s->prefill_s, s->decode_s, s->total_s);
     outfile_write(&w->out, r);
     if (!strcmp(s->reason, "interrupted")) w->out.interrupted++;
     else w->completed++;
@@ -238,6 +335,9 @@ void writer_progress(writer *w, int total, const sched_stats *st, int force) {
 }
 
 void writer_close(writer *w) {
+    for (int i = 0; i < w->n_pending; i++) /* requests cut short before all their choices started */
+        if (w->pending[i]) pending_free(w->pending[i]);
+    free(w->pending);
     outfile_close(&w->out);
     if (w->has_err) outfile_close(&w->err);
 }

@@ -10,6 +10,9 @@
 #include "prompts.h"
 #include "run_opts.h"
 #include "scheduler.h"
+#include "tokenizer.h"
+
+typedef struct writer_pending writer_pending;
 
 typedef struct {
     const run_opts *o;
@@ -18,6 +21,9 @@ typedef struct {
     int has_err;
     char fingerprint[17];      /* the model file's (OUT.meta.json; OpenAI's system_fingerprint) */
     const char *model_label;   /* the model file's name without its folder: OpenAI's "model" */
+    const tokenizer *tok;      /* spells the log-probs' tokens (may be NULL) */
+    writer_pending **pending;  /* (n_pending) by item: the choices so far of a request of n > 1 */
+    int n_pending;
     const prompt_item *items;  /* the prompt list: custom_id and line of each request */
     int completed;             /* records of finished requests (not interrupted) */
     int tty;                   /* stderr is a terminal: a live progress bar */

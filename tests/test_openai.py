@@ -173,6 +173,8 @@ guide = [oa("request-1", CHAT, {"model": "gpt-3.5-turbo-0125", "messages": [
 extras = {"temperature": 0.7, "top_p": 0.95, "top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1,
           "frequency_penalty": 0.2, "presence_penalty": 0.1, "seed": 1234, "ignore_eos": True}
 msgs = [{"role": "user", "content": "Tell me a story about a cat."}]
+# n completions: hot sampling, so that the choices differ
+NSAMP = {"prompt": "Once upon a time", "max_tokens": 20, "seed": 7, "temperature": 1.5, "top_k": 0, "top_p": 1}
 rows = guide + [
     oa("comp-greedy", COMP, {"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 40,
                              "temperature": 0, "stop": ["."]}),
@@ -181,6 +183,9 @@ rows = guide + [
     dict(extras, custom_id="native-extras", messages=msgs, max_tokens=25),
     oa("comp-ids", COMP, {"prompt": [1, 403, 407, 261, 378], "max_tokens": 12, "temperature": 0}),
     {"custom_id": "native-ids", "prompt_ids": [1, 403, 407, 261, 378], "max_tokens": 12, "temperature": 0},
+    dict(NSAMP, custom_id="n3", n=3),
+    dict(NSAMP, custom_id="n3-0"),
+    oa("oa-n2", COMP, dict(NSAMP, n=2, top_k=-1)),
     oa("bad-method", COMP, {"prompt": "x"}) | {"method": "GET"},
     oa("bad-url", "/v1/embeddings", {"input": "x"}),
     oa("bad-field", CHAT, {"messages": msgs, "tools": []}),
@@ -259,6 +264,38 @@ if body("chat-extras")["usage"]["completion_tokens"] != 25 or body("comp-greedy"
         or "." in content("comp-greedy") or native["chat-extras"]["seed"] != 1234:
     c.fail("max_completion_tokens / ignore_eos / stop / seed not applied: %r %r" % (body("chat-extras"), body("comp-greedy")))
 ok("the body's fields are applied: each OpenAI request gives the native request's completion")
+
+# ---------------------------------------------------------------- n completions
+n3 = native["n3"]
+if set(n3) != {"custom_id", "prompt_tokens", "n", "choices", "completion_tokens", "seed", "timing"} or n3["n"] != 3 or \
+        [ch["index"] for ch in n3["choices"]] != [0, 1, 2] or n3["seed"] != 7:
+    c.fail("n = 3 record: %r" % n3)
+chs = n3["choices"]
+for ch in chs:
+    if set(ch) != {"index", "completion", "completion_ids", "completion_tokens", "finish_reason", "seed"} or \
+            ch["completion_tokens"] != len(ch["completion_ids"]):
+        c.fail("n = 3 choice: %r" % ch)
+if n3["completion_tokens"] != sum(ch["completion_tokens"] for ch in chs) or chs[0]["seed"] != 7 or \
+        len({ch["seed"] for ch in chs}) != 3 or len({ch["completion"] for ch in chs}) < 2:
+    c.fail("n = 3: token sum, seeds or distinct choices: %r" % n3)
+one = native["n3-0"]
+if (chs[0]["completion_ids"], chs[0]["seed"]) != (one["completion_ids"], one["seed"]):
+    c.fail("choice 0 of n = 3 differs from the n = 1 request with the same seed")
+oa_n2 = body("oa-n2")
+if [ch["text"] for ch in oa_n2["choices"]] != [ch["completion"] for ch in chs[:2]] or \
+        oa_n2["usage"]["completion_tokens"] != sum(ch["completion_tokens"] for ch in chs[:2]):
+    c.fail("OpenAI n = 2 against the native n = 3's first two choices: %r" % oa_n2)
+# each choice is the n = 1 request with the choice's seed: the streams derive reproducibly
+pin1 = os.path.join(W, "seeds.jsonl")
+c.write_jsonl(pin1, [dict(NSAMP, custom_id="s%d" % k, seed=ch["seed"]) for k, ch in enumerate(chs)])
+out1 = os.path.join(W, "seeds_out.jsonl")
+c.mpirun(args, 1, ["generate", "--model", model, "--prompts", pin1, "--output", out1, "--max-seq-len", "256"])
+by_seed = {r["custom_id"]: r for r in c.read_jsonl(out1)}
+for k, ch in enumerate(chs):
+    if by_seed["s%d" % k]["completion_ids"] != ch["completion_ids"]:
+        c.fail("choice %d differs from an n = 1 request with its seed %d" % (k, ch["seed"]))
+ok("n = 3: one record, choices 0..2 with their own seeds (choice 0 = the request's), each the n = 1 request with its "
+   "seed; OpenAI n = 2 gives the same first two")
 
 # ---------------------------------------------------------------- --resume with both files
 lines = open(out).read().splitlines(True)
