@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include "chat.h"
+#include "vsample.h"
+
+_Static_assert(PROMPTS_TOP_MAX == VSAMPLE_TOP_MAX, "requests ask for at most the alternatives the sampler keeps");
 #include "trace.h"
 #include "util.h"
 
@@ -158,10 +161,6 @@ static int make_request(const intake *in, int item, intake_request *rq, char *wh
     rq->logprobs = it->logprobs;
     if (o->mode == RUN_SCORE && (rq->n_choices > 1 || rq->logprobs >= 0)) {
         snprintf(why, why_size, "'n' and 'logprobs' are for generate (score writes every token's log-prob)");
-        return -1;
-    }
-    if (rq->logprobs >= 0) { /* TEMPORARY: until the records carry them */
-        snprintf(why, why_size, "'logprobs' is not supported yet");
         return -1;
     }
     rq->stop_ids = xmalloc(sizeof(int) * (size_t)(it->n_stop_ids + n_chat_stop + 1));

@@ -1,10 +1,18 @@
 #include "openai.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
+
+cJSON *openai_logprob_number(float lp) {
+    char buf[32];
+    if (isfinite(lp)) snprintf(buf, sizeof buf, "%.6f", lp);
+    else snprintf(buf, sizeof buf, "null");
+    return cJSON_CreateRaw(buf);
+}
 
 char *openai_errors_path(const char *output) {
     size_t n = strlen(output);
@@ -41,8 +49,106 @@ static cJSON *line_head(const prompt_item *it) {
     return r;
 }
 
+/* s with each byte that does not start or continue a valid UTF-8 sequence as U+FFFD (malloc'd) */
+static char *utf8_clean(const char *s) {
+    size_t n = strlen(s), o = 0;
+    char *out = xmalloc(3 * n + 1);
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        int len = u[i] < 0x80 ? 1 : (u[i] >> 5) == 6 ? 2 : (u[i] >> 4) == 14 ? 3 : (u[i] >> 3) == 30 ? 4 : 0;
+        int ok = len > 0 && i + (size_t)len <= n && !(len == 2 && u[i] < 0xc2) && !(len == 4 && u[i] > 0xf4);
+        for (int k = 1; ok && k < len; k++) ok = (u[i + k] & 0xc0) == 0x80;
+        if (ok && len == 3) ok = !(u[i] == 0xe0 && u[i + 1] < 0xa0) && !(u[i] == 0xed && u[i + 1] >= 0xa0);
+        if (ok && len == 4) ok = !(u[i] == 0xf0 && u[i + 1] < 0x90) && !(u[i] == 0xf4 && u[i + 1] >= 0x90);
+        if (ok) {
+            memcpy(out + o, s + i, (size_t)len);
+            o += (size_t)len;
+            i += (size_t)len;
+        } else {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* token id's text after token prev (raw bytes, malloc'd): "token_id:N" without a tokenizer */
+static char *token_bytes(const tokenizer *tok, int prev, int id) {
+    char *t = tok ? tok_decode(tok, prev, &id, 1, tok_bos_id(tok)) : NULL;
+    if (!t) {
+        t = xmalloc(32);
+        snprintf(t, 32, "token_id:%d", id);
+    }
+    return t;
+}
+
+/* {"token", "logprob", "bytes"} of OpenAI's chat log-probs; the token's length in *len */
+static cJSON *chat_token(const tokenizer *tok, int prev, int id, float lp, size_t *len) {
+    char *raw = token_bytes(tok, prev, id), *clean = utf8_clean(raw);
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "token", clean);
+    cJSON_AddItemToObject(e, "logprob", openai_logprob_number(lp));
+    cJSON *b = cJSON_AddArrayToObject(e, "bytes");
+    for (const unsigned char *p = (const unsigned char *)raw; *p; p++) cJSON_AddItemToArray(b, cJSON_CreateNumber(*p));
+    if (len) *len = strlen(clean);
+    free(raw);
+    free(clean);
+    return e;
+}
+
+/* the choice's "logprobs": chat {"content": [...], "refusal": null}; completions {"tokens",
+ * "token_logprobs", "top_logprobs", "text_offset" (within the completion's text)} */
+static cJSON *choice_logprobs(const prompt_item *it, const sched_result *r, const tokenizer *tok) {
+    const int nc = r->n - r->n_prompt, k = r->n_top;
+    cJSON *lp = cJSON_CreateObject();
+    if (is_chat(it)) {
+        cJSON *content = cJSON_AddArrayToObject(lp, "content");
+        for (int i = 0; i < nc; i++) {
+            const int prev = r->ids[r->n_prompt + i - 1], id = r->ids[r->n_prompt + i];
+            cJSON *e = chat_token(tok, prev, id, r->token_logprobs[i], NULL);
+            cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+            for (int j = 0; j < k; j++) {
+                const vsample_top *t = &r->top[(int64_t)i * k + j];
+                if (t->id >= 0) cJSON_AddItemToArray(top, chat_token(tok, prev, t->id, t->logprob, NULL));
+            }
+            cJSON_AddItemToArray(content, e);
+        }
+        cJSON_AddNullToObject(lp, "refusal");
+        return lp;
+    }
+    cJSON *tokens = cJSON_AddArrayToObject(lp, "tokens"), *lps = cJSON_AddArrayToObject(lp, "token_logprobs");
+    cJSON *tops = k > 0 ? cJSON_AddArrayToObject(lp, "top_logprobs") : NULL;
+    if (!tops) cJSON_AddNullToObject(lp, "top_logprobs");
+    cJSON *offsets = cJSON_AddArrayToObject(lp, "text_offset");
+    size_t at = 0;
+    for (int i = 0; i < nc; i++) {
+        const int prev = r->ids[r->n_prompt + i - 1], id = r->ids[r->n_prompt + i];
+        char *raw = token_bytes(tok, prev, id), *clean = utf8_clean(raw);
+        cJSON_AddItemToArray(tokens, cJSON_CreateString(clean));
+        cJSON_AddItemToArray(lps, openai_logprob_number(r->token_logprobs[i]));
+        cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)at));
+        at += strlen(clean);
+        free(raw);
+        free(clean);
+        if (!tops) continue;
+        cJSON *d = cJSON_CreateObject();
+        for (int j = 0; j < k; j++) {
+            const vsample_top *t = &r->top[(int64_t)i * k + j];
+            if (t->id < 0) continue;
+            char *traw = token_bytes(tok, prev, t->id), *tclean = utf8_clean(traw);
+            if (!cJSON_GetObjectItemCaseSensitive(d, tclean)) /* two tokens of one text: the likelier */
+                cJSON_AddItemToObject(d, tclean, openai_logprob_number(t->logprob));
+            free(traw);
+            free(tclean);
+        }
+        cJSON_AddItemToArray(tops, d);
+    }
+    return lp;
+}
+
 cJSON *openai_choice(const prompt_item *it, int index, const sched_result *r, const tokenizer *tok) {
-    (void)tok;
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", index);
     const char *text = r->text ? r->text : "";
@@ -54,7 +160,8 @@ cJSON *openai_choice(const prompt_item *it, int index, const sched_result *r, co
     } else {
         cJSON_AddStringToObject(c, "text", text);
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    if (r->token_logprobs) cJSON_AddItemToObject(c, "logprobs", choice_logprobs(it, r, tok));
+    else cJSON_AddNullToObject(c, "logprobs");
     cJSON_AddStringToObject(c, "finish_reason", r->reason);
     return c;
 }

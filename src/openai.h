@@ -13,6 +13,8 @@
 #include "scheduler.h"
 #include "tokenizer.h"
 
+/* a log-prob as JSON: 6 decimals, null when not finite (NaN logits) */
+cJSON *openai_logprob_number(float lp);
 /* the error file beside output OUT: OUT without a ".jsonl" ending, then ".errors.jsonl" (malloc'd) */
 char *openai_errors_path(const char *output);
 /* choice index of a finished request: {"index", "message": {"role", "content"} (chat) or "text",

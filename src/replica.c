@@ -76,7 +76,7 @@ static void unpack_request(unpacker *u, intake_request *rq) {
 }
 
 typedef struct {
-    int item, n_prompt, n, has_text, n_logprobs, reason_len, choice, n_choices;
+    int item, n_prompt, n, has_text, n_logprobs, reason_len, choice, n_choices, has_lp, n_top;
     int64_t text_len;
     uint64_t seed;
     double queued_s, prefill_s, decode_s, total_s;
@@ -85,10 +85,15 @@ typedef struct {
 
 static void pack_result(packer *p, const sched_result *r, int n_logprobs, const sched_stats *st) {
     result_head h = {r->item, r->n_prompt, r->n, r->text != NULL, n_logprobs, (int)strlen(r->reason) + 1,
-                     r->choice, r->n_choices, (int64_t)r->text_len, r->seed, r->queued_s, r->prefill_s, r->decode_s, r->total_s, *st};
+                     r->choice, r->n_choices, r->token_logprobs != NULL, r->n_top, (int64_t)r->text_len, r->seed, r->queued_s, r->prefill_s, r->decode_s, r->total_s, *st};
     put(p, &h, sizeof(h));
     put(p, r->ids, sizeof(int) * (int64_t)r->n);
     if (n_logprobs) put(p, r->logprobs, sizeof(float) * (int64_t)n_logprobs);
+    if (h.has_lp) {
+        const int64_t nc = r->n - r->n_prompt;
+        put(p, r->token_logprobs, sizeof(float) * nc);
+        put(p, r->top, sizeof(vsample_top) * nc * r->n_top);
+    }
     put(p, r->reason, h.reason_len);
     if (r->text) {
         put(p, r->text, h.text_len);
@@ -156,6 +161,12 @@ static void hub_result(replica_hub *h, int src, const char *msg, int64_t bytes) 
                       .prefill_s = hd.prefill_s, .decode_s = hd.decode_s, .total_s = hd.total_s};
     r.ids = take(&u, sizeof(int) * (int64_t)hd.n);
     if (hd.n_logprobs) r.logprobs = take(&u, sizeof(float) * (int64_t)hd.n_logprobs);
+    if (hd.has_lp) {
+        const int64_t nc = hd.n - hd.n_prompt;
+        r.token_logprobs = take(&u, sizeof(float) * nc);
+        r.top = take(&u, sizeof(vsample_top) * nc * hd.n_top);
+        r.n_top = hd.n_top;
+    }
     r.reason = take(&u, hd.reason_len);
     if (hd.has_text) r.text = take(&u, hd.text_len + 1);
     int replica = src / (h->d->pp * h->d->tp);

@@ -16,6 +16,9 @@ struct sched_seq {
     uint64_t rng;
     float *logprobs;        /* score: (n_prompt - 1) */
     char *text;             /* generate: completion text so far (textlen bytes) */
+    float *lp;              /* generate with logprobs: (lp_cap) each completion token's log-prob */
+    vsample_top *tops;      /* (lp_cap, rq.logprobs) its top alternatives */
+    int lp_cap;
     size_t textlen, textcap;
     tok_decoder dec;        /* streaming: never splits a UTF-8 character */
     int has_dec;
@@ -55,6 +58,8 @@ static void seq_clear(sched_seq *q) {
     intake_request_free(&q->rq);
     free(q->logprobs);
     free(q->text);
+    free(q->lp);
+    free(q->tops);
     if (q->has_dec) tok_decoder_free(&q->dec);
     memset(q, 0, sizeof(*q));
 }
@@ -133,6 +138,11 @@ static void finish(sched *s, sched_seq *q, const char *reason) {
                       .n_choices = q->rq.n_choices, .queued_s = q->t_queued,
                       .prefill_s = q->t_prefill_done - q->t_admit, .decode_s = q->t_end - q->t_prefill_done,
                       .total_s = q->t_end - q->t_admit};
+    if (q->rq.logprobs >= 0) {
+        r.token_logprobs = q->lp;
+        r.top = q->tops;
+        r.n_top = q->rq.logprobs;
+    }
     if (s->tok) {
         r.text = q->text ? q->text : "";
         r.text_len = q->text ? q->textlen : 0;
@@ -167,6 +177,7 @@ static int build_group(sched *s, int g) {
             v->rng_lo = (uint32_t)q->rng;
             v->rng_hi = (uint32_t)(q->rng >> 32);
             v->sp = q->rq.sp;
+            v->logprobs = q->rq.logprobs;
         }
         for (int i = 0; i < take; i++) {
             int p = q->n_cached + i;
@@ -210,8 +221,21 @@ static void launch_group(sched *s, int g) {
     s->fifo[(s->fifo_head + s->fifo_len++) % DIST_RING] = g;
 }
 
-/* one sequence's token sampled after its last token (by the last stage): the stop rules */
-static void sample_next(sched *s, sched_seq *q, int next) {
+/* the log-prob and top alternatives of the completion token being pushed */
+static void seq_push_logprobs(sched_seq *q, const vsample_out *r, const vsample_top *top) {
+    const int c = q->n - q->n_prompt, k = q->rq.logprobs;
+    if (c >= q->lp_cap) {
+        q->lp_cap = c * 2 + 16;
+        q->lp = xrealloc(q->lp, sizeof(float) * (size_t)q->lp_cap);
+        q->tops = xrealloc(q->tops, sizeof(vsample_top) * (size_t)q->lp_cap * (k > 0 ? k : 1));
+    }
+    q->lp[c] = r->logprob;
+    for (int i = 0; i < k; i++) q->tops[(int64_t)c * k + i] = i < r->n_top ? top[i] : (vsample_top){-1, -INFINITY};
+}
+
+/* one sequence's token sampled after its last token (by the last stage): the stop rules; r and
+ * top: the token's log-prob and alternatives */
+static void sample_next(sched *s, sched_seq *q, int next, const vsample_out *r, const vsample_top *top) {
     if (!q->t_prefill_done) q->t_prefill_done = util_now();
     if (q->n - q->n_prompt >= q->rq.max_new) {
         finish(s, q, "length");
@@ -224,6 +248,7 @@ static void sample_next(sched *s, sched_seq *q, int next) {
         return;
     }
     int stop_text = check_stop_strings(s, q, next);
+    if (q->rq.logprobs >= 0) seq_push_logprobs(q, r, top);
     seq_push(q, next);
     s->st.tokens_out++;
     if (!s->st.t_first_token) s->st.t_first_token = util_now();
@@ -237,7 +262,8 @@ static void process_group(sched *s, int g) {
     const int T = s->T;
     model_batch b = stage_msg_batch(gs->msg, T);
     int nw = stage_msg_n_want(gs->msg, T);
-    if (s->d->pp > 1 && nw > 0) dist_tokens_recv(s->d, gs->res, (int64_t)sizeof(vsample_out) * nw);
+    if (s->d->pp > 1 && nw > 0) dist_tokens_recv(s->d, gs->res, stage_res_bytes(s->bufs));
+    const vsample_top *top = (const vsample_top *)(gs->res + nw); /* generate: the rows' alternatives */
     double t0 = trace_now();
     int row = 0, prefill_tokens = 0, decode_tokens = 0;
     for (int k = 0; k < b.n;) {
@@ -249,11 +275,19 @@ static void process_group(sched *s, int g) {
         if (q->n_cached < q->n_prompt) prefill_tokens += ntok;
         else decode_tokens += ntok;
         int next = -1;
+        const vsample_out *got = NULL;
+        const vsample_top *got_top = NULL;
         for (int i = first; i < k; i++) {
             if (!b.want[i]) continue;
             const vsample_out *r = &gs->res[row++];
-            if (s->o->mode == RUN_SCORE) q->logprobs[b.pos[i]] = r->logprob;
-            else next = r->token;
+            if (s->o->mode == RUN_SCORE) {
+                q->logprobs[b.pos[i]] = r->logprob;
+                continue;
+            }
+            next = r->token;
+            got = r;
+            got_top = top;
+            top += r->n_top;
         }
         q->n_cached += ntok;
         q->in_flight = 0;
@@ -263,7 +297,7 @@ static void process_group(sched *s, int g) {
             continue;
         }
         if (q->n_cached < q->n) continue; /* prompt not all in yet */
-        sample_next(s, q, next);
+        sample_next(s, q, next, got, got_top);
     }
     s->st.tokens_in += prefill_tokens;
     trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, b.n); /* the stop rules and the text of the tokens */

@@ -33,6 +33,9 @@ typedef struct {
     const float *logprobs;   /* score: (n_prompt - 1) log-prob of each next prompt token */
     uint64_t seed;
     int choice, n_choices;   /* generate: which of the request's n completions this is */
+    const float *token_logprobs; /* generate with logprobs: (n - n_prompt) each completion token's log-prob */
+    const vsample_top *top;  /* (n - n_prompt, n_top) and its top alternatives (id -1: none) */
+    int n_top;
     double queued_s, prefill_s, decode_s, total_s;
 } sched_result;
 

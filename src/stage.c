@@ -25,6 +25,11 @@ trace_name stage_msg_step_name(const int *msg) {
     return msg[2] == msg[0] ? TN_PREFILL : msg[2] == 0 ? TN_DECODE : TN_MIXED;
 }
 
+int64_t stage_res_bytes(const stage_bufs *b) {
+    /* generate: room for the rows' top log-prob alternatives after them */
+    return (int64_t)b->rows * ((int64_t)sizeof(vsample_out) + (b->score ? 0 : (int64_t)sizeof(vsample_top) * VSAMPLE_TOP_MAX));
+}
+
 void stage_bufs_init(stage_bufs *b, const dist_ctx *d, const model *m, int T, int C, int M, int rows, int score,
                      int is_scheduler) {
     memset(b, 0, sizeof(*b));
@@ -40,7 +45,7 @@ void stage_bufs_init(stage_bufs *b, const dist_ctx *d, const model *m, int T, in
     b->res = xcalloc((size_t)M + 1, sizeof(vsample_out *));
     for (int g = 0; g <= M; g++) {
         b->out[g] = xmalloc((size_t)msg_bytes);
-        if ((last && d->tp_rank == 0) || is_scheduler) b->res[g] = xmalloc(sizeof(vsample_out) * (size_t)rows);
+        if ((last && d->tp_rank == 0) || is_scheduler) b->res[g] = xmalloc(stage_res_bytes(b));
     }
     if (last) {
         vsample_init(&b->vs, m, d, rows, score);
@@ -95,7 +100,7 @@ void stage_follow(dist_ctx *d, model *m, stage_bufs *bufs, const volatile sig_at
         } else {
             if (d->tp_rank == 0) dist_ring_wait(d, g); /* res[g]'s previous send */
             int nw = stage_sample(bufs, d, m, in, bufs->res[g]);
-            if (nw > 0 && d->tp_rank == 0) dist_tokens_send(d, bufs->res[g], (int64_t)sizeof(vsample_out) * nw, g);
+            if (nw > 0 && d->tp_rank == 0) dist_tokens_send(d, bufs->res[g], vsample_out_bytes(bufs->res[g], nw), g);
         }
         trace_end(stage_msg_step_name(in), TRACE_STEP, t0, b.n);
     }

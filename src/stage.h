@@ -40,7 +40,8 @@ typedef struct {
     int score;       /* score: log-probs of the targets, else sampling */
     int *in;         /* (msg ints + T * dim floats) the message received */
     int **out;       /* (M + 1) per group: the message launched or sent on */
-    vsample_out **res; /* (M + 1) per group: (rows) on the scheduler and the last stage's tp rank 0 */
+    vsample_out **res; /* (M + 1) per group: (rows) on the scheduler and the last stage's tp rank 0, then
+                        * (generate) room for VSAMPLE_TOP_MAX vsample_top per row (stage_res_bytes) */
     vsample vs;      /* the last stage's sampler */
     int has_vs;
 } stage_bufs;
@@ -49,6 +50,8 @@ typedef struct {
 void stage_bufs_init(stage_bufs *b, const dist_ctx *d, const model *m, int T, int C, int M, int rows, int score,
                      int is_scheduler);
 void stage_bufs_free(stage_bufs *b);
+/* the bytes of one group's results buffer */
+int64_t stage_res_bytes(const stage_bufs *b);
 
 /* the last stage's share of micro-batch msg (its x already in m->x): the sampler's records, then
  * sampling (or log-probs) into res (tp rank 0). Collective over the stage's tp ranks. Returns the

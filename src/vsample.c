@@ -45,6 +45,11 @@ void vsample_free(vsample *v) {
     free(v->gathered);
     free(v->merge);
     free(v->logits);
+    free(v->raw);
+    free(v->lp_parts);
+    free(v->lp_gathered);
+    free(v->lp_chosen);
+    free(v->lp_tokens);
     memset(v, 0, sizeof(*v));
 }
 
@@ -54,6 +59,98 @@ void vsample_record(vsample *v, const vsample_seq *seqs, int n, const model_batc
         v->seqs[seqs[i].slot] = seqs[i];
     }
     for (int t = 0; t < b->n; t++) v->hist[(int64_t)b->slot[t] * v->seq_len + b->pos[t]] = b->token[t];
+}
+
+/* ------------------------------------------------------------------ log-probs */
+
+/* a before b in the top alternatives: larger value, then smaller id */
+static int top_before(float va, int ia, float vb, int ib) { return va > vb || (va == vb && ia < ib); }
+
+/* keeps the k best (value, id) pairs in id/val[0..*n), best first */
+static void top_insert(int *id, float *val, int *n, int k, int i, float x) {
+    if (k == 0 || (*n == k && !top_before(x, i, val[k - 1], id[k - 1]))) return;
+    int at = *n < k ? (*n)++ : k - 1;
+    while (at > 0 && top_before(x, i, val[at - 1], id[at - 1])) {
+        id[at] = id[at - 1];
+        val[at] = val[at - 1];
+        at--;
+    }
+    id[at] = i;
+    val[at] = x;
+}
+
+/* before the penalties: this shard's log-sum-exp parts and top alternatives of each row that
+ * asks for log-probs, gathered on tp rank 0; the raw logits are kept for the sampled token */
+static void lp_local(vsample *v, model *m, dist_ctx *d, int nw, vsample_seq *const *rows) {
+    const int vl = v->vocab_local;
+    if (!v->raw) {
+        v->raw = xmalloc(sizeof(float) * (size_t)v->rows_max * vl);
+        v->lp_parts = xmalloc(sizeof(vsample_lp_part) * (size_t)v->rows_max);
+        v->lp_gathered = xmalloc(sizeof(vsample_lp_part) * (size_t)v->rows_max * d->tp);
+        v->lp_chosen = xmalloc(sizeof(float) * (size_t)v->rows_max);
+        v->lp_tokens = xmalloc(sizeof(int) * (size_t)v->rows_max);
+    }
+    for (int r = 0; r < nw; r++) {
+        vsample_lp_part *p = &v->lp_parts[r];
+        memset(p, 0, sizeof(*p));
+        if (rows[r]->logprobs < 0) continue;
+        const float *L = m->logits_local + (int64_t)r * vl;
+        memcpy(v->raw + (int64_t)r * vl, L, sizeof(float) * (size_t)vl);
+        float mx = -INFINITY;
+        for (int j = 0; j < vl; j++) mx = L[j] > mx ? L[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < vl; j++) sum += exp((double)L[j] - mx);
+        p->max = mx;
+        p->sum = sum;
+        const int k = rows[r]->logprobs < VSAMPLE_TOP_MAX ? rows[r]->logprobs : VSAMPLE_TOP_MAX;
+        for (int j = 0; j < vl; j++) top_insert(p->id, p->val, &p->n, k, v->vocab0 + j, L[j]);
+    }
+    dist_tp_gather_bytes(d, v->lp_parts, (int64_t)sizeof(vsample_lp_part) * nw, v->lp_gathered,
+                         (int64_t)sizeof(vsample_lp_part) * v->rows_max * d->tp);
+}
+
+/* after the draw: the sampled tokens' raw logits (from the rank that holds each), then on tp rank
+ * 0 the log-probs: the whole row's log-sum-exp from every shard's parts, the top alternatives
+ * merged, written after out's nw rows */
+static void lp_finish(vsample *v, dist_ctx *d, int nw, vsample_seq *const *rows, vsample_out *out) {
+    const int vl = v->vocab_local;
+    if (d->tp_rank == 0)
+        for (int r = 0; r < nw; r++) v->lp_tokens[r] = out[r].token;
+    dist_tp_bcast_root(d, v->lp_tokens, sizeof(int) * nw, 0);
+    for (int r = 0; r < nw; r++) {
+        int j = v->lp_tokens[r] - v->vocab0;
+        v->lp_chosen[r] = rows[r]->logprobs >= 0 && j >= 0 && j < vl ? v->raw[(int64_t)r * vl + j] : -INFINITY;
+    }
+    dist_tp_max(d, v->lp_chosen, nw);
+    if (d->tp_rank != 0) return;
+    vsample_top *top = (vsample_top *)(out + nw);
+    for (int r = 0; r < nw; r++) {
+        if (rows[r]->logprobs < 0) continue;
+        const int k = rows[r]->logprobs < VSAMPLE_TOP_MAX ? rows[r]->logprobs : VSAMPLE_TOP_MAX;
+        float mx = -INFINITY;
+        for (int q = 0; q < d->tp; q++) {
+            const vsample_lp_part *p = &v->lp_gathered[(int64_t)q * nw + r];
+            mx = p->max > mx ? p->max : mx;
+        }
+        double sum = 0.0;
+        int id[VSAMPLE_TOP_MAX], n = 0;
+        float val[VSAMPLE_TOP_MAX];
+        for (int q = 0; q < d->tp; q++) {
+            const vsample_lp_part *p = &v->lp_gathered[(int64_t)q * nw + r];
+            sum += p->sum * exp((double)p->max - mx);
+            for (int i = 0; i < p->n; i++) top_insert(id, val, &n, k, p->id[i], p->val[i]);
+        }
+        const double lse = mx + log(sum);
+        out[r].logprob = (float)(v->lp_chosen[r] - lse);
+        out[r].n_top = n;
+        for (int i = 0; i < n; i++) *top++ = (vsample_top){id[i], (float)(val[i] - lse)};
+    }
+}
+
+int64_t vsample_out_bytes(const vsample_out *out, int nw) {
+    int64_t tops = 0;
+    for (int r = 0; r < nw; r++) tops += out[r].n_top;
+    return (int64_t)sizeof(vsample_out) * nw + (int64_t)sizeof(vsample_top) * tops;
 }
 
 int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsample_out *out) {
@@ -68,6 +165,9 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsam
         while (!b->want[t]) t++;
         rows[r] = &v->seqs[b->slot[t]];
     }
+    int any_lp = 0;
+    for (int r = 0; r < nw; r++) any_lp |= rows[r]->logprobs >= 0;
+    if (any_lp) lp_local(v, m, d, nw, rows);
     /* 1. penalties on this shard; 2. greedy: the shard's argmax, else its max of logits / T */
     for (int r = 0, t = 0; r < nw; r++, t++) {
         while (!b->want[t]) t++;
@@ -131,10 +231,12 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsam
             }
             out[r].token = token;
             out[r].logprob = 0.0f;
+            out[r].n_top = 0;
             rows[r]->rng_lo = (uint32_t)rng;
             rows[r]->rng_hi = (uint32_t)(rng >> 32);
         }
     }
+    if (any_lp) lp_finish(v, d, nw, rows, out);
     trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, nw);
     return nw;
 }
@@ -148,6 +250,7 @@ int vsample_score(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsamp
     for (int r = 0, t = 0; r < nw; r++, t++) {
         while (!b->want[t]) t++;
         out[r].token = b->want[t] - 1;
+        out[r].n_top = 0;
         out[r].logprob = kern_log_softmax_at(v->logits + (int64_t)r * V, V, out[r].token);
     }
     trace_end(TN_SAMPLING, TRACE_SAMPLING, t0, nw);

@@ -20,14 +20,35 @@ typedef struct {
     int n_prompt;            /* the penalties split prompt / completion here */
     uint32_t rng_lo, rng_hi; /* the request's RNG state (its seed) */
     sampler_params sp;
+    int logprobs;            /* generate: the sampled token's log-prob and this many top alternatives
+                              * (at most VSAMPLE_TOP_MAX); -1: none */
 } vsample_seq;
 #define VSAMPLE_SEQ_INTS ((int)(sizeof(vsample_seq) / sizeof(int)))
 
 /* what goes back to the scheduler for one wanted row */
 typedef struct {
     int token;               /* generate: the sampled token */
-    float logprob;           /* score: log p(target) */
+    float logprob;           /* score: log p(target); generate with logprobs: log p(token) */
+    int n_top;               /* generate: top alternatives that follow the rows (vsample_top) */
 } vsample_out;
+
+/* log-probs are of the model's distribution: log-softmax of the raw logits (before penalties,
+ * temperature and filters, as vLLM's default), over the whole vocabulary (a log-sum-exp across
+ * the tp shards) */
+#define VSAMPLE_TOP_MAX 20
+typedef struct {
+    int id;
+    float logprob;
+} vsample_top;
+
+/* one tp rank's share of a row's log-probs: its shard's log-sum-exp parts and top alternatives */
+typedef struct {
+    double sum;              /* sum of exp(logit - max) over the shard */
+    float max;
+    int n;
+    int id[VSAMPLE_TOP_MAX]; /* (n) the shard's largest logits, largest first (ties: smaller id) */
+    float val[VSAMPLE_TOP_MAX];
+} vsample_lp_part;
 
 typedef struct {
     int vocab, vocab0, vocab_local, n_slots, seq_len, rows_max;
@@ -41,6 +62,12 @@ typedef struct {
     sampler_candidate *merge;   /* (vocab) tp rank 0 */
     float *logits;              /* score, tp rank 0: (rows_max, vocab) the gathered rows */
     int64_t pack_cap, gather_cap;
+    float *raw;                 /* (rows_max, vocab_local) logits before the penalties, for log-probs (made
+                                 * when first asked for) */
+    vsample_lp_part *lp_parts;  /* (rows_max) this rank's */
+    vsample_lp_part *lp_gathered; /* (tp, rows_max) tp rank 0: every rank's */
+    float *lp_chosen;           /* (rows_max) the sampled tokens' logits */
+    int *lp_tokens;             /* (rows_max) the sampled tokens, sent to every tp rank */
 } vsample;
 
 /* on the last stage's ranks: rows_max wanted rows per micro-batch at most; score: log-probs */
@@ -49,8 +76,12 @@ void vsample_free(vsample *v);
 /* the micro-batch's new sequences (n of them), then its tokens by slot and position (the
  * penalties' history) */
 void vsample_record(vsample *v, const vsample_seq *seqs, int n, const model_batch *b);
+/* the bytes of the rows out[0..nw) and the top alternatives that follow them */
+int64_t vsample_out_bytes(const vsample_out *out, int nw);
 /* generate: samples the batch's wanted rows (their slots' parameters and RNG) from the
- * classifier's local logits; out (n_want) on the stage's tp rank 0, whose RNG states advance.
+ * classifier's local logits; out (n_want) on the stage's tp rank 0, whose RNG states advance,
+ * followed by the top alternatives of the rows that asked for log-probs (out[r].n_top each, row
+ * by row, as vsample_top; out needs room for n_want x VSAMPLE_TOP_MAX of them).
  * Collective over the stage's tp ranks. Returns n_want. */
 int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsample_out *out);
 /* score: log p(want - 1) for each wanted row (want holds the target + 1); out on the stage's

@@ -174,6 +174,24 @@ static void add_completion(cJSON *r, const sched_result *s) {
     cJSON_AddNumberToObject(r, "completion_tokens", nc);
     cJSON_AddStringToObject(r, "finish_reason", s->reason);
     add_seed(r, s->seed);
+    if (!s->token_logprobs) return;
+    /* logprobs: each completion token's; top_logprobs: its k likeliest alternatives */
+    cJSON *a = cJSON_AddArrayToObject(r, "logprobs");
+    for (int i = 0; i < nc; i++) cJSON_AddItemToArray(a, openai_logprob_number(s->token_logprobs[i]));
+    if (s->n_top <= 0) return;
+    cJSON *tops = cJSON_AddArrayToObject(r, "top_logprobs");
+    for (int i = 0; i < nc; i++) {
+        cJSON *t = cJSON_CreateArray();
+        for (int j = 0; j < s->n_top; j++) {
+            const vsample_top *e = &s->top[(int64_t)i * s->n_top + j];
+            if (e->id < 0) continue;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "id", e->id);
+            cJSON_AddItemToObject(o, "logprob", openai_logprob_number(e->logprob));
+            cJSON_AddItemToArray(t, o);
+        }
+        cJSON_AddItemToArray(tops, t);
+    }
 }
 
 /* a request of n > 1 completions, while its choices come in (each its own sched_result) */

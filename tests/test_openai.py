@@ -186,6 +186,12 @@ rows = guide + [
     dict(NSAMP, custom_id="n3", n=3),
     dict(NSAMP, custom_id="n3-0"),
     oa("oa-n2", COMP, dict(NSAMP, n=2, top_k=-1)),
+    {"custom_id": "lp-greedy", "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "logprobs": 5},
+    {"custom_id": "lp-hot", "prompt": "Once upon a time", "max_tokens": 24, "temperature": 1.2, "seed": 3,
+     "repetition_penalty": 1.3, "logprobs": 0},
+    oa("lp-chat", CHAT, {"messages": msgs, "max_tokens": 16, "seed": 9, "logprobs": True, "top_logprobs": 2}),
+    {"custom_id": "lp-chat-native", "messages": msgs, "max_tokens": 16, "seed": 9, "logprobs": 2},
+    oa("lp-comp", COMP, {"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "logprobs": 5}),
     oa("bad-method", COMP, {"prompt": "x"}) | {"method": "GET"},
     oa("bad-url", "/v1/embeddings", {"input": "x"}),
     oa("bad-field", CHAT, {"messages": msgs, "tools": []}),
@@ -297,6 +303,54 @@ for k, ch in enumerate(chs):
 ok("n = 3: one record, choices 0..2 with their own seeds (choice 0 = the request's), each the n = 1 request with its "
    "seed; OpenAI n = 2 gives the same first two")
 
+# ---------------------------------------------------------------- logprobs
+# exact: each completion token's log-prob is score's teacher-forced one (the model's distribution,
+# before penalties and temperature), whether the token was greedy or sampled
+sc_in = os.path.join(W, "score_in.jsonl")
+c.write_jsonl(sc_in, [{"custom_id": cid, "prompt_ids": [1, 403, 407, 261, 378] + native[cid]["completion_ids"]}
+                      for cid in ("lp-greedy", "lp-hot")])
+sc_out = os.path.join(W, "score_out.jsonl")
+c.mpirun(args, 1, ["score", "--model", model, "--prompts", sc_in, "--output", sc_out])
+scored = {r["custom_id"]: r for r in c.read_jsonl(sc_out)}
+worst = 0.0
+for cid, k in (("lp-greedy", 5), ("lp-hot", 0)):
+    r = native[cid]
+    n = r["completion_tokens"]
+    want = scored[cid]["logprobs"][-n:]
+    if len(r["logprobs"]) != n or n == 0:
+        c.fail("%s: %d log-probs for %d tokens" % (cid, len(r["logprobs"]), n))
+    worst = max([worst] + [abs(a - b) for a, b in zip(r["logprobs"], want)])
+    if ("top_logprobs" in r) != (k > 0):
+        c.fail("%s: top_logprobs %s with logprobs %d" % (cid, "present" if k == 0 else "absent", k))
+    for i, top in enumerate(r.get("top_logprobs", [])):
+        lps = [t["logprob"] for t in top]
+        if len(top) != k or lps != sorted(lps, reverse=True) or sum(2.718281828 ** v for v in lps) > 1 + 1e-5:
+            c.fail("%s token %d: top alternatives %r" % (cid, i, top))
+        if top[0]["id"] != r["completion_ids"][i] or abs(top[0]["logprob"] - r["logprobs"][i]) > 1e-6:
+            c.fail("%s token %d: greedy token %d is not the top alternative %r" % (cid, i, r["completion_ids"][i], top[0]))
+if worst > 1e-4:
+    c.fail("completion log-probs differ from score's by %.2g" % worst)
+ok("logprobs: greedy and sampled (penalised) completions' log-probs = score's within %.1e; top 5 sorted, the greedy "
+   "token first" % worst)
+
+ch = body("lp-chat")["choices"][0]
+nat = native["lp-chat-native"]
+content_lp = ch["logprobs"]["content"]
+if "".join(e["token"] for e in content_lp) != ch["message"]["content"] or \
+        len(content_lp) != nat["completion_tokens"] or any(len(e["top_logprobs"]) != 2 for e in content_lp) or \
+        max(abs(e["logprob"] - v) for e, v in zip(content_lp, nat["logprobs"])) > 1e-6 or \
+        [[t["logprob"] for t in e["top_logprobs"]] for e in content_lp] != \
+        [[t["logprob"] for t in tt] for tt in nat["top_logprobs"]]:
+    c.fail("chat logprobs against the native request: %r\n  %r" % (ch["logprobs"], nat))
+cl = body("lp-comp")["choices"][0]["logprobs"]
+g = native["lp-greedy"]
+if "".join(cl["tokens"]) != body("lp-comp")["choices"][0]["text"] or cl["token_logprobs"] != g["logprobs"] or \
+        cl["text_offset"] != [sum(len(t) for t in cl["tokens"][:i]) for i in range(len(cl["tokens"]))] or \
+        [sorted(d.values(), reverse=True) for d in cl["top_logprobs"]] != \
+        [[t["logprob"] for t in tt] for tt in g["top_logprobs"]]:
+    c.fail("completions logprobs against the native request: %r" % cl)
+ok("OpenAI logprobs: chat content tokens spell the message, completions tokens the text; values as native records")
+
 # ---------------------------------------------------------------- --resume with both files
 lines = open(out).read().splitlines(True)
 dropped = [json.loads(l)["custom_id"] for l in lines[:2]]
@@ -315,6 +369,51 @@ for cid in got:
     if a["choices"] != b["choices"] or a["usage"] != b["usage"] or got[cid]["id"] != got2[cid]["id"]:
         c.fail("%s differs after --resume (%s)" % (cid, "run again" if cid in dropped else "kept"))
 ok("--resume: the 2 dropped requests and a torn line run again, identical; the error file rewritten, not appended")
+
+# ---------------------------------------------------------------- the same records on every grid
+grid_rows = [{"custom_id": "g%d" % i, "prompt": p, "n": 2, "logprobs": 3, "temperature": 0.8, "seed": 11 + i,
+              "max_tokens": 24} for i, p in enumerate(["Once upon a time", "The cat", "Lily and Ben went to the park"])]
+grid_rows.append(oa("g-chat", CHAT, {"messages": msgs, "n": 2, "max_tokens": 16, "logprobs": True, "top_logprobs": 3}))
+grid_in = os.path.join(W, "grid.jsonl")
+c.write_jsonl(grid_in, grid_rows)
+
+
+def grid_run(tag, n, flags):
+    o = os.path.join(W, "grid_%s.jsonl" % tag)
+    c.mpirun(args, n, ["generate", "--model", model, "--prompts", grid_in, "--output", o, "--chat-template", "llama2",
+                       "--max-seq-len", "256", "--batch", "4"] + flags)
+    recs = {r["custom_id"]: r for r in c.read_jsonl(o)}
+    if set(recs) != {r["custom_id"] for r in grid_rows}:
+        c.fail("grid %s: records %s" % (tag, sorted(recs)))
+    return recs
+
+
+ref = grid_run("1x1", 1, [])
+worst = 0.0
+for tag, n, flags in (("1x2", 2, ["--tp", "2"]), ("2x1", 2, ["--pp", "2"]), ("dp2", 2, ["--dp", "2"])):
+    got_g = grid_run(tag, n, flags)
+    for cid, a in ref.items():
+        b = got_g[cid]
+        if a["n"] != 2 or len(a["choices"]) != 2 or "error" in a:
+            c.fail("grid 1x1 %s: %r" % (cid, a))
+        for ca, cb in zip(a["choices"], b["choices"]):
+            same = {k: ca[k] for k in ca if k not in ("logprobs", "top_logprobs")}
+            if same != {k: cb[k] for k in cb if k not in ("logprobs", "top_logprobs")}:
+                c.fail("grid %s %s choice %d differs from 1x1:\n  %r\n  %r" % (tag, cid, ca["index"], ca, cb))
+            if len(ca["logprobs"]) != ca["completion_tokens"] or len(ca["top_logprobs"]) != ca["completion_tokens"]:
+                c.fail("grid 1x1 %s: logprobs of %d tokens" % (cid, ca["completion_tokens"]))
+            d = [abs(x - y) for x, y in zip(ca["logprobs"], cb["logprobs"])]
+            for ta, tb in zip(ca["top_logprobs"], cb["top_logprobs"]):
+                if len(ta) != 3 or len(tb) != 3:
+                    c.fail("grid %s %s: top alternatives %r %r" % (tag, cid, ta, tb))
+                for ea, eb in zip(ta, tb):
+                    d.append(abs(ea["logprob"] - eb["logprob"]))
+                    if ea["id"] != eb["id"] and abs(ea["logprob"] - eb["logprob"]) > 1e-4:
+                        c.fail("grid %s %s: alternative %r against 1x1's %r" % (tag, cid, eb, ea))
+            worst = max([worst] + d)
+if worst > 1e-4:
+    c.fail("grid log-probs differ from 1x1's by %.2g (> 1e-4)" % worst)
+ok("n = 2 and logprobs = 3 on 1x1, 1x2, 2x1 and dp 2: the same records, log-probs within %.1e" % worst)
 
 r = c.mpirun(args, 1, ["score", "--output", os.path.join(W, "s.jsonl"), "--output-format", "openai"] + common[:4],
              check=False)
