@@ -18,7 +18,13 @@ typedef struct {
     kern_dtype dtype;
     const void *data;   /* (o, i): float | uint16_t (bf16 bits) | int8_t */
     const float *scale; /* KERN_Q8 only: (o, i / KERN_Q8_BLOCK); w[c][k] = scale[c][k/32] * q[c][k] */
+    int64_t ld;         /* elements from one row to the next (0: i, rows packed); a column block of a
+                         * wider matrix used in place (a tp rank's slice of wo or w2 in the file's
+                         * mapping) has the whole row's length; q8 scales then go by ld / 32 */
 } kern_wmat;
+
+/* the row stride of w for rows of i elements */
+static inline int64_t kern_wmat_ld(const kern_wmat *w, int i) { return w->ld ? w->ld : i; }
 
 /* "f32", "bf16", "q8" */
 const char *kern_dtype_name(kern_dtype dt);

@@ -7,13 +7,13 @@
 #include "trace.h"
 #include "util.h"
 
-/* rows [r0, r0+nr) x cols [c0, c0+nc) of name, stored as t, into w when mine (else nothing). A
- * block of whole rows (whole) of a tensor laid out plainly in the file (and for q8 its scales) is
- * used in place: w points into the file's mapping (page cache, shared by the node's ranks; no
- * copy). Otherwise it is read into the arena at w, by the node's owner of this slice. The choice
- * depends on the file and the grid only, so every rank makes the same one (both paths are
- * collective). */
-static void load_part(model *m, mfile *f, const char *name, int mine, int whole, kern_wmat *w, kern_dtype t,
+/* rows [r0, r0+nr) x cols [c0, c0+nc) of name (cols wide), stored as t, into w when mine (else
+ * nothing). A tensor laid out plainly in the file (and for q8 its scales) is used in place: w
+ * points into the file's mapping (page cache, shared by the node's ranks; no copy), a block of
+ * columns (a tp rank's share of wo or w2) with the whole rows' stride (w->ld). Otherwise it is read
+ * into the arena at w, by the node's owner of this slice. The choice depends on the file and the
+ * grid only, so every rank makes the same one (both paths are collective). */
+static void load_part(model *m, mfile *f, const char *name, int mine, int64_t cols, kern_wmat *w, kern_dtype t,
                       int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     kern_dtype stored = mfile_dtype(f, name);
     if (stored != t) die("'%s': tensor '%s' is stored as %s, expected %s like the other layers' (convert again)",
@@ -22,12 +22,13 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int whole,
     const size_t es = kern_dtype_size(t);
     char sname[160];
     snprintf(sname, sizeof(sname), "%s.scale", name);
-    if (whole && mfile_view(f, name, r0, mine ? nr : 0, es, &in_place) &&
+    if (mfile_view(f, name, r0, mine ? nr : 0, es, &in_place) &&
         (t != KERN_Q8 || mfile_view(f, sname, r0, mine ? nr : 0, sizeof(float), &scale_in_place))) {
         int64_t bytes = nr * nc * (int64_t)es + (t == KERN_Q8 ? nr * (nc / KERN_Q8_BLOCK) * 4 : 0);
         if (mine) { /* read-only: the model never writes its weights */
-            w->data = in_place;
-            if (t == KERN_Q8) w->scale = scale_in_place;
+            w->data = (const char *)in_place + c0 * (int64_t)es;
+            if (t == KERN_Q8) w->scale = (const float *)scale_in_place + c0 / KERN_Q8_BLOCK;
+            w->ld = nc == cols ? 0 : cols;
         }
         if (mine && m->shared.owner) { /* the node's ranks holding this slice share its pages: counted once */
             m->bytes_read += bytes;
@@ -42,14 +43,14 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int whole,
 
 /* elements [r0, r0+nr) of the f32 vector name into *dst when mine (in place when plain) */
 static void load_f32(model *m, mfile *f, const char *name, int mine, float **dst, int64_t r0, int64_t nr) {
-    kern_wmat w = {KERN_F32, *dst, NULL};
+    kern_wmat w = {KERN_F32, *dst, NULL, 0};
     load_part(m, f, name, mine, 1, &w, KERN_F32, r0, nr, 0, 1);
     if (mine) *dst = (float *)w.data;
 }
 
 /* a (rows, cols) matrix of type t in the arena */
 static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols) {
-    kern_wmat w = {t, NULL, NULL};
+    kern_wmat w = {t, NULL, NULL, 0};
     size_t n = (size_t)(rows * cols);
     w.data = arena_alloc(a, n * kern_dtype_size(t));
     if (t == KERN_Q8) w.scale = arena_alloc(a, n / KERN_Q8_BLOCK * sizeof(float));
@@ -142,9 +143,9 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
 
     /* every rank walks every tensor in the same order (collective metadata and reads) */
     if (cfg->tied_classifier && r->has_classifier && !r->has_embedding)
-        load_part(m, f, "tok_embeddings", 1, 1, &m->classifier, wt[CONFIG_W_EMBED], r->vocab0, r->vocab_local, 0, dim);
+        load_part(m, f, "tok_embeddings", 1, dim, &m->classifier, wt[CONFIG_W_EMBED], r->vocab0, r->vocab_local, 0, dim);
     else
-        load_part(m, f, "tok_embeddings", r->has_embedding, 1, &m->tok_embeddings, wt[CONFIG_W_EMBED], r->vocab0,
+        load_part(m, f, "tok_embeddings", r->has_embedding, dim, &m->tok_embeddings, wt[CONFIG_W_EMBED], r->vocab0,
                   r->vocab_local, 0, dim);
     char name[128];
     for (int gl = 0; gl < cfg->n_layers; gl++) {
@@ -153,7 +154,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
 #define LOAD(t, kind, dst, rows, cols, r0, nr, c0, nc)                \
     do {                                                              \
         snprintf(name, sizeof(name), "layers/%d/" t, gl);             \
-        load_part(m, f, name, mine, (nc) == (cols), dst, wt[kind], r0, nr, c0, nc); \
+        load_part(m, f, name, mine, cols, dst, wt[kind], r0, nr, c0, nc);       \
     } while (0)
 #define LOAD_VEC(t, dst, rows, r0, nr)                                \
     do {                                                              \
@@ -184,7 +185,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     }
     load_f32(m, f, "norm", r->has_classifier, &m->norm, 0, dim);
     if (!cfg->tied_classifier) {
-        load_part(m, f, "output", r->has_classifier, 1, &m->classifier, wt[CONFIG_W_OUT], r->vocab0, r->vocab_local,
+        load_part(m, f, "output", r->has_classifier, dim, &m->classifier, wt[CONFIG_W_OUT], r->vocab0, r->vocab_local,
                   0, dim);
     }
 

@@ -290,7 +290,7 @@ static void test_misc(void) {
 
 /* w (o, i) f32 made into dtype dt (data and scale malloc'ed; free with wmat_free) */
 static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
-    kern_wmat m = {dt, NULL, NULL};
+    kern_wmat m = {dt, NULL, NULL, 0};
     const long n = (long)o * i;
     if (dt == KERN_F32) {
         float *d = xmalloc(sizeof(float) * n);
@@ -334,6 +334,35 @@ static void test_matmul_w(kern_dtype dt, int n, int i, int o) {
     compare(name, a, f, (long)n * o, dt == KERN_BF16 ? 1e-4 : dt == KERN_Q8 ? 1e-3 : 1e-10);
     wmat_free(&m);
     free(x), free(w), free(a), free(b), free(f);
+}
+
+/* a column block [c0, c0 + i) of a wider (o, I) matrix used in place (w.ld = I, as a tp rank's
+ * share of wo or w2 in the file's mapping) gives the same bits as the block copied out packed,
+ * and matches the twin on the strided matrix */
+static void test_strided_w(kern_dtype dt, int n, int i, int o, int wide, int c0) {
+    float *x = xmalloc(sizeof(float) * (size_t)n * i), *w = xmalloc(sizeof(float) * (size_t)o * wide);
+    float *blk = xmalloc(sizeof(float) * (size_t)o * i);
+    float *a = xmalloc(sizeof(float) * (size_t)n * o), *b = xmalloc(sizeof(float) * (size_t)n * o);
+    float *r = xmalloc(sizeof(float) * (size_t)n * o);
+    fill(x, (long)n * i);
+    fill(w, (long)o * wide);
+    for (int c = 0; c < o; c++) memcpy(blk + (size_t)c * i, w + (size_t)c * wide + c0, sizeof(float) * i);
+    kern_wmat full = wmat_make(dt, w, o, wide), packed = wmat_make(dt, blk, o, i);
+    const size_t es = kern_dtype_size(dt);
+    kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es,
+                      full.scale ? full.scale + c0 / KERN_Q8_BLOCK : NULL, wide};
+    kern_matmul_w(a, x, &view, n, i, o);
+    kern_matmul_w(b, x, &packed, n, i, o);
+    kern_matmul_w_ref(r, x, &view, n, i, o);
+    const int same = memcmp(a, b, sizeof(float) * (size_t)n * o) == 0;
+    printf("matmul_w %-4s %-8s strided n=%d %dx%d of %d at %d: %s\n", kern_dtype_name(dt), kern_matmul_impl_w(dt), n,
+           o, i, wide, c0, same ? "== packed ok" : "!= packed FAIL");
+    same ? passes++ : failures++;
+    char name[80];
+    snprintf(name, sizeof(name), "  strided %s against its twin", kern_dtype_name(dt));
+    compare(name, a, r, (long)n * o, 1e-10);
+    wmat_free(&full), wmat_free(&packed);
+    free(x), free(w), free(blk), free(a), free(b), free(r);
 }
 
 /* batch invariance of kern_matmul_w: rows alone (alone_threads) and in batches of every n of ns
@@ -420,6 +449,8 @@ static void test_dtype(kern_dtype dt) {
         test_matmul_w(dt, 5, 4096, 99);
         test_matmul_w(dt, 300, 1024, 1100);
         if (dt == KERN_BF16) test_matmul_w(dt, 5, 4093, 99); /* a partial last vector */
+        test_strided_w(dt, 1, 256, 96, 512, 256);
+        test_strided_w(dt, 21, 512, 200, 1536, 512);
         test_invariance_w(dt, 1024, 1024, ns, 6, 1, 2);
         if (strcmp(impls[k], "generic") != 0) {
             test_invariance_w(dt, 4099, 4096, ns, 6, 2, 1);
@@ -451,6 +482,9 @@ int main(void) {
         test_row_invariance(1024, 1024, 37);
         test_row_invariance(1024, 2816, 150);
         test_row_invariance(2816, 1024, 70);
+        test_strided_w(KERN_F32, 1, 256, 96, 512, 256);
+        test_strided_w(KERN_F32, 21, 512, 200, 1536, 512);
+        test_strided_w(KERN_F32, 150, 1024, 300, 2048, 1024); /* k blocks, cache blocks */
         if (!strcmp(impls[m], "generic")) {
             test_invariance_big(1024, 4093, ns, 6, 1, 2);
             continue;

@@ -151,24 +151,28 @@ typedef struct {
     kern_f32_range_fn range;
     float *out;
     const float *in, *w;
+    int64_t ldw;
     int i, o;
 } mm_f32_job;
 
 static void mm_f32_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     const mm_f32_job *J = ctx;
-    J->range(J->out + (int64_t)t0 * J->o, J->in + (int64_t)t0 * J->i, J->w, tn, J->i, J->o, c0, c1);
+    J->range(J->out + (int64_t)t0 * J->o, J->in + (int64_t)t0 * J->i, J->w, J->ldw, tn, J->i, J->o, c0, c1);
 }
 
-void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o) {
+/* kern_matmul with weight rows ldw floats apart */
+static void mm_f32(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o) {
     if (n <= 0 || o <= 0) return;
     const mm_impl *m = mm_get(KERN_F32);
     if (i <= 0) {
         memset(out, 0, sizeof(float) * n * (size_t)o);
         return;
     }
-    mm_f32_job J = {m->f32, out, in, w, i, o};
+    mm_f32_job J = {m->f32, out, in, w, ldw, i, o};
     kern_pool_run(mm_f32_unit, &J, n, mm_chunk_rows(i, 4), o, 48, mm_threads(n, i, o, 4, 80e9));
 }
+
+void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o) { mm_f32(out, in, w, i, n, i, o); }
 
 /* ---- bf16 and q8 ---- */
 
@@ -190,7 +194,7 @@ static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
 
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
     if (w->dtype == KERN_F32) {
-        kern_matmul(out, in, w->data, n, i, o);
+        mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
         return;
     }
     if (n <= 0 || o <= 0) return;

@@ -14,12 +14,16 @@
 /* ---- matmul implementations ----
  * A range function computes out[:, c0:c1] (row stride o) for n token rows; the input rows (row
  * stride i) are f32 for f32 weights and the prepared activations otherwise (see kern_act). */
-typedef void (*kern_f32_range_fn)(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+typedef void (*kern_f32_range_fn)(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o,
+                                  int c0, int c1);
 
-void kern_f32_generic_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+void kern_f32_generic_range(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o, int c0,
+           int c1);
 #ifdef KERN_X86
-void kern_f32_avx2_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
-void kern_f32_avx512_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+void kern_f32_avx2_range(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o, int c0,
+        int c1);
+void kern_f32_avx512_range(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o, int c0,
+          int c1);
 #endif
 
 /* activations prepared once per call for bf16 and q8 weights:
@@ -51,9 +55,10 @@ void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int
 /* Vector bf16 and q8 matmuls share one driver (matmul_w_drive.c) over tiles of R token rows by C
  * weight rows, each tile computing its R x C elements over the whole input dimension (a fixed
  * chain per element: no k blocks). x: the tile's first activation row (row stride i elements of
- * esize bytes), xs its q8 scales (row stride i / 32; NULL for bf16), likewise w and ws. */
+ * esize bytes), xs its q8 scales (row stride i / 32; NULL for bf16); w the first weight row (row
+ * stride ldw elements), ws its scales (row stride ldw / 32). */
 typedef void (*kern_w_tile_fn)(float *y, int ldy, const void *x, const float *xs, const void *w, const float *ws,
-                               int i);
+                               int64_t ldw, int i);
 typedef struct {
     int esize;            /* bytes of an activation and of a weight element */
     int rows;             /* R at most */

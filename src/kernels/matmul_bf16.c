@@ -17,10 +17,11 @@ __attribute__((noinline)) static float bf16_dot_generic(const uint16_t *x, const
 
 void kern_bf16_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     const uint16_t *wd = w->data;
+    const int64_t ldw = kern_wmat_ld(w, i);
     for (int cb = c0; cb < c1; cb += 64) {
         const int ce = cb + 64 < c1 ? cb + 64 : c1;
         for (int t = 0; t < n; t++)
             for (int c = cb; c < ce; c++)
-                out[(int64_t)t * o + c] = bf16_dot_generic(a->x + (int64_t)t * i, wd + (int64_t)c * i, i);
+                out[(int64_t)t * o + c] = bf16_dot_generic(a->x + (int64_t)t * i, wd + c * ldw, i);
     }
 }

@@ -11,8 +11,8 @@ static inline __attribute__((always_inline)) BF_AVX2 __m256 bf_widen(__m128i h) 
 }
 
 static inline __attribute__((always_inline)) BF_AVX2 void bf2_tile(float *y, int ldy, const uint16_t *x,
-                                                                   const uint16_t *w, int i, const int R,
-                                                                   const int C) {
+                                                                   const uint16_t *w, int64_t ldw, int i,
+                                                                   const int R, const int C) {
     __m256 a[4][4];
     _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)
         a[r][c] = _mm256_setzero_ps();
@@ -24,11 +24,11 @@ static inline __attribute__((always_inline)) BF_AVX2 void bf2_tile(float *y, int
             for (int r = 0; r < R; r++)
                 for (int l = 0; l < 8; l++) xt[r][l] = k + l < i ? x[(int64_t)r * i + k + l] : 0;
             for (int c = 0; c < C; c++)
-                for (int l = 0; l < 8; l++) wt[c][l] = k + l < i ? w[(int64_t)c * i + k + l] : 0;
+                for (int l = 0; l < 8; l++) wt[c][l] = k + l < i ? w[c * ldw + k + l] : 0;
             ld = -1;
         }
         for (int r = 0; r < R; r++) xr[r] = ld < 0 ? xt[r] : x + (int64_t)r * i + k;
-        for (int c = 0; c < C; c++) wr[c] = ld < 0 ? wt[c] : w + (int64_t)c * i + k;
+        for (int c = 0; c < C; c++) wr[c] = ld < 0 ? wt[c] : w + c * ldw + k;
         __m256 wv[4];
         _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) wv[c] = bf_widen(_mm_loadu_si128((const __m128i *)wr[c]));
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
@@ -42,9 +42,9 @@ static inline __attribute__((always_inline)) BF_AVX2 void bf2_tile(float *y, int
 
 #define BF2_TILE(R, C)                                                                                         \
     static BF_AVX2 void bf2_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,       \
-                                      const float *ws, int i) {                                              \
+                                      const float *ws, int64_t ldw, int i) {                                 \
         (void)xs, (void)ws;                                                                                    \
-        bf2_tile(y, ldy, x, w, i, R, C);                                                                       \
+        bf2_tile(y, ldy, x, w, ldw, i, R, C);                                                                      \
     }
 #define BF2_TILES4(R) BF2_TILE(R, 1) BF2_TILE(R, 2) BF2_TILE(R, 3) BF2_TILE(R, 4)
 BF2_TILES4(1) BF2_TILES4(2) BF2_TILE(3, 1) BF2_TILE(3, 2) BF2_TILE(3, 3)

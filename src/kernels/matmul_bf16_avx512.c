@@ -8,15 +8,15 @@
 #define BF_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 
 static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, int ldy, const uint16_t *x,
-                                                                    const uint16_t *w, int i, const int R,
-                                                                    const int C) {
+                                                                    const uint16_t *w, int64_t ldw, int i,
+                                                                    const int R, const int C) {
     __m512 a[4][8];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
         a[r][c] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 32 <= i; k += 32) {
         __m512i wv[8];
-        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_loadu_si512(w + (int64_t)c * i + k);
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_loadu_si512(w + c * ldw + k);
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
             __m512i xv = _mm512_loadu_si512(x + (int64_t)r * i + k);
             __asm__("" : "+v"(xv));
@@ -27,7 +27,7 @@ static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, in
     if (k < i) {
         const __mmask32 m = (__mmask32)((1ull << (i - k)) - 1);
         __m512i wv[8];
-        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_maskz_loadu_epi16(m, w + (int64_t)c * i + k);
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_maskz_loadu_epi16(m, w + c * ldw + k);
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
             const __m512i xv = _mm512_maskz_loadu_epi16(m, x + (int64_t)r * i + k);
             _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
@@ -40,9 +40,9 @@ static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, in
 
 #define BF_TILE(R, C)                                                                                          \
     static BF_AVX512 void bf_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,       \
-                                       const float *ws, int i) {                                             \
+                                       const float *ws, int64_t ldw, int i) {                                \
         (void)xs, (void)ws;                                                                                    \
-        bf_tile(y, ldy, x, w, i, R, C);                                                                        \
+        bf_tile(y, ldy, x, w, ldw, i, R, C);                                                                      \
     }
 #define BF_TILES6(R) BF_TILE(R, 1) BF_TILE(R, 2) BF_TILE(R, 3) BF_TILE(R, 4) BF_TILE(R, 5) BF_TILE(R, 6)
 #define BF_TILES8(R) BF_TILES6(R) BF_TILE(R, 7) BF_TILE(R, 8)

@@ -15,6 +15,7 @@ MM_TILES8(avx2, MM_AVX2, 1) MM_TILES6(avx2, MM_AVX2, 2) MM_TILES4(avx2, MM_AVX2,
 static const mm_kern mm_avx2_kern = {
     8, 4, {0, 8, 6, 4, 3}, {{NULL}, MM_ROW8(avx2, 1), MM_ROW6(avx2, 2), MM_ROW4(avx2, 3), MM_ROW3(avx2, 4)}};
 
-void kern_f32_avx2_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1) {
-    kern_f32_drive(&mm_avx2_kern, out, in, w, n, i, o, c0, c1);
+void kern_f32_avx2_range(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o, int c0,
+        int c1) {
+    kern_f32_drive(&mm_avx2_kern, out, in, w, ldw, n, i, o, c0, c1);
 }

@@ -19,6 +19,7 @@ static const mm_kern mm_avx512_kern = {
     {{NULL}, MM_ROW8(avx512, 1), MM_ROW8(avx512, 2), MM_ROW6(avx512, 3), MM_ROW6(avx512, 4), MM_ROW4(avx512, 5),
      MM_ROW4(avx512, 6), MM_ROW3(avx512, 7), MM_ROW3(avx512, 8)}};
 
-void kern_f32_avx512_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1) {
-    kern_f32_drive(&mm_avx512_kern, out, in, w, n, i, o, c0, c1);
+void kern_f32_avx512_range(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o, int c0,
+          int c1) {
+    kern_f32_drive(&mm_avx512_kern, out, in, w, ldw, n, i, o, c0, c1);
 }

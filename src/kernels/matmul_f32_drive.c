@@ -38,13 +38,13 @@ static float *mm_acc_room(size_t floats) { return kern_room(KERN_ROOM_ACC, float
  * of token rows; with long ones the block's rows only fit k block by k block, and a run of
  * MM_NS_LONG token rows goes over each, so that neither the weights nor the input rows come
  * back from memory too often. */
-void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *w, int n, int i, int o, int c0,
-                     int c1) {
+void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o,
+                    int c0, int c1) {
     const int L = K->lanes, rt = K->rows, cm = K->cols[rt];
     if (n <= rt) { /* one tile of token rows: stream the weights, each row once */
         const int C = K->cols[n];
         for (int c = c0; c < c1; c += C)
-            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, in, i, w + (int64_t)c * i, i, i, NULL, 0, MM_OUT);
+            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, in, i, w + c * ldw, (int)ldw, i, NULL, 0, MM_OUT);
         return;
     }
     const int kc = i > MM_KC + MM_KC / 2 ? MM_KC : i, nk = (i + kc - 1) / kc;
@@ -55,16 +55,16 @@ void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *
     float *acc = NULL;
     if (nk > 1 && !(acc = mm_acc_room((size_t)ns * bw * L))) { /* no room: a tile at a time */
         for (int t = 0; t < n; t += rt)
-            kern_f32_drive(K, out + (int64_t)t * o, in + (int64_t)t * i, w, n - t < rt ? n - t : rt, i, o, c0, c1);
+            kern_f32_drive(K, out + (int64_t)t * o, in + (int64_t)t * i, w, ldw, n - t < rt ? n - t : rt, i, o, c0, c1);
         return;
     }
     const int ldx = nk > 1 ? kc + 16 : i; /* copied rows one cache line off 4 KiB strides (L1 sets) */
     float xp[8 * (MM_KC + 16)] __attribute__((aligned(64)));
     for (int cb = c0; cb < c1; cb += bw) {
         const int ce = cb + bw < c1 ? cb + bw : c1;
-        /* the next block's weights (contiguous) go to L2 a little before every tile */
-        const char *pf = (const char *)(w + (int64_t)ce * i);
-        const char *pf_end = (const char *)(w + (int64_t)(ce + bw < c1 ? ce + bw : c1) * i);
+        /* the next block's weights go to L2 a little before every tile (when contiguous) */
+        const char *pf = (const char *)(w + ce * ldw);
+        const char *pf_end = ldw == i ? (const char *)(w + (ce + bw < c1 ? ce + bw : c1) * ldw) : pf;
         const int64_t calls = (int64_t)((n + rt - 1) / rt) * nk * ((ce - cb + cm - 1) / cm);
         const int64_t pf_step = ((pf_end - pf) / calls + 63) / 64 * 64;
         for (int ts = 0; ts < n; ts += ns) {
@@ -84,7 +84,7 @@ void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *
                     for (int c = cb; c < ce; c += C) {
                         for (int64_t j = 0; j < pf_step && pf < pf_end; j += 64, pf += 64)
                             __builtin_prefetch(pf, 0, 2);
-                        K->tiles[R][ce - c < C ? ce - c : C](y + c, o, x, lx, w + (int64_t)c * i + k0, i, kn,
+                        K->tiles[R][ce - c < C ? ce - c : C](y + c, o, x, lx, w + c * ldw + k0, (int)ldw, kn,
                                                              a ? a + (c - cb) * L : NULL, bw * L, mode);
                     }
                 }

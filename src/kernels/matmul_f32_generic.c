@@ -18,11 +18,12 @@ __attribute__((noinline)) static float mm_dot_generic(const float *x, const floa
 }
 
 /* out[:, c0:c1] for n token rows: blocks of 64 weight rows (L2) by token row */
-void kern_f32_generic_range(float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1) {
+void kern_f32_generic_range(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o, int c0,
+                            int c1) {
     for (int cb = c0; cb < c1; cb += 64) {
         const int ce = cb + 64 < c1 ? cb + 64 : c1;
         for (int t = 0; t < n; t++)
             for (int c = cb; c < ce; c++)
-                out[(int64_t)t * o + c] = mm_dot_generic(in + (int64_t)t * i, w + (int64_t)c * i, i);
+                out[(int64_t)t * o + c] = mm_dot_generic(in + (int64_t)t * i, w + (int64_t)c * ldw, i);
     }
 }

@@ -109,6 +109,7 @@ typedef struct {
 } mm_kern;
 
 /* out[:, c0:c1] for n token rows with the tiles of K */
-void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *w, int n, int i, int o, int c0, int c1);
+void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o,
+                    int c0, int c1);
 
 #endif

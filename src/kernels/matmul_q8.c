@@ -19,11 +19,12 @@ __attribute__((noinline)) static float q8_dot_generic(const int8_t *x, const flo
 void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     const int8_t *wd = w->data;
     const int nb = i / KERN_Q8_BLOCK;
+    const int64_t ldw = kern_wmat_ld(w, i);
     for (int cb = c0; cb < c1; cb += 64) {
         const int ce = cb + 64 < c1 ? cb + 64 : c1;
         for (int t = 0; t < n; t++)
             for (int c = cb; c < ce; c++)
                 out[(int64_t)t * o + c] = q8_dot_generic(a->q + (int64_t)t * i, a->scale + (int64_t)t * nb,
-                                                         wd + (int64_t)c * i, w->scale + (int64_t)c * nb, i);
+                                                         wd + c * ldw, w->scale + c * (ldw / KERN_Q8_BLOCK), i);
     }
 }

@@ -18,9 +18,10 @@ static inline __attribute__((always_inline)) Q8_AVX512 __m512 q8_scales(const fl
 
 static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, int ldy, const uint8_t *u,
                                                                     const float *xs, const int8_t *w,
-                                                                    const float *ws, int i, const int R,
-                                                                    const int C) {
+                                                                    const float *ws, int64_t ldw, int i,
+                                                                    const int R, const int C) {
     const int nb = i / KERN_Q8_BLOCK;
+    const int64_t wnb = ldw / KERN_Q8_BLOCK;
     const __m512i k128 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
     __m512 a[4][6];
     _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 6") for (int c = 0; c < C; c++)
@@ -31,9 +32,9 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
         __m512i wv[6], nc[6];
         __m512 sw[6];
         _Pragma("GCC unroll 6") for (int c = 0; c < C; c++) {
-            wv[c] = _mm512_maskz_loadu_epi8(m, w + (int64_t)c * i + k);
+            wv[c] = _mm512_maskz_loadu_epi8(m, w + c * ldw + k);
             nc[c] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k128, wv[c]));
-            sw[c] = q8_scales(ws + (int64_t)c * nb + b, one);
+            sw[c] = q8_scales(ws + c * wnb + b, one);
         }
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
             const __m512i xv = _mm512_maskz_loadu_epi8(m, u + (int64_t)r * i + k);
@@ -50,8 +51,8 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
 
 #define Q8_TILE(R, C)                                                                                          \
     static Q8_AVX512 void q8_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,      \
-                                       const float *ws, int i) {                                             \
-        q8_tile(y, ldy, x, xs, w, ws, i, R, C);                                                                \
+                                       const float *ws, int64_t ldw, int i) {                                \
+        q8_tile(y, ldy, x, xs, w, ws, ldw, i, R, C);                                                              \
     }
 #define Q8_TILES3(R) Q8_TILE(R, 1) Q8_TILE(R, 2) Q8_TILE(R, 3)
 #define Q8_TILES4(R) Q8_TILES3(R) Q8_TILE(R, 4)

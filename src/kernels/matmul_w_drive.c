@@ -13,14 +13,15 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *
                   int o, int c0, int c1) {
     const int rt = K->rows, cm = K->cols[rt], es = K->esize, nb = i / KERN_Q8_BLOCK;
     const char *xb = x, *wb = w->data;
-    const int64_t row = (int64_t)i * es;
+    const int64_t row = (int64_t)i * es, ldw = kern_wmat_ld(w, i), wrow = ldw * es, wnb = ldw / KERN_Q8_BLOCK;
     if (n <= rt) {
         const int C = K->cols[n];
         for (int c = c0; c < c1; c += C)
-            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, xb, xs, wb + c * row, w->scale ? w->scale + (int64_t)c * nb : NULL, i);
+            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, xb, xs, wb + c * wrow, w->scale ? w->scale + c * wnb : NULL,
+                                                 ldw, i);
         return;
     }
-    int bw = (int)(W_L2 / row) / cm * cm;
+    int bw = (int)(W_L2 / row) / cm * cm; /* (the weight rows' own bytes) */
     if (bw < cm) bw = cm;
     for (int cb = c0; cb < c1; cb += bw) {
         const int ce = cb + bw < c1 ? cb + bw : c1;
@@ -28,8 +29,8 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *
             const int R = n - t < rt ? n - t : rt, C = K->cols[R];
             for (int c = cb; c < ce; c += C)
                 K->tiles[R][ce - c < C ? ce - c : C](out + (int64_t)t * o + c, o, xb + t * row,
-                                                     xs ? xs + (int64_t)t * nb : NULL, wb + c * row,
-                                                     w->scale ? w->scale + (int64_t)c * nb : NULL, i);
+                                                     xs ? xs + (int64_t)t * nb : NULL, wb + c * wrow,
+                                                     w->scale ? w->scale + c * wnb : NULL, ldw, i);
         }
     }
 }

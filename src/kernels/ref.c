@@ -5,13 +5,15 @@
 
 #include "internal.h"
 
+static float ref_dot_f32(const float *x, const float *w, int i) {
+    float s = 0.0f;
+    for (int j = 0; j < i; j++) s += w[j] * x[j];
+    return s;
+}
+
 void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, int o) {
     for (int t = 0; t < n; t++)
-        for (int r = 0; r < o; r++) {
-            float s = 0.0f;
-            for (int j = 0; j < i; j++) s += w[(int64_t)r * i + j] * in[(int64_t)t * i + j];
-            out[(int64_t)t * o + r] = s;
-        }
+        for (int r = 0; r < o; r++) out[(int64_t)t * o + r] = ref_dot_f32(in + (int64_t)t * i, w + (int64_t)r * i, i);
 }
 
 /* bf16: activations rounded to bf16, exact products, summed in k order */
@@ -36,7 +38,8 @@ static float ref_dot_q8(const float *x, const int8_t *w, const float *ws, int i)
 }
 
 void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
-    if (w->dtype == KERN_F32) {
+    const int64_t ld = kern_wmat_ld(w, i);
+    if (w->dtype == KERN_F32 && ld == i) {
         kern_matmul_ref(out, in, w->data, n, i, o);
         return;
     }
@@ -44,9 +47,10 @@ void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, i
         for (int r = 0; r < o; r++) {
             const float *x = in + (int64_t)t * i;
             out[(int64_t)t * o + r] =
-                w->dtype == KERN_BF16
-                    ? ref_dot_bf16(x, (const uint16_t *)w->data + (int64_t)r * i, i)
-                    : ref_dot_q8(x, (const int8_t *)w->data + (int64_t)r * i, w->scale + (int64_t)r * (i / KERN_Q8_BLOCK), i);
+                w->dtype == KERN_F32    ? ref_dot_f32(x, (const float *)w->data + r * ld, i)
+                : w->dtype == KERN_BF16 ? ref_dot_bf16(x, (const uint16_t *)w->data + r * ld, i)
+                                        : ref_dot_q8(x, (const int8_t *)w->data + r * ld,
+                                                     w->scale + r * (ld / KERN_Q8_BLOCK), i);
         }
 }
 
