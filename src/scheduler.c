@@ -237,6 +237,7 @@ static void seq_push_logprobs(sched_seq *q, const vsample_out *r, const vsample_
  * top: the token's log-prob and alternatives */
 static void sample_next(sched *s, sched_seq *q, int next, const vsample_out *r, const vsample_top *top) {
     if (!q->t_prefill_done) q->t_prefill_done = util_now();
+    if (!s->st.t_first_token) s->st.t_first_token = q->t_prefill_done; /* the job's first token, kept or not */
     if (q->n - q->n_prompt >= q->rq.max_new) {
         finish(s, q, "length");
         return;
@@ -251,7 +252,6 @@ static void sample_next(sched *s, sched_seq *q, int next, const vsample_out *r, 
     if (q->rq.logprobs >= 0) seq_push_logprobs(q, r, top);
     seq_push(q, next);
     s->st.tokens_out++;
-    if (!s->st.t_first_token) s->st.t_first_token = util_now();
     if (stop_text) finish(s, q, "stop_string");
     else if (q->n - q->n_prompt >= q->rq.max_new || q->n >= s->m->seq_len) finish(s, q, "length");
 }
