@@ -46,24 +46,40 @@ static long nul_at(const char *text, size_t len) {
     return -1;
 }
 
+/* "column C" of byte at (1-based, in bytes) or, in a text of several lines, "line L, column C" */
+static void position(const char *text, size_t len, size_t at, char *buf, size_t cap) {
+    size_t line = 1, start = 0;
+    int lines = len > 1 && memchr(text, '\n', len - 1) != NULL; /* a newline before the last byte */
+    for (size_t i = 0; i < at && i < len; i++)
+        if (text[i] == '\n') line++, start = i + 1;
+    if (lines) snprintf(buf, cap, "line %zu, column %zu", line, at - start + 1);
+    else snprintf(buf, cap, "column %zu", at - start + 1);
+}
+
 cJSON *json_parse_strict(const char *text, size_t len, char *why, size_t why_cap) {
     const char *end = NULL;
     why[0] = 0;
     long nul = nul_at(text, len);
     if (nul >= 0) {
-        snprintf(why, why_cap, "a NUL character (at byte %ld): text cannot hold one", nul);
+        char pos[64];
+        position(text, len, (size_t)nul, pos, sizeof(pos));
+        snprintf(why, why_cap, "a NUL character (at %s): text cannot hold one", pos);
         return NULL;
     }
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
         size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        snprintf(why, why_cap, "not valid JSON (at byte %zu)", at);
+        char pos[64];
+        position(text, len, at, pos, sizeof(pos));
+        snprintf(why, why_cap, "not valid JSON (at %s)", pos);
         return NULL;
     }
     size_t at = (size_t)(end - text);
     while (at < len && (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r')) at++;
     if (at < len) {
-        snprintf(why, why_cap, "trailing data after the JSON value (at byte %zu)", at);
+        char pos[64];
+        position(text, len, at, pos, sizeof(pos));
+        snprintf(why, why_cap, "trailing data after the JSON value (at %s)", pos);
         cJSON_Delete(root);
         return NULL;
     }

@@ -418,16 +418,22 @@ static int run_main(const char *cmd, int argc, char **argv) {
         replica_remote_done(&rem, &s.st, cut);
     }
     double wall = util_now() - t_start;
+    /* the exit code every rank returns (runner.h); the last line: the counts and where they are */
+    int code = 0;
     if (su.d.world_rank == 0) {
-        fprintf(stderr,
-                "mpillama: %d prompts: %d completed, %d error records, %d skipped (resume), %d interrupted, in '%s'; "
-                "%lld tokens in, %lld out; %.2f s; prefill %.1f tok/s, decode %.1f tok/s\n",
-                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, o.output, (long long)total.tokens_in,
-                (long long)total.tokens_out, wall, total.t_prefill > 0 ? total.tokens_in / total.t_prefill * su.d.dp : 0.0,
+        code = interrupted ? RUN_EXIT_INTERRUPTED : j.w.out.errors > 0 ? RUN_EXIT_SOME_FAILED : 0;
+        fprintf(stderr, "mpillama: %lld tokens in, %lld out in %.2f s; prefill %.1f tok/s, decode %.1f tok/s\n",
+                (long long)total.tokens_in, (long long)total.tokens_out, wall,
+                total.t_prefill > 0 ? total.tokens_in / total.t_prefill * su.d.dp : 0.0,
                 total.t_decode > 0 ? total.tokens_out / total.t_decode * su.d.dp : 0.0);
-        if (interrupted) fprintf(stderr, "mpillama: interrupted: rerun with --resume to finish the rest (exit 75)\n");
+        fprintf(stderr, "mpillama: %d prompts: %d completed, %d error records, %d skipped (resume), %d interrupted, in '%s'; %s\n",
+                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, o.output,
+                code == RUN_EXIT_INTERRUPTED ? "exit 75: interrupted, rerun with --resume to finish the rest"
+                : code == RUN_EXIT_SOME_FAILED ? "exit 3: some requests failed, their error records say why (fix those "
+                                                 "lines and rerun with --resume)"
+                                               : "exit 0");
     }
-    dist_bcast(&su.d, &interrupted, sizeof(int), 0);
+    dist_bcast(&su.d, &code, sizeof(int), 0);
     if (o.trace_dir) {
         report_run run = {0};
         run.command = cmd;
@@ -467,7 +473,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
     if (rem.d) replica_remote_free(&rem);
     stage_bufs_free(&bufs);
     teardown(&su);
-    return interrupted ? 75 : 0;
+    return code;
 }
 
 int runner_generate_main(int argc, char **argv) { return run_main("generate", argc, argv); }

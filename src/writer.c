@@ -2,6 +2,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -139,9 +140,23 @@ int writer_open(writer *w, const run_opts *o, const intake *in) {
     return 0;
 }
 
+/* whether the user reads this process's stderr on a terminal: its own stderr, or under mpirun
+ * (rank 0's stderr is a pipe to its launcher, which copies it to its own stderr) the launcher's */
+static int stderr_terminal(void) {
+    if (isatty(STDERR_FILENO)) return 1;
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK")) return 0; /* not launched by mpirun */
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd/2", (int)getppid());
+    int fd = open(path, O_WRONLY | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return 0;
+    int tty = isatty(fd);
+    close(fd);
+    return tty;
+}
+
 void writer_start(writer *w, const prompt_item *items, double t_start) {
     w->items = items;
-    w->tty = isatty(STDERR_FILENO);
+    w->tty = stderr_terminal();
     w->t_start = w->t_last_progress = t_start;
 }
 
