@@ -1,5 +1,5 @@
-/* info: the info subcommand (rank 0 only): a model file's config, tokenizer, tensors, and with
- * --plan each rank's share of a grid */
+/* info: the info subcommand (rank 0 only): what a model file holds in a few lines (with --config
+ * every config field, with --tensors every tensor), and with --plan each rank's share of a grid */
 #include "info.h"
 
 #include <stdio.h>
@@ -12,6 +12,33 @@
 #include "run_opts.h"
 #include "util.h"
 
+/* "260.1 K", "1.10 B": a count in thousands, millions or billions */
+static void fmt_count(char *buf, size_t cap, double v) {
+    if (v >= 1e9) snprintf(buf, cap, "%.2f B", v / 1e9);
+    else if (v >= 1e6) snprintf(buf, cap, "%.1f M", v / 1e6);
+    else if (v >= 1e3) snprintf(buf, cap, "%.1f K", v / 1e3);
+    else snprintf(buf, cap, "%.0f", v);
+}
+
+/* the default view: what the model is, how big, how it reads text */
+static void print_compact(const model_config *c, const mfile_tensor_totals *tot, const mfile_tokenizer *mt) {
+    printf("architecture: %s\n", c->architecture);
+    printf("shape: %d layers, dim %d, hidden %d, %d heads (%d KV, head size %d), vocab %d, context %d%s%s\n",
+           c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->head_size, c->vocab_size, c->max_seq_len,
+           c->tied_classifier ? ", tied classifier" : "", c->sliding_window > 0 ? ", sliding window" : "");
+    char n[32];
+    fmt_count(n, sizeof(n), (double)tot->params);
+    printf("parameters: %s (%lld)\n", n, (long long)tot->params);
+    printf("weights: %s", kern_dtype_name(dtype_main(c)));
+    for (int t = 0; t < 3; t++) /* the other types of a mixed file (q8 with bf16 tensors, f32 norms) */
+        if (tot->type_count[t] && (kern_dtype)t != dtype_main(c))
+            printf(", %d %s tensor%s", tot->type_count[t], kern_dtype_name((kern_dtype)t), tot->type_count[t] > 1 ? "s" : "");
+    printf("; %.3f GiB (%lld bytes)\n", tot->weight_bytes / 1073741824.0, (long long)tot->weight_bytes);
+    if (mt) printf("tokenizer: %s, %d pieces\n", mt->type, mt->n);
+    else printf("tokenizer: none (prompts must give prompt_ids)\n");
+    printf("chat template: %s\n", mt && mt->chat_template[0] ? mt->chat_template : "none (--chat-template NAME for \"messages\")");
+}
+
 int info_main(int argc, char **argv) {
     run_opts o;
     int rc = run_opts_parse("info", argc, argv, &o);
@@ -22,16 +49,20 @@ int info_main(int argc, char **argv) {
     mfile_read_config(f, &c);
     if (o.kv_dtype >= 0) c.kv_dtype = o.kv_dtype;
     printf("model: %s\n", o.model);
-    config_print(&c, stdout);
     mfile_tokenizer mt;
-    if (mfile_read_tokenizer(f, &mt)) {
-        printf("tokenizer: %s, %d pieces\n", mt.type, mt.n);
-        mfile_tokenizer_free(&mt);
-    } else {
-        printf("tokenizer: none (prompts must give prompt_ids)\n");
+    int has_tok = mfile_read_tokenizer(f, &mt);
+    if (!o.plan || o.config || o.tensors) { /* --plan alone: the plan only */
+        mfile_tensor_totals tot;
+        mfile_print_tensors(f, NULL, &tot);
+        print_compact(&c, &tot, has_tok ? &mt : NULL);
+        if (o.config) {
+            printf("config:\n");
+            config_print(&c, stdout);
+            if (mfile_has(f, "source/tokenizer.json")) printf("source tokenizer.json: stored\n");
+        }
+        if (o.tensors) mfile_print_tensors(f, stdout, NULL);
     }
-    if (mfile_has(f, "source/tokenizer.json")) printf("source tokenizer.json: stored\n");
-    mfile_print_tensors(f, stdout);
+    if (has_tok) mfile_tokenizer_free(&mt);
     if (o.plan) {
         int dp = o.dp ? o.dp : 1, pp = o.pp ? o.pp : 1, tp = o.tp ? o.tp : 1;
         char why[256], valid[1024];

@@ -1,5 +1,6 @@
 #include "mfile.h"
 
+#include <ctype.h>
 #include <hdf5.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -693,10 +694,10 @@ int mfile_read_blob(mfile *m, const char *name, char **data, int64_t *len) {
 /* ---------------------------------------------------------------- info */
 
 typedef struct {
-    FILE *out;
     const char *path;
-    int64_t bytes, type_bytes[3];
+    int64_t bytes, type_bytes[3], params;
     int count, type_count[3], any_q8;
+    char **lines; /* (count) one line per dataset, its name first, for the natural-order listing */
 } visit_state;
 
 #if H5_VERSION_GE(1, 12, 0)
@@ -776,12 +777,16 @@ static herr_t visit_cb(hid_t obj, const char *name, const OINFO_T *info, void *d
     } else if (H5Tget_class(ty) == H5T_INTEGER) {
         tn = sz == 1 ? "u8" : sz == 8 ? "i64" : "i32";
     }
+    if (weight && points > 0) s->params += points;
+    char line[768];
     if (rank == 2)
-        fprintf(s->out, "  %-28s %-5s [%llu, %llu] %lld bytes%s\n", name, tn, (unsigned long long)dims[0],
-                (unsigned long long)dims[1], (long long)nb, note);
+        snprintf(line, sizeof(line), "  %-28s %-5s [%llu, %llu] %lld bytes%s\n", name, tn, (unsigned long long)dims[0],
+                 (unsigned long long)dims[1], (long long)nb, note);
     else
-        fprintf(s->out, "  %-28s %-5s [%llu] %lld bytes%s\n", name, tn, (unsigned long long)dims[0],
-                (long long)nb, note);
+        snprintf(line, sizeof(line), "  %-28s %-5s [%llu] %lld bytes%s\n", name, tn, (unsigned long long)dims[0],
+                 (long long)nb, note);
+    s->lines = xrealloc(s->lines, sizeof(char *) * (size_t)(s->count + 1));
+    s->lines[s->count] = xstrdup(line);
     if (nb < 0 || !util_add_ok(s->bytes, nb, &s->bytes)) s->bytes = INT64_MAX;
     s->count++;
     H5Tclose(ty);
@@ -790,20 +795,55 @@ static herr_t visit_cb(hid_t obj, const char *name, const OINFO_T *info, void *d
     return 0;
 }
 
-void mfile_print_tensors(mfile *m, FILE *out) {
+/* natural order: runs of digits compare as numbers ("layers/2/wq" before "layers/10/wq") */
+static int cmp_natural(const void *pa, const void *pb) {
+    const char *a = *(const char *const *)pa, *b = *(const char *const *)pb;
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            while (*a == '0') a++;
+            while (*b == '0') b++;
+            size_t na = 0, nb = 0;
+            while (isdigit((unsigned char)a[na])) na++;
+            while (isdigit((unsigned char)b[nb])) nb++;
+            if (na != nb) return na < nb ? -1 : 1;
+            int c = strncmp(a, b, na);
+            if (c) return c;
+            a += na, b += nb;
+        } else {
+            if (*a != *b) return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+            a++, b++;
+        }
+    }
+    return (unsigned char)*a - (unsigned char)*b;
+}
+
+void mfile_print_tensors(mfile *m, FILE *out, mfile_tensor_totals *tot) {
     visit_state s = {0};
-    s.out = out;
     s.path = m->path;
     OVISIT(m->file, H5_INDEX_NAME, H5_ITER_INC, find_q8_cb, &s, H5O_INFO_BASIC);
-    fprintf(out, "datasets:\n");
     OVISIT(m->file, H5_INDEX_NAME, H5_ITER_INC, visit_cb, &s, H5O_INFO_BASIC);
-    fprintf(out, "weights by type:");
-    for (int t = 0; t < 3; t++)
-        if (s.type_count[t])
-            fprintf(out, " %s %d tensors %lld bytes;", kern_dtype_name((kern_dtype)t), s.type_count[t],
-                    (long long)s.type_bytes[t]);
-    fprintf(out, "\ntotal: %d datasets, %lld bytes (%.2f MiB)\n", s.count, (long long)s.bytes,
-            s.bytes / 1048576.0);
+    qsort(s.lines, (size_t)s.count, sizeof(char *), cmp_natural); /* each line starts "  name " */
+    if (out) {
+        fprintf(out, "datasets:\n");
+        for (int i = 0; i < s.count; i++) fputs(s.lines[i], out);
+        fprintf(out, "weights by type:");
+        for (int t = 0; t < 3; t++)
+            if (s.type_count[t])
+                fprintf(out, " %s %d tensors %lld bytes;", kern_dtype_name((kern_dtype)t), s.type_count[t],
+                        (long long)s.type_bytes[t]);
+        fprintf(out, "\ntotal: %d datasets, %lld bytes (%.2f MiB)\n", s.count, (long long)s.bytes, s.bytes / 1048576.0);
+    }
+    for (int i = 0; i < s.count; i++) free(s.lines[i]);
+    free(s.lines);
+    if (tot) {
+        memset(tot, 0, sizeof(*tot));
+        tot->params = s.params;
+        for (int t = 0; t < 3; t++) {
+            tot->type_count[t] = s.type_count[t];
+            tot->type_bytes[t] = s.type_bytes[t];
+            tot->weight_bytes += s.type_bytes[t];
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- parallel writing */

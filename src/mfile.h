@@ -106,9 +106,19 @@ int mfile_read_tokenizer(mfile *f, mfile_tokenizer *t);
 /* 1 with *data malloc'd when source/<name> exists */
 int mfile_read_blob(mfile *f, const char *name, char **data, int64_t *len);
 
-/* info: prints datasets with shape, storage type and bytes (a q8 tensor's with its scales, and
- * why a tensor of a q8 file stays bf16), and the total bytes (serial, rank 0) */
-void mfile_print_tensors(mfile *f, FILE *out);
+/* the weight tensors' totals (tokenizer and source datasets left out; a q8 tensor's bytes with
+ * its scales) */
+typedef struct {
+    int64_t params;        /* elements of the weight tensors */
+    int64_t weight_bytes;  /* their bytes in the file */
+    int type_count[3];     /* tensors per kern_dtype */
+    int64_t type_bytes[3];
+} mfile_tensor_totals;
+
+/* info: with out, prints every dataset in natural order (layers/2 before layers/10) with shape,
+ * storage type and bytes (a q8 tensor's with its scales, and why a tensor of a q8 file stays
+ * bf16), the bytes per type and the total; fills tot when not NULL (serial, rank 0) */
+void mfile_print_tensors(mfile *f, FILE *out, mfile_tensor_totals *tot);
 
 /* ---- parallel writing (synth) ----
  * mfile_create_parallel: collective over comm; creates (truncates) path with the MPI-IO driver

@@ -12,7 +12,8 @@
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
        OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP, OPT_KV_DTYPE,
-       OPT_OVERWRITE, OPT_OUTPUT_FORMAT };
+       OPT_OVERWRITE, OPT_OUTPUT_FORMAT,
+       OPT_TENSORS, OPT_CONFIG };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -33,11 +34,17 @@ static const struct option long_opts[] = {
     {"special-as-text", no_argument, 0, OPT_SPECIAL_TEXT}, {"dp", required_argument, 0, OPT_DP},
     {"kv-dtype", required_argument, 0, OPT_KV_DTYPE},
     {"output-format", required_argument, 0, OPT_OUTPUT_FORMAT},
+    {"tensors", no_argument, 0, OPT_TENSORS}, {"config", no_argument, 0, OPT_CONFIG},
     {0, 0, 0, 0}};
 
 void run_opts_usage(const char *cmd, FILE *out) {
     if (!strcmp(cmd, "info")) {
-        fprintf(out, "usage: mpillama info M.h5 [--plan [--dp D] --pp P --tp T [--max-seq-len S] [--batch B] [--kv-dtype T]]\n");
+        fprintf(out,
+                "usage: mpillama info M.h5 [--config] [--tensors]\n"
+                "       mpillama info M.h5 --plan [--dp D] --pp P --tp T [--max-seq-len S] [--batch B] [--kv-dtype T]\n"
+                "  without options: architecture, parameters, weight type and size, tokenizer, chat template\n"
+                "  --config    every config field          --tensors  every tensor (shape, type, bytes), layer by layer\n"
+                "  --plan      each rank's layers, heads, FFN columns, weight and KV cache bytes on a grid\n");
         return;
     }
     fprintf(out,
@@ -54,6 +61,7 @@ void run_opts_usage(const char *cmd, FILE *out) {
             "                       records run again)\n"
             "  --overwrite          replace OUT's records (without it or --resume, a non-empty OUT is refused)\n"
             "  --trace DIR          write DIR/summary.json and DIR/trace.json (Perfetto)\n"
+
             "  --grace S            after SIGTERM/SIGUSR1, finish in-flight requests for S seconds (default 30),\n"
             "                       then record them as interrupted and exit 75 (rerun with --resume)\n"
             "  --progress-interval S  seconds between progress lines in logs (default 10; the first\n"
@@ -151,6 +159,11 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
         case OPT_OVERWRITE: o->overwrite = 1; break;
         case OPT_PLAN: o->plan = 1; break;
         case OPT_TRACE: o->trace_dir = optarg; break;
+        case OPT_TENSORS:
+        case OPT_CONFIG:
+            if (o->mode != RUN_INFO) bad = error("%s: '%s' is an option of 'mpillama info'", cmd, argv[optind - 1]);
+            else *(c == OPT_TENSORS ? &o->tensors : &o->config) = 1;
+            break;
         case OPT_GRACE: bad = parse_float("--grace", optarg, 0, 1e6, &o->grace); break;
         case OPT_MINP: bad = parse_float("--min-p", optarg, 0, 1, &o->sp.min_p); break;
         case OPT_REP: bad = parse_float("--repetition-penalty", optarg, 1e-3f, 100, &o->sp.repetition_penalty); break;

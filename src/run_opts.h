@@ -33,6 +33,7 @@ typedef struct {
     int kv_dtype;               /* --kv-dtype: KERN_F32, KERN_BF16, or -1: by the weights (dtype_default_kv) */
     /* info */
     int plan;
+    int tensors, config;        /* --tensors: every tensor; --config: every config field */
 } run_opts;
 
 /* fills o from the command line of cmd (argv[0] is the command name). Returns 0, 1 for --help

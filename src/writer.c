@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "openai.h"
+#include "tokenizer.h"
 #include "util.h"
 
 /* the model file's identity: its size and a hash of its first and last MiB (headers, config and
@@ -303,6 +304,32 @@ static void openai_result(writer *w, const sched_result *s) {
     w->completed++;
 }
 
+/* the text of each token: what it adds to the decoded text (a character split over byte tokens
+ * comes whole with its last byte; control tokens as their text, "<s>"), always valid UTF-8 */
+static cJSON *token_texts(const writer *w, const int *ids, int n) {
+    cJSON *a = cJSON_CreateArray();
+    tok_decoder d;
+    tok_decoder_init(&d, w->tok, -1, tok_bos_id(w->tok), TOK_DECODE_SPECIAL);
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        const char *piece = tok_decoder_push(&d, ids[i], &len);
+        if (i == n - 1 && piece) { /* the last token takes what the end completes */
+            char *last = xstrdup(piece);
+            const char *rest = tok_decoder_flush(&d, &len);
+            char *both = xmalloc(strlen(last) + strlen(rest) + 1);
+            strcpy(both, last);
+            strcat(both, rest);
+            cJSON_AddItemToArray(a, cJSON_CreateString(both));
+            free(both);
+            free(last);
+        } else {
+            cJSON_AddItemToArray(a, piece ? cJSON_CreateString(piece) : cJSON_CreateNull()); /* null: outside the vocabulary */
+        }
+    }
+    tok_decoder_free(&d);
+    return a;
+}
+
 void writer_result(writer *w, const sched_result *s) {
     if (w->o->mode == RUN_GENERATE && s->n_choices > 1) {
         collect_choice(w, s);
@@ -317,14 +344,22 @@ void writer_result(writer *w, const sched_result *s) {
     cJSON_AddStringToObject(r, "custom_id", it->custom_id);
     if (w->o->mode == RUN_SCORE) {
         cJSON_AddItemToObject(r, "token_ids", int_array(s->ids, s->n_prompt));
+        if (w->tok) cJSON_AddItemToObject(r, "tokens", token_texts(w, s->ids, s->n_prompt));
         cJSON *a = cJSON_CreateArray();
+        double sum = 0;
         for (int i = 0; i + 1 < s->n_prompt; i++) {
             char buf[32];
             if (isfinite(s->logprobs[i])) snprintf(buf, sizeof(buf), "%.6f", s->logprobs[i]);
             else snprintf(buf, sizeof(buf), "null"); /* NaN or inf logits: JSON has no such numbers */
             cJSON_AddItemToArray(a, cJSON_CreateRaw(buf));
+            sum += s->logprobs[i];
         }
         cJSON_AddItemToObject(r, "logprobs", a);
+        /* the sum of the log-probs and the perplexity exp(-mean) (null without a finite value) */
+        int n = s->n_prompt - 1;
+        cJSON_AddItemToObject(r, "sum_logprob", isfinite(sum) ? cJSON_CreateNumber(round(sum * 1e6) / 1e6) : cJSON_CreateNull());
+        double ppl = n > 0 ? exp(-sum / n) : NAN;
+        cJSON_AddItemToObject(r, "perplexity", isfinite(ppl) ? cJSON_CreateNumber(round(ppl * 1e6) / 1e6) : cJSON_CreateNull());
     } else {
         cJSON_AddNumberToObject(r, "prompt_tokens", s->n_prompt);
         add_completion(r, s);

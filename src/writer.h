@@ -21,7 +21,7 @@ typedef struct {
     int has_err;
     char fingerprint[17];      /* the model file's (OUT.meta.json; OpenAI's system_fingerprint) */
     const char *model_label;   /* the model file's name without its folder: OpenAI's "model" */
-    const tokenizer *tok;      /* spells the log-probs' tokens (may be NULL) */
+    const tokenizer *tok;      /* spells the log-probs' tokens and score records' tokens (may be NULL) */
     writer_pending **pending;  /* (n_pending) by item: the choices so far of a request of n > 1 */
     int n_pending;
     const prompt_item *items;  /* the prompt list: custom_id and line of each request */

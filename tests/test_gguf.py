@@ -69,7 +69,7 @@ else:
         src = os.path.join(args.shared, "models/gguf/stories260K-%s.gguf" % q)
         model = os.path.join(W, "stories-%s.h5" % q)
         r = c.run([args.mpillama, "convert", src, "-o", model])
-        info = c.run([args.mpillama, "info", model]).stdout
+        info = c.run([args.mpillama, "info", model, "--config"]).stdout
         for want in ["architecture: llama", "max_seq_len: 128", "n_kv_heads: 4", "tokenizer: sentencepiece-bpe"]:
             if want not in info:
                 c.fail("%s: info lacks %r:\n%s" % (q, want, info))

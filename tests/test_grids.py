@@ -85,7 +85,7 @@ def must_run(n, sub, what):
 
 def weight_bytes_of(h5):
     """bytes of the weight tensors listed by `mpillama info` (tokenizer datasets excluded)"""
-    out = c.run([args.mpillama, "info", h5]).stdout
+    out = c.run([args.mpillama, "info", h5, "--tensors"]).stdout
     total = 0
     for m in re.finditer(r"^\s+(\S+)\s+f32\s+\[[^\]]*\]\s+(\d+) bytes$", out, re.M):
         if not m.group(1).startswith(("tokenizer/", "source/")):

@@ -27,7 +27,7 @@ def convert(arch, cfg, name):
         json.dump(cfg, f)
     out = os.path.join(args.work, name + ".h5")
     r = c.run([args.mpillama, "convert", d, "-o", out], check=False)
-    info = c.run([args.mpillama, "info", out]).stdout if r.returncode == 0 else None
+    info = c.run([args.mpillama, "info", out, "--config"]).stdout if r.returncode == 0 else None
     return r, info
 
 

@@ -106,7 +106,7 @@ for t in ["f32", "bf16", "q8"]:
     if "%s weights" % t not in out:
         c.fail("convert --dtype %s says: %s" % (t, out))
     sizes[t] = os.path.getsize(path("s_%s.h5" % t))
-text = info(path("s_q8.h5"))
+text = info(path("s_q8.h5"), "--tensors")
 lines = {l.split()[0]: l for l in text.splitlines() if l.startswith("  ")}
 if not (" q8 " in lines["layers/0/wq"] and " bf16 " in lines["layers/0/w2"] and "172 input columns" in lines["layers/0/w2"]
         and " f32 " in lines["layers/0/ffn_norm"] and " q8 " in lines["tok_embeddings"]):
