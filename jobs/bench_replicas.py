@@ -55,7 +55,7 @@ def run(name, n, flags, binary=None, extra_env=None, bind=True):
     out = os.path.join(a.work, name + ".jsonl")
     cmd = ["mpirun", "-n", str(n)] + (["--bind-to", "core"] if bind else []) + \
         [binary or a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--overwrite", "--batch",
-         str(a.batch), "--trace", tdir] + flags
+         str(a.batch), "--trace", tdir] + ([] if binary else ["--trace-level", "kernels"]) + flags  # io spans: kernels
     subprocess.run(cmd, check=True, env=dict(env, **(extra_env or {})), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     with open(os.path.join(tdir, "summary.json")) as f:

@@ -132,6 +132,7 @@ void dist_tp_bcast(dist_ctx *d, void *buf, int64_t bytes) {
     double t0 = trace_now();
     MPI_CHECK(MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, d->tp_comm));
     trace_end(d->tp_rank == 0 ? TN_SEND : TN_WAIT, d->tp_rank == 0 ? TRACE_P2P : TRACE_WAIT, t0, -1);
+    if (d->tp_rank == 0) d->bytes_p2p += bytes * (d->tp - 1); /* the message to each tp peer */
 }
 
 /* a ring's send has completed: its in-flight span in the trace */

@@ -92,9 +92,11 @@ void report_write_summary(const char *path, const report_run *run, const report_
     cJSON_AddNumberToObject(s, "decode_tok_s", run->decode_s > 0 ? run->tokens_completion / run->decode_s : 0);
     cJSON_AddNumberToObject(s, "total_tok_s",
                             run->wall_s > 0 ? (run->tokens_prompt + run->tokens_completion) / run->wall_s : 0);
-    double bubble = 0;
-    for (int r = 0; r < n; r++) bubble += run->wall_s > 0 ? ranks[r].seconds[TRACE_WAIT] / run->wall_s : 0;
-    cJSON_AddNumberToObject(s, "pipeline_bubble", n ? bubble / n : 0);
+    if (run->pp > 1) { /* a pipeline's idle stages; with pp = 1 waiting is not a bubble (see "wait") */
+        double bubble = 0;
+        for (int r = 0; r < n; r++) bubble += run->wall_s > 0 ? ranks[r].seconds[TRACE_WAIT] / run->wall_s : 0;
+        cJSON_AddNumberToObject(s, "pipeline_bubble", n ? bubble / n : 0);
+    }
     double *v = xmalloc(sizeof(double) * (size_t)(n ? n : 1));
     cJSON *cats = cJSON_AddObjectToObject(s, "categories");
     for (int c2 = 0; c2 < TRACE_STEP; c2++) {
@@ -154,6 +156,7 @@ void report_write_summary(const char *path, const report_run *run, const report_
         cJSON_AddNumberToObject(o, "weight_bytes", (double)x->weight_bytes);
         cJSON_AddNumberToObject(o, "kv_bytes", (double)x->kv_bytes);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)x->peak_rss);
+        cJSON_AddNumberToObject(o, "wall_s", x->wall_s);
         cJSON *sec = cJSON_AddObjectToObject(o, "seconds");
         for (int c2 = 0; c2 < TRACE_STEP; c2++) cJSON_AddNumberToObject(sec, trace_category_names[c2], x->seconds[c2]);
         cJSON *by = cJSON_AddObjectToObject(o, "bytes");

@@ -12,7 +12,8 @@
 typedef struct {
     int32_t rank, replica, stage, tp_rank, n_spans, dropped, threads;
     char host[64];
-    double seconds[TRACE_N_CATEGORIES];
+    double seconds[TRACE_N_CATEGORIES];  /* exclusive: the time categories add up to at most wall_s */
+    double wall_s;                       /* this rank's time from the start barrier to its end */
     int64_t bytes_allreduce, bytes_p2p, bytes_gather, weight_bytes, kv_bytes, peak_rss;
     int64_t bytes_sampling, bytes_ctrl;  /* vocab-parallel sampling and tokens back; rank 0 <-> schedulers */
     int64_t weight_share;                /* the slice this rank uses (weight_bytes: what it read and holds;

@@ -7,13 +7,14 @@
 
 #include "chat.h"
 #include "dtype.h"
+#include "trace.h"
 #include "util.h"
 
 enum { OPT_PP = 1000, OPT_TP, OPT_BATCH, OPT_MAXSEQ, OPT_CHUNK, OPT_MAXTOK, OPT_TEMP, OPT_TOPK,
        OPT_TOPP, OPT_SEED, OPT_IGNORE_EOS, OPT_RESUME, OPT_PLAN, OPT_TRACE, OPT_GRACE, OPT_MINP, OPT_REP,
        OPT_FREQ, OPT_PRES, OPT_STOP, OPT_MICRO, OPT_PROGRESS, OPT_CHAT, OPT_SPECIAL_TEXT, OPT_DP, OPT_KV_DTYPE,
        OPT_OVERWRITE, OPT_OUTPUT_FORMAT,
-       OPT_TENSORS, OPT_CONFIG };
+       OPT_TRACE_LEVEL, OPT_TENSORS, OPT_CONFIG };
 
 static const struct option long_opts[] = {
     {"model", required_argument, 0, 'm'},       {"prompts", required_argument, 0, 'p'},
@@ -34,6 +35,7 @@ static const struct option long_opts[] = {
     {"special-as-text", no_argument, 0, OPT_SPECIAL_TEXT}, {"dp", required_argument, 0, OPT_DP},
     {"kv-dtype", required_argument, 0, OPT_KV_DTYPE},
     {"output-format", required_argument, 0, OPT_OUTPUT_FORMAT},
+    {"trace-level", required_argument, 0, OPT_TRACE_LEVEL},
     {"tensors", no_argument, 0, OPT_TENSORS}, {"config", no_argument, 0, OPT_CONFIG},
     {0, 0, 0, 0}};
 
@@ -61,7 +63,8 @@ void run_opts_usage(const char *cmd, FILE *out) {
             "                       records run again)\n"
             "  --overwrite          replace OUT's records (without it or --resume, a non-empty OUT is refused)\n"
             "  --trace DIR          write DIR/summary.json and DIR/trace.json (Perfetto)\n"
-
+            "  --trace-level L      what trace.json holds: summary (no trace.json), steps (default: each rank's\n"
+            "                       steps and waits) or kernels (also kernels, all-reduces, sends, sampling, I/O)\n"
             "  --grace S            after SIGTERM/SIGUSR1, finish in-flight requests for S seconds (default 30),\n"
             "                       then record them as interrupted and exit 75 (rerun with --resume)\n"
             "  --progress-interval S  seconds between progress lines in logs (default 10; the first\n"
@@ -122,6 +125,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
     o->grace = 30.0f;
     o->progress_interval = 10.0f;
     o->kv_dtype = -1;
+    o->trace_level = TRACE_LEVEL_STEPS;
     int quiet = util_rank() != 0, c, bad = 0;
     opterr = 0;
     optind = 1;
@@ -159,6 +163,12 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
         case OPT_OVERWRITE: o->overwrite = 1; break;
         case OPT_PLAN: o->plan = 1; break;
         case OPT_TRACE: o->trace_dir = optarg; break;
+        case OPT_TRACE_LEVEL: {
+            trace_level l;
+            if (trace_level_parse(optarg, &l) != 0) bad = error("--trace-level: '%s' is not summary, steps or kernels", optarg);
+            else o->trace_level = (int)l;
+            break;
+        }
         case OPT_TENSORS:
         case OPT_CONFIG:
             if (o->mode != RUN_INFO) bad = error("%s: '%s' is an option of 'mpillama info'", cmd, argv[optind - 1]);

@@ -23,6 +23,7 @@ typedef struct {
     int ignore_eos, resume, overwrite, verbose;
     int special_as_text;        /* --special-as-text: "<|eot_id|>" in prompt text stays text */
     const char *trace_dir;      /* --trace DIR: summary.json + trace.json */
+    int trace_level;            /* --trace-level: a trace_level (default TRACE_LEVEL_STEPS) */
     float grace;                /* seconds to finish in-flight requests after SIGTERM */
     int micro_batches;          /* 0 = pp */
     float progress_interval;    /* seconds between progress lines when stderr is not a terminal */

@@ -270,9 +270,10 @@ static void teardown(run_setup *su) {
 }
 
 /* gathers every rank's totals (and spans) to rank 0 and writes summary.json / trace.json */
-static void write_reports(run_setup *su, const run_opts *o, const report_run *run, int threads) {
+static void write_reports(run_setup *su, const run_opts *o, const report_run *run, int threads, double wall) {
     report_rank me;
     memset(&me, 0, sizeof(me));
+    me.wall_s = wall;
     me.rank = su->d.world_rank;
     me.stage = su->d.stage;
     me.tp_rank = su->d.tp_rank;
@@ -300,9 +301,12 @@ static void write_reports(run_setup *su, const run_opts *o, const report_run *ru
         char path[4096];
         snprintf(path, sizeof(path), "%s/summary.json", o->trace_dir);
         report_write_summary(path, run, (report_rank *)all, W);
-        snprintf(path, sizeof(path), "%s/trace.json", o->trace_dir);
-        report_write_trace(path, (report_rank *)all, W, (trace_span *)spans);
-        fprintf(stderr, "mpillama: wrote %s/summary.json and trace.json\n", o->trace_dir);
+        if (o->trace_level != TRACE_LEVEL_SUMMARY) {
+            snprintf(path, sizeof(path), "%s/trace.json", o->trace_dir);
+            report_write_trace(path, (report_rank *)all, W, (trace_span *)spans);
+        }
+        fprintf(stderr, "mpillama: wrote %s/summary.json%s\n", o->trace_dir,
+                o->trace_level != TRACE_LEVEL_SUMMARY ? " and trace.json" : "");
     }
     free(all);
     free(spans);
@@ -313,7 +317,6 @@ static int run_main(const char *cmd, int argc, char **argv) {
     run_opts o;
     int rc = run_opts_parse(cmd, argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
-    trace_start(o.trace_dir != NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop_signal;
@@ -383,6 +386,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         return 1;
     }
     dist_barrier(&su.d);
+    trace_start(o.trace_dir ? (trace_level)o.trace_level : TRACE_LEVEL_SUMMARY); /* spans and totals from here */
     double t_start = util_now();
     int interrupted = 0;
     sched s;
@@ -417,7 +421,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         int cut = sched_run(&s);
         replica_remote_done(&rem, &s.st, cut);
     }
-    double wall = util_now() - t_start;
+    double wall = util_now() - t_start, wall_rank = trace_now(); /* every span of this rank ended */
     /* the exit code every rank returns (runner.h); the last line: the counts and where they are */
     int code = 0;
     if (su.d.world_rank == 0) {
@@ -462,7 +466,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         run.first_token_s = s.st.t_first_token > 0 ? s.st.t_first_token - t_load0 : 0;
         run.prefill_s = total.t_prefill / su.d.dp; /* the replicas' times overlap: their mean */
         run.decode_s = total.t_decode / su.d.dp;
-        write_reports(&su, &o, &run, su.threads);
+        write_reports(&su, &o, &run, su.threads, wall_rank);
     }
     if (is_hub) {
         writer_close(&j.w);

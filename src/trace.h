@@ -26,12 +26,21 @@ typedef enum {
     TN_WAIT, TN_SAMPLING, TN_IO, TN_PREFILL, TN_DECODE, TN_MIXED, TN_LOAD, TN_IN_FLIGHT, TN_COUNT
 } trace_name;
 
-/* starts the clock; record_spans = 0 keeps only the per-category totals (no --trace) */
-void trace_start(int record_spans);
+/* what --trace-level keeps: the per-category totals only (summary.json), also each rank's steps
+ * and waits (steps, the default), also every other span: kernels, all-reduces, sends, sampling,
+ * I/O, sends in flight (kernels) */
+typedef enum { TRACE_LEVEL_SUMMARY, TRACE_LEVEL_STEPS, TRACE_LEVEL_KERNELS } trace_level;
+/* "summary" | "steps" | "kernels": 0 with *out set, or -1 */
+int trace_level_parse(const char *s, trace_level *out);
+
+/* starts the clock (the run's start barrier) and empties the totals; spans are kept up to level */
+void trace_start(trace_level level);
 double trace_now(void); /* seconds since trace_start */
-/* records a span that began at t0 (a trace_now() value) and ends now; returns now */
+/* records a span that began at t0 (a trace_now() value) and ends now; returns now. Spans nest
+ * (inner ones end first); a time category's total counts a span's own time, less that of the
+ * time-category spans inside it, so that a rank's totals add up to at most its wall time */
 double trace_end(trace_name name, trace_category cat, double t0, int arg);
-/* totals per category, in seconds */
+/* totals per category, in seconds (exclusive: see trace_end) */
 double trace_total(trace_category cat);
 const trace_span *trace_spans(int *n, int *dropped);
 

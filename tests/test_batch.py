@@ -241,7 +241,7 @@ print("SIGTERM then --resume: the same %d records as an uninterrupted run (both 
 
 # ---- the trace and the summary of a complete run
 tdir = os.path.join(W, "trace")
-outp, _ = gen("traced", 2, ["--batch", "8", "--pp", "2", "--trace", tdir])
+outp, _ = gen("traced", 2, ["--batch", "8", "--pp", "2", "--trace", tdir, "--trace-level", "kernels"])
 with open(os.path.join(tdir, "trace.json")) as f:
     trace = json.load(f)
 events = trace["traceEvents"]
