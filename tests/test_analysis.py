@@ -38,13 +38,13 @@ def report(args, runs_dir, out_dir, extra=()):
         return f.read()
 
 
-def summary(pp, tp, batch, tok_s, prompt=1000, completion=3000, wall=2.0):
+def summary(pp, tp, batch, tok_s, prompt=1000, completion=3000, wall=2.0, prompts=10):
     """a summary.json as generate --trace writes it (docs/TRACE.md), with made-up times"""
     s = {"command": "generate", "dtype": "f32", "grid": {"pp": pp, "tp": tp}, "ranks": pp * tp, "nodes": 1,
          "model": {"path": "synthetic.h5", "dim": 64, "hidden_dim": 172, "n_layers": 4, "n_heads": 8, "n_kv_heads": 4,
                    "vocab_size": 512, "params": 260000, "weight_bytes": 1040000},
          "threads_per_rank": 1, "batch": batch, "max_seq_len": 512, "prefill_chunk": 128, "micro_batches": pp,
-         "prompts": {"total": 10, "completed": 10, "errors": 0, "skipped": 0, "interrupted": 0},
+         "prompts": {"total": prompts, "completed": prompts, "errors": 0, "skipped": 0, "interrupted": 0},
          "tokens": {"prompt": prompt, "completion": completion}, "wall_s": wall, "load_s": 0.1,
          "pipeline_bubble": 0.1 if pp > 1 else 0.0,
          "per_rank": [{"rank": r, "stage": r // tp, "tp": r % tp, "host": "n1", "weight_bytes": 1000, "kv_bytes": 100,
@@ -62,10 +62,12 @@ def check_arithmetic(args):
     # label: (pp, tp, batch, total_tok_s or None, prompt, completion, wall) and the expected
     # tok_s, speed-up, efficiency, weak efficiency (None: no weak series at that batch per rank)
     cases = {"s1x1": ((1, 1, 16, 1000.0), (1000.0, 1.0, 1.0, None)),
-             "s1x2": ((1, 2, 16, None, 1200, 2400, 2.0), (1800.0, 1.8, 0.9, 1.0)),  # (1200 + 2400) / 2 s
+             "s1x2": ((1, 2, 16, None, 1000, 3000, 4000 / 1800.0), (1800.0, 1.8, 0.9, 1.0)),  # 4000 tokens / wall
              "s2x1": ((2, 1, 16, 1500.0), (1500.0, 1.5, 0.75, 1500 / 900 / 2)),
              "s2x2": ((2, 2, 16, 2400.0), (2400.0, 2.4, 0.6, None)),
-             "w1x1": ((1, 1, 8, 900.0), (900.0, 1.0, 1.0, 1.0))}  # 8 a rank, as s1x2 and s2x1
+             "w1x1": ((1, 1, 8, 900.0), (900.0, 1.0, 1.0, 1.0)),  # 8 a rank, as s1x2 and s2x1
+             # the same model, batch and tokens over twice the prompts: another workload, compared with nothing
+             "m1x2": ((1, 2, 16, 5000.0, 1000, 3000, 2.0, 20), (5000.0, 1.0, 1.0, None))}
     for label, (spec, _) in cases.items():
         os.makedirs(os.path.join(runs, label))
         with open(os.path.join(runs, label, "summary.json"), "w") as f:
@@ -84,8 +86,29 @@ def check_arithmetic(args):
                 common.fail("synthetic summaries: %s %s = %s, expected %s" % (label, col, r[col], w))
         if "| %s |" % label not in md:
             common.fail("report.md has no row for %s" % label)
-    print("PASS: on %d hand-written summaries, tok/s, speed-up, efficiency and weak efficiency are the known values"
-          % len(cases))
+    if not any("m1x2" in ln and "different workloads" in ln for ln in md.splitlines()):
+        common.fail("report.md does not say that m1x2 (20 prompts) is not compared with the 10-prompt runs")
+    print("PASS: on %d hand-written summaries, tok/s, speed-up, efficiency and weak efficiency are the known values; "
+          "a run of another workload (twice the prompts) is compared with nothing" % len(cases))
+
+
+def check_plot_helpers():
+    """the axis scale follows the values' span; labels placed at one point never overlap"""
+    sys.path.insert(0, os.path.join(ROOT, "analysis"))
+    from mpireport.plots import axis_scale, place_labels
+    for values, want in (([900, 1500, 2400], "linear"), ([35, 900, 5000], "log"), ([12, 119], "linear"),
+                         ([12, 121], "log"), ([0, 10, 1000], "linear"), ([5], "linear")):
+        if axis_scale(values) != want:
+            common.fail("axis_scale(%s) = %s, expected %s" % (values, axis_scale(values), want))
+    anchors = [(100, 100)] * 5 + [(104, 102), (300, 50), (108, 95)]
+    sizes = [(30, 12), (60, 12), (30, 12), (24, 12), (30, 12), (40, 12), (30, 12), (30, 12)]
+    offs = place_labels(anchors, sizes)
+    boxes = [(x + dx, y + dy, x + dx + w, y + dy + h) for (x, y), (dx, dy), (w, h) in zip(anchors, offs, sizes)]
+    for i, a in enumerate(boxes):
+        for b in boxes[:i]:
+            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                common.fail("place_labels: boxes %s and %s overlap" % (a, b))
+    print("PASS: log axes beyond a decade, linear otherwise; %d labels around one point do not overlap" % len(anchors))
 
 
 def main():
@@ -94,6 +117,7 @@ def main():
         import matplotlib  # noqa: F401
     except ImportError:
         common.skip("matplotlib is missing (Debian: apt-get install python3-matplotlib)")
+    check_plot_helpers()
     check_arithmetic(args)
 
     # a tiny synthetic model and the first 24 benchmark prompts (ids < 500 fit its 512 tokens)

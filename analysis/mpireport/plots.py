@@ -1,9 +1,56 @@
 """Plots (matplotlib, optional)."""
+import math
 import os
 
 from .common import *  # noqa: F401,F403
 from .runs import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403
+
+
+def axis_scale(values, decades=1.0):
+    """'log' when the positive values span more than `decades` decades (max / min > 10), else
+    'linear'"""
+    v = [x for x in values if x is not None and x > 0]
+    if len(v) < 2 or any(x is not None and x <= 0 for x in values):
+        return "linear"
+    return "log" if math.log10(max(v) / min(v)) > decades else "linear"
+
+
+def place_labels(anchors, sizes, pad=3.0):
+    """offsets (dx, dy), in pixels from each anchor point (x, y), for labels of the given (w, h)
+    pixel sizes, so that no two labels' boxes overlap: each label takes the first free place of
+    up-right, down-right, up-left, down-left of its point, then further up or down"""
+    boxes = []
+
+    def free(b):
+        return all(b[2] <= o[0] or o[2] <= b[0] or b[3] <= o[1] or o[3] <= b[1] for o in boxes)
+
+    out = []
+    for (x, y), (w, h) in zip(anchors, sizes):
+        cands = [(pad, pad), (pad, -pad - h), (-pad - w, pad), (-pad - w, -pad - h)]
+        for k in range(1, 2 * len(anchors) + 3):
+            step = k * (h + pad)
+            cands += [(pad, pad + step), (pad, -pad - h - step), (-pad - w, pad + step), (-pad - w, -pad - h - step)]
+        for dx, dy in cands:
+            b = (x + dx, y + dy, x + dx + w, y + dy + h)
+            if free(b):
+                break
+        boxes.append(b)
+        out.append((dx, dy))
+    return out
+
+
+def annotate_points(ax, points, fontsize=8):
+    """labels at data points (x, y, text) without overlaps (place_labels in display pixels)"""
+    if not points:
+        return
+    fig = ax.figure
+    fig.canvas.draw()  # final limits and scales
+    px = fig.dpi / 72.0 * fontsize
+    anchors = [tuple(ax.transData.transform((x, y))) for x, y, _ in points]
+    sizes = [(0.62 * px * len(t), 1.25 * px) for _, _, t in points]
+    for (x, y, t), (dx, dy) in zip(points, place_labels(anchors, sizes)):
+        ax.annotate(t, (x, y), textcoords="offset pixels", xytext=(dx, dy), fontsize=fontsize, va="bottom", ha="left")
 
 
 def plots(runs, groups, model, predictions, out_dir, notes, args):
@@ -16,9 +63,10 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
         return []
     made = []
 
-    def save(fig, name):
+    def save(fig, name, layout=True):
         p = os.path.join(out_dir, name)
-        fig.tight_layout()
+        if layout:
+            fig.tight_layout()
         fig.savefig(p, dpi=110)
         plt.close(fig)
         made.append(name)
@@ -30,7 +78,8 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
         try:
             fig, ax = plt.subplots(figsize=(7, 4.5))
             all_ranks = set()
-            for (mk, batch), g in series:
+            labels, values = [], []
+            for (mk, batch, _), g in series:
                 g = sorted([x for x in g if x.get(what) is not None], key=lambda x: (x["ranks"], x["pp"]))
                 if not g:
                     continue
@@ -42,11 +91,12 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
                     if x["ranks"] not in best or x[what] > best[x["ranks"]]:
                         best[x["ranks"]] = x[what]
                 bx = sorted(best)
-                line, = ax.plot(bx, [best[k] for k in bx], "-", label="%s, batch %d" % (model_label(g[0]), batch))
+                line, = ax.plot(bx, [best[k] for k in bx], "-", label="%s, batch %d, %s prompts"
+                                % (model_label(g[0]), batch, fmt(g[0]["prompts"])))
                 ax.plot(xs, ys, "o", color=line.get_color())
                 all_ranks.update(xs)
-                for x in g:
-                    ax.annotate(grid_name(x), (x["ranks"], x[what]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                values += ys
+                labels += [(x["ranks"], x[what], grid_name(x)) for x in g]
                 if what == "tok_s":
                     rmin = min(xs)
                     base = median([x["tok_s"] for x in g if x["ranks"] == rmin])
@@ -55,9 +105,13 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
                     pr = [(x["ranks"], x["pred_tok_s"]) for x in g if x.get("pred_tok_s")]
                     if pr:
                         ax.plot([p[0] for p in pr], [p[1] for p in pr], "x", color=line.get_color(), alpha=0.8)
+            yscale = axis_scale(values)  # several models: tok/s may span decades
+            if yscale == "log":
+                ax.set_yscale("log")
             if what == "efficiency":
                 ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-                ax.set_ylim(bottom=0)
+                if yscale == "linear":
+                    ax.set_ylim(bottom=0)
             ax.set_xlabel("ranks")
             ax.set_ylabel(ylabel)
             ax.set_xscale("log", base=2)
@@ -70,9 +124,11 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
                     ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
             ax.set_title("%s vs ranks%s" % ("throughput" if what == "tok_s" else "efficiency",
                                             " (dotted: ideal; x: model)" if what == "tok_s" else ""))
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-            save(fig, name)
+            if ax.get_legend_handles_labels()[0]:  # below the axes: never over the points or their labels
+                ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
+            fig.tight_layout()
+            annotate_points(ax, labels)  # after the layout: the labels' pixel places stay
+            save(fig, name, layout=False)
         except Exception as e:
             notes.add("plot %s failed: %s" % (name, e))
     # time per category per rank, one panel per run
@@ -96,8 +152,9 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
                     bottom = [b + y for b, y in zip(bottom, v)]
                 if r["wall_s"]:
                     ax.axhline(r["wall_s"], color="black", lw=0.8, ls="--")
-                ax.set_xticks(xs)
-                ax.set_xticklabels(["%d\ns%d t%d" % (x["rank"], x["stage"], x["tp"]) for x in pr], fontsize=7)
+                every = max(1, -(-len(pr) // 8))  # at most 8 tick labels a panel: they never overlap
+                ax.set_xticks(xs[::every])
+                ax.set_xticklabels(["%d\ns%d t%d" % (x["rank"], x["stage"], x["tp"]) for x in pr[::every]], fontsize=7)
                 ax.set_title("%s: %s, %s" % (r["label"], grid_name(r), r["model"]["name"]), fontsize=8)
                 ax.set_ylabel("seconds", fontsize=8)
             for j in range(len(rr), rows * cols):
@@ -115,7 +172,7 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
     try:
         fig, ax = plt.subplots(figsize=(6, 4))
         any_pt = False
-        for (mk, batch), g in series:
+        for (mk, batch, _), g in series:
             g = sorted([x for x in g if x["bubble"] is not None], key=lambda x: (x["pp"], x["tp"]))
             if not g:
                 continue

@@ -204,16 +204,82 @@ def model_label(r):
     return "%s (dim %d, %d layers)" % (m["name"], m["dim"], m["n_layers"])
 
 
+def close(a, b, rel=0.01):
+    """two token counts equal within rel (tensor-parallel rounding may end a sampled completion a
+    token earlier or later); None equals only None"""
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1)
+
+
+def same_workload(a, b, per_rank=False):
+    """whether two runs did the same work: model, command, prompts and their tokens, and batch
+    (strong scaling), or the same per prompt and the same batch per rank (weak scaling)"""
+    if a["model_key"] != b["model_key"] or a["command"] != b["command"]:
+        return False
+    if not per_rank:
+        return (a["batch"] == b["batch"] and a["prompts"] == b["prompts"] and close(a["tok_prompt"], b["tok_prompt"], 0)
+                and close(a["tok_completion"], b["tok_completion"]))
+    if a["batch"] * b["ranks"] != b["batch"] * a["ranks"]:
+        return False
+    pa, pb = a["prompts"] or 1, b["prompts"] or 1
+    return all(close(None if a[k] is None else a[k] / pa, None if b[k] is None else b[k] / pb)
+               for k in ("tok_prompt", "tok_completion"))
+
+
+def workload_groups(runs, per_rank, notes, what):
+    """runs split into groups of the same workload; a note for runs of one model and batch that
+    are not compared because their prompts or tokens differ"""
+    groups = []
+    for r in runs:
+        g = next((g for g in groups if same_workload(g[0], r, per_rank)), None)
+        if g is None:
+            groups.append([r])
+        else:
+            g.append(r)
+    for i, g in enumerate(groups):
+        for h in groups[i + 1:]:
+            a, b = g[0], h[0]
+            if a["model_key"] == b["model_key"] and (a["batch"] * b["ranks"] == b["batch"] * a["ranks"] if per_rank
+                                                     else a["batch"] == b["batch"]):
+                notes.add("%s: runs [%s] and [%s] have different workloads (%s): not compared"
+                          % (what, ", ".join(x["label"] for x in g), ", ".join(x["label"] for x in h),
+                             workload_text(a, b, per_rank)))
+    return groups
+
+
+def workload_text(a, b, per_rank):
+    """what differs between two runs' workloads"""
+    if a["command"] != b["command"]:
+        return "command %s vs %s" % (a["command"], b["command"])
+    out = []
+    if per_rank:
+        for k, name in (("tok_prompt", "prompt tokens"), ("tok_completion", "completion tokens")):
+            va, vb = (None if r[k] is None else r[k] / (r["prompts"] or 1) for r in (a, b))
+            if not close(va, vb):
+                out.append("%s per prompt %s vs %s" % (name, fmt_plain(va), fmt_plain(vb)))
+    else:
+        for k, name in (("prompts", "prompts"), ("tok_prompt", "prompt tokens"), ("tok_completion", "completion tokens")):
+            if a[k] != b[k]:
+                out.append("%s %s vs %s" % (name, fmt_plain(a[k]), fmt_plain(b[k])))
+    return ", ".join(out) or "tokens"
+
+
+def fmt_plain(v):
+    return "%g" % v if isinstance(v, (int, float)) else str(v)
+
+
 def scaling(runs, notes):
-    """speed-up and efficiency vs the smallest run of the same model and batch (strong scaling),
-    and vs the smallest of the same model and batch per rank (weak scaling)"""
+    """speed-up and efficiency vs the smallest run of the same workload (model, command, prompts,
+    tokens, batch: strong scaling), and vs the smallest of the same model, tokens per prompt and
+    batch per rank (weak scaling). Runs whose workloads differ are not compared (a note says so)."""
     usable = [r for r in runs if r["tok_s"] and r["batch"]]
     for r in runs:
         r["speedup"] = r["efficiency"] = r["weak_eff"] = None
         r["base_label"] = None
     groups = {}
-    for r in usable:
-        groups.setdefault((r["model_key"], r["batch"]), []).append(r)
+    for n, g in enumerate(workload_groups(usable, False, notes, "strong scaling")):
+        groups[(g[0]["model_key"], g[0]["batch"], n)] = g
     for key, g in groups.items():
         rmin = min(x["ranks"] for x in g)
         base = [x for x in g if x["ranks"] == rmin]
@@ -225,17 +291,13 @@ def scaling(runs, notes):
         if len({x["ranks"] for x in g}) < 2:
             notes.add("model %s, batch %d: runs on one rank count only (%d): no strong-scaling series"
                       % (model_label(g[0]), key[1], rmin))
-    weak = {}
-    for r in usable:
-        if r["batch"] % r["ranks"] == 0:
-            weak.setdefault((r["model_key"], r["batch"] // r["ranks"]), []).append(r)
     series = []
-    for key, g in weak.items():
+    for g in workload_groups([r for r in usable if r["batch"] % r["ranks"] == 0], True, notes, "weak scaling"):
         if len({x["ranks"] for x in g}) < 2:
             continue
         rmin = min(x["ranks"] for x in g)
         base_tok = median([x["tok_s"] for x in g if x["ranks"] == rmin])
         for x in g:
             x["weak_eff"] = (x["tok_s"] / base_tok) / (x["ranks"] / rmin)
-        series.append((key, sorted(g, key=lambda x: (x["ranks"], x["pp"]))))
+        series.append(((g[0]["model_key"], g[0]["batch"] // g[0]["ranks"]), sorted(g, key=lambda x: (x["ranks"], x["pp"]))))
     return groups, series
