@@ -99,7 +99,7 @@ fixme = os.path.join(W, "fixme.jsonl")
 rows = [{"custom_id": "s%d" % i, "prompt": "Once upon a time %d" % i, "max_tokens": 12} for i in range(6)]
 c.write_jsonl(fixme, rows[:3] + [{"custom_id": "s3", "prompt_ids": [1, 99999]}] + rows[4:])
 eout = os.path.join(W, "errors.jsonl")
-expect(gen(1, eout, fixme), 0, "", "a run with a bad line")
+expect(gen(1, eout, fixme), 3, "exit 3", "a run with a bad line")
 if "error" not in strip(eout)["s3"]:
     c.fail("no error record for the bad line")
 c.write_jsonl(fixme, rows)
@@ -139,7 +139,7 @@ with open(fin, "wb") as f:
     f.write(b'{"custom_id": "utf8", "prompt": "Once \xff\xfe upon \xc3", "max_tokens": 3}\n')
 fout = os.path.join(W, "fields_out.jsonl")
 r = gen(2, fout, fin)
-expect(r, 0, "", "bad sampling fields")
+expect(r, 3, "exit 3", "bad sampling fields")
 recs = strip(fout)
 for i, (k, v) in enumerate(bad_fields):
     e = recs.get("f%d" % i, {}).get("error", "")
@@ -353,7 +353,7 @@ c.write_jsonl(pp, [{"custom_id": "ok", "prompt": "hello aaa", "max_tokens": 3},
                    {"custom_id": "bad", "prompt": "a" * 40 + "!", "max_tokens": 3}])
 pout = os.path.join(W, "pathological_out.jsonl")
 r = c.mpirun(args, 2, ["generate", "--model", m256, "--prompts", pp, "--output", pout], check=False)
-expect(r, 0, "", "a pathological prompt")
+expect(r, 3, "exit 3", "a pathological prompt")
 recs = strip(pout)
 if "PCRE2" not in recs["bad"].get("error", "") or recs["ok"].get("completion_tokens") != 3:
     c.fail("a pathological prompt: expected an error record for it and a completion for the other: %s" % recs)

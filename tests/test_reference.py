@@ -69,10 +69,11 @@ chat_in = os.path.join(args.work, "chat.jsonl")
 chat_out = os.path.join(args.work, "chat_out.jsonl")
 c.write_jsonl(chat_in, [{"custom_id": "c1", "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 20},
                         {"custom_id": "c2", "prompt": "Once upon a time", "max_tokens": 5}])
-c.mpirun(args, 1, ["generate", "--model", model, "--prompts", chat_in, "--output", chat_out, "--temperature", "0"])
+run = c.mpirun(args, 1, ["generate", "--model", model, "--prompts", chat_in, "--output", chat_out, "--temperature", "0"],
+               check=False)
 recs = {r["custom_id"]: r for r in c.read_jsonl(chat_out)}
-if "error" not in recs["c1"] or "chat template" not in recs["c1"]["error"] or "completion_ids" not in recs["c2"]:
-    c.fail("messages without a chat template: %s" % recs)
+if run.returncode != 3 or "error" not in recs["c1"] or "chat template" not in recs["c1"]["error"] or "completion_ids" not in recs["c2"]:
+    c.fail("messages without a chat template: exit %d (want 3: an error record), records %s" % (run.returncode, recs))
 chat_out = os.path.join(args.work, "chat_out_llama2.jsonl")
 c.mpirun(args, 2, ["generate", "--model", model, "--prompts", chat_in, "--output", chat_out, "--temperature", "0",
                    "--chat-template", "llama2", "--overwrite"])
