@@ -430,8 +430,11 @@ static int run_main(const char *cmd, int argc, char **argv) {
                 (long long)total.tokens_in, (long long)total.tokens_out, wall,
                 total.t_prefill > 0 ? total.tokens_in / total.t_prefill * su.d.dp : 0.0,
                 total.t_decode > 0 ? total.tokens_out / total.t_decode * su.d.dp : 0.0);
-        fprintf(stderr, "mpillama: %d prompts: %d completed, %d error records, %d skipped (resume), %d interrupted, in '%s'; %s\n",
-                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, o.output,
+        char where[4200]; /* where the records are: OpenAI's output keeps its errors in a file of their own */
+        snprintf(where, sizeof(where), "'%s'", o.output);
+        if (j.w.has_err) snprintf(where + strlen(where), sizeof(where) - strlen(where), " (errors in '%s')", j.w.err.path);
+        fprintf(stderr, "mpillama: %d prompts: %d completed, %d error records, %d skipped (resume), %d interrupted, in %s; %s\n",
+                j.in.n_items, j.w.completed, j.w.out.errors, j.in.skipped, j.w.out.interrupted, where,
                 code == RUN_EXIT_INTERRUPTED ? "exit 75: interrupted, rerun with --resume to finish the rest"
                 : code == RUN_EXIT_SOME_FAILED ? "exit 3: some requests failed, their error records say why (fix those "
                                                  "lines and rerun with --resume)"

@@ -204,11 +204,17 @@ c.write_jsonl(pin, rows)
 common = ["--model", model, "--prompts", pin, "--chat-template", "llama2", "--max-seq-len", "256"]
 
 out_native = os.path.join(W, "native.jsonl")
-c.mpirun(args, 1, ["generate", "--output", out_native] + common)
+r = c.mpirun(args, 1, ["generate", "--output", out_native] + common, check=False)
+if r.returncode != 3:  # finished, with error records for the bad lines
+    c.fail("native run of the batch file: exit %d, expected 3\n%s" % (r.returncode, r.stderr[-1500:]))
 native = {r["custom_id"]: r for r in c.read_jsonl(out_native)}
 out = os.path.join(W, "out.jsonl")
 errs = os.path.join(W, "out.errors.jsonl")
-c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "openai"] + common)
+r = c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "openai"] + common, check=False)
+last = [x for x in r.stderr.splitlines() if x.startswith("mpillama:")][-1:]
+if r.returncode != 3 or not last or "(errors in '%s')" % errs not in last[0]:
+    c.fail("openai run of the batch file: exit %d (expected 3) and a last line naming the error file:\n%s"
+           % (r.returncode, r.stderr[-1500:]))
 
 
 def read_openai():
@@ -360,7 +366,9 @@ with open(out, "w") as f:
 r = c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "native", "--resume"] + common, check=False)
 if r.returncode != 1 or "--output-format" not in r.stderr:
     c.fail("--resume with the other format: exit %d, %s" % (r.returncode, r.stderr[-500:]))
-c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "openai", "--resume"] + common)
+r = c.mpirun(args, 1, ["generate", "--output", out, "--output-format", "openai", "--resume"] + common, check=False)
+if r.returncode != 3:
+    c.fail("--resume of the openai run: exit %d, expected 3 (the bad lines fail again)\n%s" % (r.returncode, r.stderr[-1500:]))
 got2, bad2, n_got2, n_bad2 = read_openai()
 if n_got2 != n_got or n_bad2 != n_bad or set(got2) != set(got) or set(bad2) != set(bad):
     c.fail("after --resume: %d output lines (%d), %d error lines (%d)" % (n_got2, n_got, n_bad2, n_bad))
