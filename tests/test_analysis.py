@@ -108,7 +108,13 @@ def check_plot_helpers():
         for b in boxes[:i]:
             if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
                 common.fail("place_labels: boxes %s and %s overlap" % (a, b))
-    print("PASS: log axes beyond a decade, linear otherwise; %d labels around one point do not overlap" % len(anchors))
+    # at the right edge of the axes (x up to 200): the labels go to the left of their points
+    edge = place_labels([(198, 50), (198, 52)], [(40, 12), (40, 12)], bounds=(0, 0, 200, 100))
+    boxes = [(198 + dx, 50 + k * 2 + dy, 238 + dx, 62 + k * 2 + dy) for k, (dx, dy) in enumerate(edge)]
+    if any(b[2] > 200 or b[0] < 0 for b in boxes) or not (boxes[0][3] <= boxes[1][1] or boxes[1][3] <= boxes[0][1]):
+        common.fail("place_labels at the axes' right edge: %s" % boxes)
+    print("PASS: log axes beyond a decade, linear otherwise; %d labels around one point do not overlap; labels at "
+          "the edge stay inside the axes" % len(anchors))
 
 
 def main():

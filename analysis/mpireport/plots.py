@@ -16,14 +16,16 @@ def axis_scale(values, decades=1.0):
     return "log" if math.log10(max(v) / min(v)) > decades else "linear"
 
 
-def place_labels(anchors, sizes, pad=3.0):
+def place_labels(anchors, sizes, pad=3.0, bounds=None):
     """offsets (dx, dy), in pixels from each anchor point (x, y), for labels of the given (w, h)
     pixel sizes, so that no two labels' boxes overlap: each label takes the first free place of
-    up-right, down-right, up-left, down-left of its point, then further up or down"""
+    up-right, down-right, up-left, down-left of its point, then further up or down; inside
+    bounds (x0, y0, x1, y1) where a free place there exists"""
     boxes = []
 
     def free(b):
-        return all(b[2] <= o[0] or o[2] <= b[0] or b[3] <= o[1] or o[3] <= b[1] for o in boxes)
+        inside = bounds is None or (b[0] >= bounds[0] and b[1] >= bounds[1] and b[2] <= bounds[2] and b[3] <= bounds[3])
+        return inside and all(b[2] <= o[0] or o[2] <= b[0] or b[3] <= o[1] or o[3] <= b[1] for o in boxes)
 
     out = []
     for (x, y), (w, h) in zip(anchors, sizes):
@@ -35,6 +37,13 @@ def place_labels(anchors, sizes, pad=3.0):
             b = (x + dx, y + dy, x + dx + w, y + dy + h)
             if free(b):
                 break
+        else:  # nowhere free inside the bounds: the first place free of other labels
+            saved, bounds = bounds, None
+            for dx, dy in cands:
+                b = (x + dx, y + dy, x + dx + w, y + dy + h)
+                if free(b):
+                    break
+            bounds = saved
         boxes.append(b)
         out.append((dx, dy))
     return out
@@ -49,7 +58,8 @@ def annotate_points(ax, points, fontsize=8):
     px = fig.dpi / 72.0 * fontsize
     anchors = [tuple(ax.transData.transform((x, y))) for x, y, _ in points]
     sizes = [(0.62 * px * len(t), 1.25 * px) for _, _, t in points]
-    for (x, y, t), (dx, dy) in zip(points, place_labels(anchors, sizes)):
+    box = ax.get_window_extent()  # the axes in display pixels: labels stay inside where they can
+    for (x, y, t), (dx, dy) in zip(points, place_labels(anchors, sizes, bounds=(box.x0, box.y0, box.x1, box.y1))):
         ax.annotate(t, (x, y), textcoords="offset pixels", xytext=(dx, dy), fontsize=fontsize, va="bottom", ha="left")
 
 
@@ -160,8 +170,11 @@ def plots(runs, groups, model, predictions, out_dir, notes, args):
             for j in range(len(rr), rows * cols):
                 axes[j // cols][j % cols].axis("off")
             h, l = axes[0][0].get_legend_handles_labels()
-            fig.legend(h, l, loc="upper center", ncol=len(CATS), fontsize=8, bbox_to_anchor=(0.5, 1.0))
-            fig.tight_layout(rect=(0, 0, 1, 0.94))
+            # as many legend columns as the figure's width holds (about an inch each), the rows above the panels
+            ncol = max(1, min(len(CATS), int(4.2 * cols / 1.1)))
+            lrows = -(-len(CATS) // ncol)
+            fig.legend(h, l, loc="upper center", ncol=ncol, fontsize=8, bbox_to_anchor=(0.5, 1.0))
+            fig.tight_layout(rect=(0, 0, 1, 1 - (0.06 + 0.2 * lrows) / (3.2 * rows)))
             p = os.path.join(out_dir, "categories.png")
             fig.savefig(p, dpi=110)
             plt.close(fig)
