@@ -30,10 +30,13 @@ static void print_compact(const model_config *c, const mfile_tensor_totals *tot,
     fmt_count(n, sizeof(n), (double)tot->params);
     printf("parameters: %s (%lld)\n", n, (long long)tot->params);
     printf("weights: %s", kern_dtype_name(dtype_main(c)));
+    int others = 0;
     for (int t = 0; t < 3; t++) /* the other types of a mixed file (q8 with bf16 tensors, f32 norms) */
         if (tot->type_count[t] && (kern_dtype)t != dtype_main(c))
-            printf(", %d %s tensor%s", tot->type_count[t], kern_dtype_name((kern_dtype)t), tot->type_count[t] > 1 ? "s" : "");
-    printf("; %.3f GiB (%lld bytes)\n", tot->weight_bytes / 1073741824.0, (long long)tot->weight_bytes);
+            printf("%s%d %s", others++ ? " and " : " (also ", tot->type_count[t], kern_dtype_name((kern_dtype)t));
+    double gib = tot->weight_bytes / 1073741824.0;
+    if (gib >= 0.1) printf("%s, %.2f GiB (%lld bytes)\n", others ? " tensors)" : "", gib, (long long)tot->weight_bytes);
+    else printf("%s, %.2f MiB (%lld bytes)\n", others ? " tensors)" : "", gib * 1024, (long long)tot->weight_bytes);
     if (mt) printf("tokenizer: %s, %d pieces\n", mt->type, mt->n);
     else printf("tokenizer: none (prompts must give prompt_ids)\n");
     printf("chat template: %s\n", mt && mt->chat_template[0] ? mt->chat_template : "none (--chat-template NAME for \"messages\")");

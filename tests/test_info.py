@@ -34,7 +34,7 @@ c.run([args.mpillama, "convert", binp, "-o", model] + (["--tokenizer", tok] if h
 out = c.run([args.mpillama, "info", model]).stdout
 lines = out.splitlines()
 want = [r"^model: .*m\.h5$", r"^architecture: llama$", r"^shape: 12 layers, dim 32, hidden 64, 4 heads \(2 KV",
-        r"^parameters: [\d.]+ K \((\d+)\)$", r"^weights: f32; [\d.]+ GiB \((\d+) bytes\)$", r"^tokenizer: ",
+        r"^parameters: [\d.]+ K \((\d+)\)$", r"^weights: f32, [\d.]+ MiB \((\d+) bytes\)$", r"^tokenizer: ",
         r"^chat template: none"]
 for w in want:
     if not any(re.search(w, ln) for ln in lines):
