@@ -10,7 +10,8 @@ const char *const trace_names[] = {"embed", "attention", "matmul", "ffn", "class
 const char *const trace_category_names[] = {"compute", "allreduce", "p2p", "gather", "wait", "sampling", "io", "step", "flight"};
 
 #define TRACE_MAX_SPANS (1 << 20) /* 32 MiB per rank at most; later spans are counted, not kept */
-#define TRACE_NEST 256             /* ended time-category spans remembered for the ones around them */
+#define TRACE_NEST 4096 /* ended time-category spans remembered for the ones around them (more than a
+                          * span ever holds: a sampling span holds at most a micro-batch's records) */
 
 static struct {
     double origin;
