@@ -126,7 +126,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
     o->progress_interval = 10.0f;
     o->kv_dtype = -1;
     o->trace_level = TRACE_LEVEL_STEPS;
-    int quiet = util_rank() != 0, c, bad = 0;
+    int quiet = util_rank() != 0, c, bad = 0, level_given = 0;
     opterr = 0;
     optind = 1;
     FILE *saved = stderr;
@@ -166,7 +166,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
         case OPT_TRACE_LEVEL: {
             trace_level l;
             if (trace_level_parse(optarg, &l) != 0) bad = error("--trace-level: '%s' is not summary, steps or kernels", optarg);
-            else o->trace_level = (int)l;
+            else o->trace_level = (int)l, level_given = 1;
             break;
         }
         case OPT_TENSORS:
@@ -217,6 +217,9 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
             bad = 1;
         } else if (o->resume && o->overwrite) {
             error("%s: --resume keeps OUT's records and --overwrite replaces them: give one", cmd);
+            bad = 1;
+        } else if (level_given && !o->trace_dir) {
+            error("%s: --trace-level says what --trace DIR writes: give --trace DIR too", cmd);
             bad = 1;
         } else if (o->openai_output && o->mode == RUN_SCORE) {
             error("%s: --output-format openai is for generate (OpenAI's batch output has no score records)", cmd);

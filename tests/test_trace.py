@@ -116,4 +116,12 @@ r0 = runs["tp2_steps"][0]["per_rank"][0]
 if r0["bytes"]["p2p"] <= 0:
     c.fail("tp 2: rank 0 sends each micro-batch message to its tp peer, yet counts no p2p bytes")
 ok("p2p seconds come with p2p bytes (pp 1 tp 2 rank 0: %.4f s, %d bytes)" % (r0["seconds"]["p2p"], r0["bytes"]["p2p"]))
+r = c.mpirun(args, 1, ["generate", "--model", model, "--prompts", prompts, "--output", os.path.join(W, "x.jsonl"),
+                      "--trace-level", "kernels"], check=False)
+r2 = c.mpirun(args, 1, ["generate", "--model", model, "--prompts", prompts, "--output", os.path.join(W, "x.jsonl"),
+                       "--trace", os.path.join(W, "x"), "--trace-level", "all"], check=False)
+if r.returncode != 2 or "--trace DIR" not in r.stderr or r2.returncode != 2 or "summary, steps or kernels" not in r2.stderr:
+    c.fail("--trace-level without --trace / with a bad level: exit %d / %d, %s %s" % (r.returncode, r2.returncode,
+                                                                                    r.stderr[-300:], r2.stderr[-300:]))
+ok("--trace-level without --trace, or with an unknown level, is a usage error (exit 2)")
 print("%d passed, 0 failed" % passed)
