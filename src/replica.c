@@ -77,6 +77,7 @@ static void unpack_request(unpacker *u, intake_request *rq) {
 
 typedef struct {
     int item, n_prompt, n, has_text, n_logprobs, reason_len, choice, n_choices, has_lp, n_top;
+    int error_len;             /* 0: no error */
     int64_t text_len;
     uint64_t seed;
     double queued_s, prefill_s, decode_s, total_s;
@@ -85,7 +86,9 @@ typedef struct {
 
 static void pack_result(packer *p, const sched_result *r, int n_logprobs, const sched_stats *st) {
     result_head h = {r->item, r->n_prompt, r->n, r->text != NULL, n_logprobs, (int)strlen(r->reason) + 1,
-                     r->choice, r->n_choices, r->token_logprobs != NULL, r->n_top, (int64_t)r->text_len, r->seed, r->queued_s, r->prefill_s, r->decode_s, r->total_s, *st};
+                     r->choice, r->n_choices, r->token_logprobs != NULL, r->n_top,
+                     r->error ? (int)strlen(r->error) + 1 : 0, (int64_t)r->text_len, r->seed, r->queued_s,
+                     r->prefill_s, r->decode_s, r->total_s, *st};
     put(p, &h, sizeof(h));
     put(p, r->ids, sizeof(int) * (int64_t)r->n);
     if (n_logprobs) put(p, r->logprobs, sizeof(float) * (int64_t)n_logprobs);
@@ -95,6 +98,7 @@ static void pack_result(packer *p, const sched_result *r, int n_logprobs, const 
         put(p, r->top, sizeof(vsample_top) * nc * r->n_top);
     }
     put(p, r->reason, h.reason_len);
+    if (r->error) put(p, r->error, h.error_len);
     if (r->text) {
         put(p, r->text, h.text_len);
         put(p, "", 1);
@@ -168,6 +172,7 @@ static void hub_result(replica_hub *h, int src, const char *msg, int64_t bytes) 
         r.n_top = hd.n_top;
     }
     r.reason = take(&u, hd.reason_len);
+    if (hd.error_len) r.error = take(&u, hd.error_len);
     if (hd.has_text) r.text = take(&u, hd.text_len + 1);
     int replica = src / (h->d->pp * h->d->tp);
     h->stats[replica] = hd.st;

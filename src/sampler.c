@@ -27,6 +27,8 @@ float sampler_random(uint64_t *state) {
     return (float)((*state * 0x2545F4914F6CDD1DULL) >> 40) / 16777216.0f;
 }
 
+int sampler_is_greedy(const sampler_params *p) { return !(p->temperature >= SAMPLER_GREEDY_BELOW); }
+
 int sampler_argmax(const float *logits, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -118,8 +120,13 @@ int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candid
 }
 
 int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *c) {
-    if (p->temperature <= 0.0f) return sampler_argmax(logits, n);
+    if (!sampler_shard_finite(logits, n)) return SAMPLER_NON_FINITE;
+    const int best = sampler_argmax(logits, n);
+    /* every logit -inf, or the largest / temperature past the float range: softmax would be NaN */
+    if (!isfinite(sampler_is_greedy(p) ? logits[best] : logits[best] / p->temperature)) return SAMPLER_NON_FINITE;
+    if (sampler_is_greedy(p)) return best;
     const int keep = sampler_filter(logits, n, p, c);
+    if (keep <= 0) return SAMPLER_NON_FINITE;
     float total = 0.0f;
     for (int i = 0; i < keep; i++) total += c[i].prob;
     float r = sampler_random(rng) * total, cum = 0.0f;
@@ -156,6 +163,12 @@ void sampler_penalize_shard(float *logits, int vocab0, int n, const sampler_para
         int t = ids[i] - vocab0;
         if (t >= 0 && t < n) seen[t] = 0;
     }
+}
+
+int sampler_shard_finite(const float *logits, int n) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad |= !(logits[i] < INFINITY); /* NaN or +inf; one compare, vectorised */
+    return !bad;
 }
 
 float sampler_shard_argmax(const float *logits, int vocab0, int n, int *idx) {
@@ -201,6 +214,7 @@ int sampler_shard_candidates(float *logits, int vocab0, int n, float s, const sa
 }
 
 int sampler_draw(sampler_candidate *c, int n, const sampler_params *p, uint64_t *rng) {
+    if (n <= 0) return SAMPLER_NON_FINITE;
     int keep = n;
     qsort(c, (size_t)keep, sizeof(*c), cmp_candidate);
     if (p->top_k > 0 && p->top_k < keep) keep = p->top_k;

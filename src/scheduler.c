@@ -124,8 +124,8 @@ static int check_stop_strings(sched *s, sched_seq *q, int token) {
 }
 
 /* hands the finished request to the sink; reason "stop_string" is reported as "stop" after the
- * text was cut */
-static void finish(sched *s, sched_seq *q, const char *reason) {
+ * text was cut; error non-NULL: the request failed (the sink writes an error record) */
+static void finish_as(sched *s, sched_seq *q, const char *reason, const char *error) {
     double t0 = trace_now();
     q->t_end = util_now();
     if (!q->t_prefill_done) q->t_prefill_done = q->t_end;
@@ -137,7 +137,7 @@ static void finish(sched *s, sched_seq *q, const char *reason) {
                       .n = q->n, .logprobs = q->logprobs, .seed = q->rq.seed, .choice = q->rq.choice,
                       .n_choices = q->rq.n_choices, .queued_s = q->t_queued,
                       .prefill_s = q->t_prefill_done - q->t_admit, .decode_s = q->t_end - q->t_prefill_done,
-                      .total_s = q->t_end - q->t_admit};
+                      .total_s = q->t_end - q->t_admit, .error = error};
     if (q->rq.logprobs >= 0) {
         r.token_logprobs = q->lp;
         r.top = q->tops;
@@ -151,6 +151,8 @@ static void finish(sched *s, sched_seq *q, const char *reason) {
     q->active = 0;
     trace_end(TN_IO, TRACE_IO, t0, -1);
 }
+
+static void finish(sched *s, sched_seq *q, const char *reason) { finish_as(s, q, reason, NULL); }
 
 
 /* ------------------------------------------------------------------ micro-batches */
@@ -240,6 +242,12 @@ static void sample_next(sched *s, sched_seq *q, int next, const vsample_out *r, 
     if (!s->st.t_first_token) s->st.t_first_token = q->t_prefill_done; /* the job's first token, kept or not */
     if (q->n - q->n_prompt >= q->rq.max_new) {
         finish(s, q, "length");
+        return;
+    }
+    if (next == SAMPLER_NON_FINITE) { /* NaN weights or activations, or an overflow: no token to pick */
+        char why[128];
+        snprintf(why, sizeof(why), "non-finite logits (NaN or inf) at completion token %d", q->n - q->n_prompt);
+        finish_as(s, q, "error", why);
         return;
     }
     int is_stop = !q->rq.ignore_eos && config_is_eos(s->cfg, next);

@@ -26,6 +26,7 @@
 typedef struct {
     int item;                /* the request's index into the prompt list */
     const char *reason;      /* generate: "stop", "length" or "interrupted"; score: "done" or "interrupted" */
+    const char *error;       /* NULL, or why the request failed mid-run (non-finite logits): an error record */
     const int *ids;          /* (n) prompt then completion tokens */
     int n_prompt, n;
     const char *text;        /* generate: completion text (text_len bytes), or NULL without a tokenizer */

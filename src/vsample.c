@@ -161,6 +161,7 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsam
     const int vl = v->vocab_local;
     int any_temp = 0;
     vsample_seq *rows[nw];
+    char draw[nw]; /* rows sampled from candidates: not greedy, and their maximum finite */
     for (int r = 0, t = 0; r < nw; r++, t++) {
         while (!b->want[t]) t++;
         rows[r] = &v->seqs[b->slot[t]];
@@ -168,22 +169,30 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsam
     int any_lp = 0;
     for (int r = 0; r < nw; r++) any_lp |= rows[r]->logprobs >= 0;
     if (any_lp) lp_local(v, m, d, nw, rows);
-    /* 1. penalties on this shard; 2. greedy: the shard's argmax, else its max of logits / T */
+    /* 1. penalties on this shard; 2. a NaN or +inf logit: (+inf, -1), which wins the reduction;
+     * greedy: the shard's argmax, else its max of logits / T */
     for (int r = 0, t = 0; r < nw; r++, t++) {
         while (!b->want[t]) t++;
         const sampler_params *p = &rows[r]->sp;
         float *L = m->logits_local + (int64_t)r * vl;
         sampler_penalize_shard(L, v->vocab0, vl, p, v->hist + (int64_t)b->slot[t] * v->seq_len, rows[r]->n_prompt,
                                b->pos[t] + 1, v->seen);
-        if (p->temperature <= 0.0f) {
+        if (!sampler_shard_finite(L, vl)) {
+            v->val[r] = INFINITY;
+            v->idx[r] = -1;
+        } else if (sampler_is_greedy(p)) {
             v->val[r] = sampler_shard_argmax(L, v->vocab0, vl, &v->idx[r]);
         } else {
             v->val[r] = sampler_shard_scale(L, vl, p->temperature);
             v->idx[r] = v->vocab0;
-            any_temp = 1;
         }
     }
     dist_tp_argmax(d, v->val, v->idx, nw); /* greedy rows: the token; the others: the maximum */
+    for (int r = 0; r < nw; r++) { /* a maximum that is not finite: the row cannot be sampled */
+        draw[r] = !sampler_is_greedy(&rows[r]->sp) && isfinite(v->val[r]);
+        if (!isfinite(v->val[r])) v->idx[r] = SAMPLER_NON_FINITE;
+        any_temp |= draw[r];
+    }
     char *cur = v->packed + sizeof(int) * nw;
     int *counts = (int *)v->packed;
     if (any_temp) {
@@ -191,14 +200,14 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsam
         for (int r = 0; r < nw; r++) v->sum[r] = 0.0f;
         dist_tp_chain_recv(d, v->sum, nw);
         for (int r = 0; r < nw; r++)
-            if (rows[r]->sp.temperature > 0.0f)
+            if (draw[r])
                 v->sum[r] = sampler_shard_exp_sum(m->logits_local + (int64_t)r * vl, vl, v->val[r], v->sum[r]);
         dist_tp_chain_send(d, v->sum, nw);
         dist_tp_bcast_root(d, v->sum, sizeof(float) * nw, d->tp - 1);
         /* 4. this shard's candidates */
         for (int r = 0; r < nw; r++) {
             counts[r] = 0;
-            if (rows[r]->sp.temperature <= 0.0f) continue;
+            if (!draw[r]) continue;
             counts[r] = sampler_shard_candidates(m->logits_local + (int64_t)r * vl, v->vocab0, vl, v->sum[r],
                                                  &rows[r]->sp, (sampler_candidate *)cur);
             cur += sizeof(sampler_candidate) * counts[r];
@@ -220,7 +229,7 @@ int vsample_sample(vsample *v, model *m, dist_ctx *d, const model_batch *b, vsam
         for (int r = 0; r < nw; r++) {
             uint64_t rng = (uint64_t)rows[r]->rng_hi << 32 | rows[r]->rng_lo;
             int token = v->idx[r];
-            if (rows[r]->sp.temperature > 0.0f) {
+            if (draw[r]) {
                 int n = 0;
                 for (int k = 0; k < d->tp; k++) {
                     memcpy(v->merge + n, pk[k], sizeof(sampler_candidate) * cn[k][r]);

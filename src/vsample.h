@@ -27,7 +27,7 @@ typedef struct {
 
 /* what goes back to the scheduler for one wanted row */
 typedef struct {
-    int token;               /* generate: the sampled token */
+    int token;               /* generate: the sampled token, or SAMPLER_NON_FINITE (NaN or inf logits) */
     float logprob;           /* score: log p(target); generate with logprobs: log p(token) */
     int n_top;               /* generate: top alternatives that follow the rows (vsample_top) */
 } vsample_out;

@@ -214,6 +214,7 @@ static void add_completion(cJSON *r, const sched_result *s) {
 struct writer_pending {
     cJSON **choice;          /* (n) each choice's object, NULL until it came */
     int got, n, prompt_tokens, completion_tokens, interrupted;
+    char *error;             /* the first failed choice's why (non-finite logits): one error record */
     uint64_t seed;           /* the request's (choice 0's) */
     double t[4];             /* the latest of the choices' queued, prefill, decode and total times */
 };
@@ -221,6 +222,7 @@ struct writer_pending {
 static void pending_free(writer_pending *p) {
     for (int k = 0; k < p->n; k++) cJSON_Delete(p->choice[k]);
     free(p->choice);
+    free(p->error);
     free(p);
 }
 
@@ -243,8 +245,10 @@ static void collect_choice(writer *w, const sched_result *s) {
     }
     check(s->choice >= 0 && s->choice < p->n && !p->choice[s->choice], "choice %d of %d of item %d twice", s->choice,
           p->n, s->item);
-    cJSON *c;
-    if (w->o->openai_output) {
+    cJSON *c = NULL;
+    if (s->error) {
+        if (!p->error) p->error = xstrdup(s->error);
+    } else if (w->o->openai_output) {
         c = openai_choice(it, s->choice, s, w->tok);
     } else {
         c = cJSON_CreateObject();
@@ -261,6 +265,11 @@ static void collect_choice(writer *w, const sched_result *s) {
     for (int k = 0; k < 4; k++) p->t[k] = t[k] > p->t[k] ? t[k] : p->t[k];
     if (p->got < p->n) return;
     w->pending[s->item] = NULL;
+    if (p->error) { /* a failed choice fails the request: --resume runs all of it again */
+        writer_error(w, s->item, p->error);
+        pending_free(p);
+        return;
+    }
     cJSON *choices = cJSON_CreateArray();
     for (int k = 0; k < p->n; k++) {
         cJSON_AddItemToArray(choices, p->choice[k]);
@@ -333,6 +342,10 @@ static cJSON *token_texts(const writer *w, const int *ids, int n) {
 void writer_result(writer *w, const sched_result *s) {
     if (w->o->mode == RUN_GENERATE && s->n_choices > 1) {
         collect_choice(w, s);
+        return;
+    }
+    if (s->error) { /* failed mid-run: an error record, run again by --resume */
+        writer_error(w, s->item, s->error);
         return;
     }
     if (w->o->openai_output) {

@@ -59,6 +59,9 @@ MUTATIONS = [
      r"(?s)(void sampler_penalize_shard\(.*?)if \(p->repetition_penalty != 1\.0f && p->repetition_penalty > 0\.0f\)",
      r"\1if (0)", "test_vsample"),
     ("shard min_p off", r"if \(p->min_p > 0\.0f && !\(prob >= floor\)\) continue;", ";", "test_vsample"),
+    ("NaN and +inf logits not detected", r"bad \|= !\(logits\[i\] < INFINITY\);", ";", "test_sampler"),
+    ("a non-finite row's error not carried to the scheduler", r"if \(!isfinite\(v->val\[r\]\)\) v->idx\[r\] = SAMPLER_NON_FINITE;",
+     ";", "test_numerics"),
     ("softmax sum not chained through the tp ranks", r"dist_tp_chain_recv\(d, v->sum, nw\);", ";", "test_replicas"),
     # the stop rules (check_stop_strings and the sampled token's checks in the scheduler)
     ("stop strings ignored", r"if \(hit\) \{", "if (0) {", "test_stop"),

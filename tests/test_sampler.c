@@ -307,11 +307,132 @@ static void test_rng(void) {
           chi2_crit(9));
 }
 
+/* numerical extremes (issue 10): a sensible token or SAMPLER_NON_FINITE, never a NaN draw or a
+ * read outside the candidates. Each case: sampler_sample on a copy of the row, over many seeds. */
+static int sample_row(const float *l, int n, const sampler_params *sp, uint64_t seed, uint64_t *rng_out) {
+    float x[64];
+    sampler_candidate c[64];
+    memcpy(x, l, sizeof(float) * n);
+    uint64_t rng = seed;
+    int t = sampler_sample(x, n, sp, &rng, c);
+    if (rng_out) *rng_out = rng;
+    return t;
+}
+
+/* every one of `seeds` draws gives token want (or, want -2: any token in [0, n)) */
+static void expect_always(const char *what, const float *l, int n, const sampler_params *sp, int want) {
+    int bad = -99, ok = 1;
+    for (uint64_t seed = 1; seed <= 300 && ok; seed++) {
+        int t = sample_row(l, n, sp, seed * 2654435761ULL, NULL);
+        ok = want == -2 ? t >= 0 && t < n : t == want;
+        if (!ok) bad = t;
+    }
+    if (want == -2) check(ok, what, ok ? "every draw in [0, %d)" : "a draw gave %d", ok ? n : bad);
+    else check(ok, what, ok ? "every draw %d" : "a draw gave %d", ok ? want : bad);
+}
+
+static void test_extremes(void) {
+    const float l[6] = {0.5f, 2.0f, -1.0f, 1.99f, 2.0f, -3.0f}; /* argmax 1 (tied with 4: first) */
+    sampler_params sp = plain(1e-6f);
+    uint64_t rng;
+    int t = sample_row(l, 6, &sp, 77, &rng);
+    check(t == 1 && rng == 77, "temperature 1e-6: greedy (first argmax, RNG untouched)", "token %d", t);
+    sp = plain(1e-30f);
+    expect_always("temperature 1e-30: greedy", l, 6, &sp, 1);
+    sp = plain(SAMPLER_GREEDY_BELOW);
+    sp.top_k = 0;
+    int seen1 = 0, seen4 = 0, other = 0;
+    for (uint64_t seed = 1; seed <= 400; seed++) {
+        int k = sample_row(l, 6, &sp, seed * 7919, NULL);
+        seen1 += k == 1, seen4 += k == 4, other += k != 1 && k != 4;
+    }
+    check(seen1 > 100 && seen4 > 100 && !other, "temperature 1e-5: samples, only the two tied maxima",
+          "1: %d, 4: %d, other: %d", seen1, seen4, other);
+    sp = plain(100.0f);
+    int hist[6] = {0};
+    for (uint64_t seed = 1; seed <= 600; seed++) {
+        int k = sample_row(l, 6, &sp, seed * 104729, NULL);
+        if (k >= 0 && k < 6) hist[k]++;
+    }
+    int low = hist[0];
+    for (int i = 1; i < 6; i++) low = hist[i] < low ? hist[i] : low;
+    check(low > 60, "temperature 100: near uniform over all 6", "fewest draws of a token %d of 600", low);
+    sp = plain(1.0f);
+    sp.top_p = 1e-6f;
+    expect_always("top_p 1e-6: the top token only", l, 6, &sp, 1);
+    sp = plain(1.0f);
+    sp.min_p = 1.0f;
+    const float l2[6] = {0.5f, 2.5f, -1.0f, 1.99f, 2.0f, -3.0f};
+    expect_always("min_p 1: the top token only", l2, 6, &sp, 1);
+    sp.min_p = 1.0f, sp.top_k = 1, sp.top_p = 1e-6f;
+    expect_always("min_p 1, top_k 1, top_p 1e-6 together", l2, 6, &sp, 1);
+
+    float one[6] = {-INFINITY, -INFINITY, -INFINITY, -4.0f, -INFINITY, -INFINITY};
+    const float temps[4] = {0.0f, 1.0f, 100.0f, 1e-5f};
+    for (int i = 0; i < 4; i++) {
+        sp = plain(temps[i]);
+        char name[96];
+        snprintf(name, sizeof(name), "every logit -inf but one, temperature %g", temps[i]);
+        expect_always(name, one, 6, &sp, 3);
+    }
+    sp = plain(1.0f);
+    sp.top_k = 3, sp.top_p = 0.5f, sp.min_p = 0.5f;
+    expect_always("every logit -inf but one, with top_k, top_p, min_p", one, 6, &sp, 3);
+
+    float bad[6];
+    const struct {
+        const char *what;
+        int at;
+        float v;
+    } cases[3] = {{"a NaN logit", 4, NAN}, {"a +inf logit", 0, INFINITY}, {"every logit -inf", -1, -INFINITY}};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 2; i++) {
+            memcpy(bad, l, sizeof(bad));
+            for (int j = 0; j < 6; j++)
+                if (cases[k].at < 0 || cases[k].at == j) bad[j] = cases[k].v;
+            sp = plain(i ? 0.8f : 0.0f);
+            t = sample_row(bad, 6, &sp, 5, &rng);
+            char name[96];
+            snprintf(name, sizeof(name), "%s (%s): SAMPLER_NON_FINITE", cases[k].what, i ? "sampled" : "greedy");
+            check(t == SAMPLER_NON_FINITE && rng == 5, name, "token %d", t);
+        }
+    /* finite logits whose quotient by a small temperature overflows: refused, not NaN */
+    const float huge[3] = {3e38f, 1e38f, 0.0f};
+    sp = plain(1e-4f);
+    t = sample_row(huge, 3, &sp, 5, NULL);
+    check(t == SAMPLER_NON_FINITE, "logits 3e38 / temperature 1e-4 overflow: SAMPLER_NON_FINITE", "token %d", t);
+    sp = plain(0.0f);
+    t = sample_row(huge, 3, &sp, 5, NULL);
+    check(t == 0, "logits 3e38, greedy: the argmax", "token %d", t);
+
+    /* the penalties at their limits (repetition 100 and 1e-3, frequency and presence +-2) */
+    const int ids[5] = {1, 4, 1, 3, 1};
+    const float rp[2] = {100.0f, 1e-3f}, fp[2] = {2.0f, -2.0f};
+    for (int i = 0; i < 2; i++) {
+        float x[6];
+        int seen[6] = {0};
+        memcpy(x, l, sizeof(x));
+        sp = plain(0.8f);
+        sp.repetition_penalty = rp[i], sp.frequency_penalty = fp[i], sp.presence_penalty = fp[i];
+        sampler_penalize(x, &sp, ids, 2, 5, seen);
+        char name[96];
+        snprintf(name, sizeof(name), "penalties repetition %g, frequency and presence %g", rp[i], fp[i]);
+        expect_always(name, x, 6, &sp, -2);
+    }
+    /* sampler_draw with nothing to draw from */
+    sp = plain(1.0f);
+    rng = 9;
+    sampler_candidate none[1];
+    t = sampler_draw(none, 0, &sp, &rng);
+    check(t == SAMPLER_NON_FINITE, "sampler_draw of 0 candidates: SAMPLER_NON_FINITE", "token %d", t);
+}
+
 int main(void) {
     test_filters();
     test_quickselect();
     test_penalties();
     test_rng();
+    test_extremes();
     printf("%d passed, %d failed\n", passes, failures);
     return failures ? 1 : 0;
 }
