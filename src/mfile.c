@@ -1,6 +1,7 @@
 #include "mfile.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <hdf5.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -308,9 +309,49 @@ static void map_file(mfile *m) {
     close(fd);
 }
 
+/* little-endian unsigned of n bytes */
+static uint64_t le_uint(const unsigned char *b, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = v << 8 | b[i];
+    return v;
+}
+
+int mfile_check_superblock(const char *path, char *why, size_t cap) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    FILE *f = fopen(path, "rb");
+    if (!f) return snprintf(why, cap, "cannot open model '%s': %s", path, strerror(errno)), -1;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) return fclose(f), 0; /* a device or pipe: HDF5 decides */
+    unsigned char b[96] = {0};
+    size_t got = 0;
+    for (long a = 0; a <= (1L << 20); a = a ? a * 2 : 512) { /* the superblock follows a user block */
+        got = fseek(f, a, SEEK_SET) == 0 ? fread(b, 1, sizeof(b), f) : 0;
+        if (got >= 8 && !memcmp(b, sig, 8)) break;
+        got = 0;
+    }
+    fclose(f);
+    if (got == 0)
+        return snprintf(why, cap, "'%s' is not an HDF5 file (convert a checkpoint with 'mpillama convert')", path), -1;
+    /* the end-of-file address (relative to the base address): versions 0 and 1 after the
+     * B-tree constants, 2 and 3 after the base and extension addresses */
+    int ver = b[8], osz = ver <= 1 ? b[13] : b[9], base_off = ver == 0 ? 24 : ver == 1 ? 28 : 12;
+    if (ver > 3 || (osz != 2 && osz != 4 && osz != 8) || (size_t)(base_off + 3 * osz) > got)
+        return snprintf(why, cap, "'%s': corrupt HDF5 superblock (version %d, %d-byte addresses)", path, ver, osz), -1;
+    uint64_t base = le_uint(b + base_off, osz), eof = le_uint(b + base_off + 2 * osz, osz);
+    uint64_t undef = osz == 8 ? UINT64_MAX : (1ULL << (8 * osz)) - 1;
+    if (base == undef || eof == undef || base > (uint64_t)INT64_MAX || eof > (uint64_t)INT64_MAX - base)
+        return snprintf(why, cap, "'%s': corrupt HDF5 superblock (end of file address undefined)", path), -1;
+    if ((uint64_t)st.st_size < base + eof)
+        return snprintf(why, cap, "'%s' is truncated: %lld bytes, its HDF5 superblock says %llu (an interrupted copy "
+                        "or conversion?)", path, (long long)st.st_size, (unsigned long long)(base + eof)), -1;
+    return 0;
+}
+
 mfile *mfile_open(const char *path, MPI_Comm comm) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (access(path, R_OK) != 0) die_errno("cannot open model '%s'", path);
+    char why[1024];
+    if (mfile_check_superblock(path, why, sizeof(why)) != 0) die("%s", why);
 #if H5_VERSION_GE(1, 12, 0)
     if (H5Fis_accessible(path, H5P_DEFAULT) <= 0)
 #else

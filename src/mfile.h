@@ -68,8 +68,14 @@ void mfile_close_writer(mfile_writer *w);
 
 /* ---- reading ---- */
 typedef struct mfile mfile;
-/* opens collectively over comm; checks the format name and version. Dies with a one-line
- * message naming the path when the file is missing, not HDF5 or of another version. */
+/* the cheap checks before HDF5 sees a file: the superblock's signature (at 0 or after a user
+ * block), its version and address size, and its end-of-file address against the file's size
+ * (HDF5 1.10 misbehaves on some truncated or corrupt files rather than refusing them). 0, or -1
+ * with a one-line reason naming the path in why. */
+int mfile_check_superblock(const char *path, char *why, size_t cap);
+/* opens collectively over comm; checks the superblock (mfile_check_superblock), the format name
+ * and version. Dies with a one-line message naming the path when the file is missing, not HDF5,
+ * truncated or of another version. */
 mfile *mfile_open(const char *path, MPI_Comm comm);
 void mfile_close(mfile *f);
 const char *mfile_path(const mfile *f);

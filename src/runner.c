@@ -17,6 +17,7 @@
 #include "intake.h"
 #include "mfile.h"
 #include "model.h"
+#include "modelcheck.h"
 #include "plan.h"
 #include "replica.h"
 #include "report.h"
@@ -331,7 +332,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
     int bad = 0;
     if (util_rank() == 0) {
         double t0 = trace_now();
-        bad = check_model_file(o.model) != 0 || intake_init(&j.in, &o) != 0 ||
+        bad = check_model_file(o.model) != 0 || modelcheck_file(o.model) != 0 || intake_init(&j.in, &o) != 0 ||
               outfile_check(o.output, o.resume, o.overwrite) != 0 ||
               check_trace_dir(o.trace_dir) != 0;
         trace_end(TN_IO, TRACE_IO, t0, -1);

@@ -1,6 +1,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,28 @@ static void die_prefix(char *buf, size_t cap, const char *file, int line) {
 void util_set_rank(int rank) { g_rank = rank; }
 int util_rank(void) { return g_rank; }
 void util_set_abort(void (*abort_fn)(int)) { g_abort = abort_fn; }
+
+static sigjmp_buf *g_try; /* the innermost util_try's return point */
+
+static void try_abort(int code) {
+    (void)code;
+    siglongjmp(*g_try, 1);
+}
+
+int util_try(void (*fn)(void *arg), void *arg) {
+    sigjmp_buf here, *const outer = g_try;
+    void (*const hook)(int) = g_abort;
+    volatile int rc = -1;
+    g_try = &here;
+    g_abort = try_abort;
+    if (sigsetjmp(here, 0) == 0) {
+        fn(arg);
+        rc = 0;
+    }
+    g_try = outer;
+    g_abort = hook;
+    return rc;
+}
 
 /* prints the whole message with one write, so that ranks dying together don't interleave, and
  * aborts. Ranks other than 0 wait a moment first: when every rank meets the same bad input,

@@ -33,6 +33,9 @@ void util_set_rank(int rank);
 void util_set_verbose(int verbose);
 int util_rank(void);
 void util_set_abort(void (*abort_fn)(int code));
+/* runs fn(arg) with die() turned into a return: 0, or -1 after die() printed its one line. What
+ * fn had allocated or opened when it died stays so: for checks made before a process exits. */
+int util_try(void (*fn)(void *arg), void *arg);
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);

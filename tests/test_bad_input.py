@@ -82,6 +82,18 @@ def expect_error(r, *needles, code=None, ci=False):
     return error_line(r, *needles, ci=ci)
 
 
+def expect_clean(r, *needles):
+    """expect_error, and the clean start-up failure of docs/DRIVER.md: exit 1, no MPI_ABORT banner,
+    exactly one line from mpillama"""
+    line = expect_error(r, *needles, code=1)
+    if "MPI_ABORT" in r.stderr:
+        raise CaseFailed("an MPI_ABORT banner for a problem found before the job started\nstderr:\n%s" % r.stderr[-3000:])
+    ours = [x for x in r.stderr.splitlines() if MESSAGE.match(x)]
+    if len(ours) != 1:
+        raise CaseFailed("%d lines from mpillama, expected one: %s" % (len(ours), ours))
+    return line
+
+
 def case(name, fn):
     try:
         rc, line = fn()
@@ -144,7 +156,7 @@ def main():
     case("unknown flag: convert (2 ranks)", unknown_flag_convert)
 
     # ---------------------------------------------------------- model cases
-    model_cases = ["wrong format version", "corrupt config", "missing prompts file", "truncated llama2.c checkpoint",
+    model_cases = ["wrong format version", "corrupt config", "tensor shape not the config's", "truncated HDF5 model", "missing prompts file", "truncated llama2.c checkpoint",
                    "tokenizer size != vocab", "impossible grid", "malformed prompt lines", "prompt longer than context",
                    "output directory missing", "full disk (/dev/full)"]
     if not have_model:
@@ -190,6 +202,35 @@ def main():
     case("corrupt config: n_heads 0 (1 rank)", corrupt(1, "n_heads", 0))
     case("corrupt config: n_heads 0 (2 ranks)", corrupt(2, "n_heads", 0))
     case("corrupt config: dim -1 (2 ranks)", corrupt(2, "dim", -1))
+
+    # found by the whole-file check on rank 0 before the job starts (src/modelcheck.c): one line, every
+    # rank exit 1, no MPI_ABORT banner
+    def file_check(n, name, attr, value, *needles):
+        def f():
+            path = patched(name, attr, value)
+            r = run_mpi(args, n, gen + ["--model", path, "--prompts", prompts, "--output", outp])
+            return r.returncode, expect_clean(r, path, *needles)
+        return f
+    case("wrong format version: clean exit (2 ranks)", file_check(2, "v99.h5", "format_version", 99, "version 99"))
+    case("corrupt config: clean exit (2 ranks)", file_check(2, "nh0.h5", "n_heads", 0, "'n_heads'"))
+    case("tensor shape not the config's (2 ranks)",
+         file_check(2, "hidden160.h5", "hidden_dim", 160, "'layers/0/w1' is [172, 64], the config says [160, 64]"))
+    case("stored layers not n_layers (2 ranks)", file_check(2, "layers4.h5", "n_layers", 4, "stores 5 layers"))
+    case("vocab_size not the tensors' (4 ranks)", file_check(4, "vocab500.h5", "vocab_size", 500,
+                                                                   "'tok_embeddings' is [512, 64]"))
+
+    def truncated_h5(n):
+        def f():
+            path = os.path.join(W, "half.h5")
+            with open(model, "rb") as fh:
+                data = fh.read()
+            with open(path, "wb") as fh:
+                fh.write(data[:len(data) // 2])
+            r = run_mpi(args, n, gen + ["--model", path, "--prompts", prompts, "--output", outp])
+            return r.returncode, expect_clean(r, path, "is truncated", "%d bytes" % (len(data) // 2))
+        return f
+    case("truncated HDF5 model (1 rank)", truncated_h5(1))
+    case("truncated HDF5 model (2 ranks)", truncated_h5(2))
 
     def corrupt_info():
         path = patched("n_heads_0.h5", "n_heads", 0)
