@@ -62,19 +62,22 @@ int outfile_check(const char *path, int resume, int overwrite) {
     return rc;
 }
 
+/* takes fd's lock for output path; -1 after printing why when another run holds it (a file
+ * system without locks: a warning, 0) */
+static int lock_fd(int fd, const char *path) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    if (errno == EWOULDBLOCK)
+        return error("output '%s' is being written by another mpillama run (it holds the file's lock); "
+                     "wait for it to end or give another --output", path);
+    warning("cannot lock output '%s' (%s): another run could write it at the same time", path, strerror(errno));
+    return 0;
+}
+
 /* opens path for appending and takes its lock; -1 after printing why */
 static int open_locked(const char *path, int *fd_out) {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
     if (fd < 0) return error("cannot open output '%s': %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        if (e == EWOULDBLOCK) {
-            close(fd);
-            return error("output '%s' is being written by another mpillama run (it holds the file's lock); "
-                         "wait for it to end or give another --output", path);
-        }
-        warning("cannot lock output '%s' (%s): another run could write it at the same time", path, strerror(e));
-    }
+    if (lock_fd(fd, path) != 0) return close(fd), -1;
     *fd_out = fd;
     return 0;
 }
@@ -121,21 +124,25 @@ static void scan_existing(outfile *o) {
 
 int outfile_resume_commit(outfile *o) {
     int rc = 0;
-    if (o->dropped) { /* replaced atomically; the lock moves to the new file */
+    if (o->dropped) {
+        /* replaced atomically. The new file is locked before the rename makes it the output, so
+         * that no other run can take its lock in between (the old file's lock is ours until then) */
         char tmp[4096];
         snprintf(tmp, sizeof(tmp), "%s.resume-tmp", o->path);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666), newfd;
-        if (fd < 0 || write_all(fd, o->kept, o->n_kept) != 0 || sync_fd(fd) != 0) {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
+        if (fd >= 0 && lock_fd(fd, tmp) != 0) {
+            rc = -1;
+            close(fd);
+        } else if (fd < 0 || write_all(fd, o->kept, o->n_kept) != 0 || sync_fd(fd) != 0) {
             rc = error("cannot write '%s' (to drop %d records before resuming): %s", tmp, o->dropped, strerror(errno));
             if (fd >= 0) close(fd), unlink(tmp);
-        } else if (close(fd), rename(tmp, o->path) != 0) {
+        } else if (rename(tmp, o->path) != 0) {
             rc = error("cannot replace '%s': %s", o->path, strerror(errno));
+            close(fd);
             unlink(tmp);
-        } else if (open_locked(o->path, &newfd) != 0) {
-            rc = -1;
         } else { /* the old file's lock goes with its descriptor */
             close(o->fd);
-            o->fd = newfd;
+            o->fd = fd;
             o->size = (off_t)o->n_kept;
         }
     }

@@ -213,6 +213,36 @@ os.killpg(p.pid, signal.SIGTERM)
 p.communicate(timeout=300)
 ok("a second run on an output that a run is writing is refused (lock)")
 
+# ---- --resume replaces the output (dropping an error record) by a rename: the new file is locked
+# before it becomes the output, so no other run can take it in between (a shim holds the run there)
+shim = os.path.join(os.path.dirname(os.path.abspath(args.mpillama)), "tests", "libslow_rename.so")
+if not os.path.exists(shim):
+    c.fail("the test shim %s is not built" % shim)
+race = os.path.join(W, "race.jsonl")
+race_prompts = os.path.join(W, "race_prompts.jsonl")
+c.write_jsonl(race_prompts, rows[:2] + [{"custom_id": "bad", "prompt_ids": [1, 99999]}])
+expect(gen(1, race, race_prompts), 0, "", "a run with an error record")
+env = dict(c.mpi_env(), LD_PRELOAD=shim, SLOW_RENAME_SUFFIX="race.jsonl")
+p = subprocess.Popen([args.mpillama, "generate", "--model", model, "--prompts", race_prompts, "--output", race,
+                      "--seed", "5", "--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+t0 = time.time()
+while not os.path.exists(race + ".renamed") and p.poll() is None and time.time() - t0 < 120:
+    time.sleep(0.05)
+if not os.path.exists(race + ".renamed"):
+    c.fail("--resume did not replace the output by a rename (exit %s)" % p.poll())
+with open(race, "rb") as f:
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        taken = True
+    except BlockingIOError:
+        taken = False
+open(race + ".probed", "w").close()
+_, err = p.communicate(timeout=300)
+if taken:
+    c.fail("--resume: another process took the lock of the replaced output between the rename and the run")
+expect(subprocess.CompletedProcess(p.args, p.returncode, "", err), 0, "", "--resume under the rename shim")
+ok("--resume: the replaced output is locked the moment it is renamed into place")
+
 # ---- SIGKILL of rank 0, of rank 1; SIGTERM to rank 1 alone
 for what, rank, sig, code in [("SIGKILL of rank 0", 0, signal.SIGKILL, None), ("SIGKILL of rank 1", 1, signal.SIGKILL, None),
                               ("SIGTERM to rank 1 alone", 1, signal.SIGTERM, 75)]:
