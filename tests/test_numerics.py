@@ -111,6 +111,8 @@ r = c.run([args.mpillama, "convert", nan_bin, "-o", nan_h5], check=False)
 if r.returncode != 0:
     c.fail("convert of a checkpoint with NaN weights failed: %s" % r.stderr[-500:])
 all_prompts = requests(BASE + [[1, X, 20, 31], [1, 22, 14, X]])
+# n = 2 completions of one request: a failed choice makes the request one error record
+all_prompts.append({"custom_id": "n2", "prompt_ids": [1, 22, X, 9], "n": 2, "max_tokens": 4, "temperature": 0.9})
 prompts_file = os.path.join(W, "prompts.jsonl")
 c.write_jsonl(prompts_file, all_prompts)
 
