@@ -38,6 +38,7 @@ VARIANTS = {  # name: sampling fields
     "penalties_max": {"temperature": 0.8, "repetition_penalty": 100, "frequency_penalty": 2, "presence_penalty": 2},
     "penalties_min": {"temperature": 0.8, "repetition_penalty": 1e-3, "frequency_penalty": -2,
                       "presence_penalty": -2},
+    "logprobs": {"temperature": 0.9, "logprobs": 3},
 }
 GREEDY_LIKE = ("t1e-30", "top_p_tiny", "min_p_1")
 BASE = [[1, 17, 30, 9, 44, 21], [1, 3, 3, 3], [1, 40, 12, 33, 8, 27, 19, 45, 10], [1, 25]]
