@@ -296,6 +296,17 @@ void model_embed(model *m, dist_ctx *d, const model_batch *b) {
     dist_allreduce_sum(d, m->x, (int64_t)n * dim); /* vocab-parallel embedding */
 }
 
+void model_kv_copy(model *m, int src, int dst, int n) {
+    check(src >= 0 && src < m->n_slots && dst >= 0 && dst < m->n_slots && n >= 0 && n <= m->seq_len,
+          "KV copy of %d positions from slot %d to %d", n, src, dst);
+    const int64_t row = (int64_t)m->share.n_kv_local * m->cfg.head_size * (int64_t)kern_dtype_size(m->kv_dtype);
+    for (int l = 0; l < m->share.n_layers_local; l++)
+        for (int c = 0; c < 2; c++) {
+            char *base = (char *)(c ? m->value_cache : m->key_cache) + (int64_t)l * m->n_slots * m->seq_len * row;
+            memcpy(base + (int64_t)dst * m->seq_len * row, base + (int64_t)src * m->seq_len * row, (size_t)(n * row));
+        }
+}
+
 void model_layers(model *m, dist_ctx *d, const model_batch *b) {
     const model_config *c = &m->cfg;
     const plan_rank *r = &m->share;

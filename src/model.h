@@ -80,6 +80,9 @@ void model_free(model *m);
 void model_embed(model *m, dist_ctx *d, const model_batch *b);
 /* this stage's layers on x (n, dim) in place; two all-reduces per layer over the stage's tp ranks */
 void model_layers(model *m, dist_ctx *d, const model_batch *b);
+/* copies positions [0, n) of KV slot src to slot dst, every local layer (n choices of one prompt
+ * share its prefill) */
+void model_kv_copy(model *m, int src, int dst, int n);
 /* last stage: final norm and classifier for the wanted tokens; the stage's tp rank 0 gets the
  * logits (n_want, vocab) in out. Returns n_want. */
 int model_logits(model *m, dist_ctx *d, const model_batch *b, float *out);

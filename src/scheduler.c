@@ -13,6 +13,9 @@ struct sched_seq {
     intake_request rq;      /* the request; rq.ids grows by the completion */
     int n, n_prompt;        /* tokens in rq.ids, of them the prompt's */
     int n_cached;           /* tokens already in the KV cache */
+    int announced;          /* its vsample_seq record went down the pipeline */
+    int wait_for;           /* a choice of n waiting for a sibling's prefill (its slot), or -1 */
+    int copy_from;          /* the sibling slot whose prompt KV rows it takes (next micro-batch), or -1 */
     uint64_t rng;
     float *logprobs;        /* score: (n_prompt - 1) */
     char *text;             /* generate: completion text so far (textlen bytes) */
@@ -97,6 +100,35 @@ static void seq_start(sched *s, int slot, intake_request *rq) {
     q->t_admit = util_now();
     q->t_queued = q->t_admit - s->t_start;
     q->active = 1;
+    q->wait_for = q->copy_from = -1;
+    /* a choice of n > 1 whose sibling prefills the same prompt here waits for it and takes its KV
+     * rows instead of computing them again (the last prompt token it computes itself: its first
+     * token is sampled with its own seed) */
+    if (q->rq.n_choices > 1 && q->n_prompt >= 2)
+        for (int k = 0; k < s->o->batch; k++) {
+            const sched_seq *o = &s->seqs[k];
+            if (k != slot && o->active && o->rq.item == q->rq.item && o->wait_for < 0 && o->copy_from < 0 &&
+                o->n_prompt == q->n_prompt) {
+                q->wait_for = k;
+                break;
+            }
+        }
+}
+
+/* a waiting choice: 1 when it may be built now (its sibling's prompt rows are in every rank's
+ * cache, or the sibling is gone and it prefills itself) */
+static int seq_ready(sched *s, sched_seq *q) {
+    if (q->wait_for < 0) return 1;
+    const sched_seq *d = &s->seqs[q->wait_for];
+    if (!d->active || d->rq.item != q->rq.item) { /* finished first: prefill alone */
+        q->wait_for = -1;
+        return 1;
+    }
+    if (d->n_cached < q->n_prompt - 1) return 0; /* (n_cached counts what the last stage sent back for) */
+    q->copy_from = q->wait_for;
+    q->wait_for = -1;
+    q->n_cached = q->n_prompt - 1;
+    return 1;
 }
 
 /* appends the sampled token's text (streaming: a UTF-8 character split over tokens comes out
@@ -167,11 +199,11 @@ static int build_group(sched *s, int g) {
     int n = 0, prompt_tokens = 0, n_seqs = 0;
     for (int slot = g; slot < B && n < T; slot += s->M) {
         sched_seq *q = &s->seqs[slot];
-        if (!q->active) continue;
+        if (!q->active || !seq_ready(s, q)) continue;
         int take = q->n - q->n_cached;
         if (take > s->o->prefill_chunk) take = s->o->prefill_chunk;
         if (take > T - n) take = T - n;
-        if (take > 0 && q->n_cached == 0) { /* the sequence starts: what the last stage samples it with */
+        if (take > 0 && !q->announced) { /* the sequence starts: what the last stage samples it with */
             check(n_seqs < s->bufs->C, "more new sequences in a micro-batch than its %d records", s->bufs->C);
             vsample_seq *v = &seqs[n_seqs++];
             v->slot = slot;
@@ -180,6 +212,10 @@ static int build_group(sched *s, int g) {
             v->rng_hi = (uint32_t)(q->rng >> 32);
             v->sp = q->rq.sp;
             v->logprobs = q->rq.logprobs;
+            v->copy_from = q->copy_from;
+            v->copy_len = q->copy_from >= 0 ? q->n_cached : 0;
+            q->announced = 1;
+            s->st.prefill_shared += v->copy_len;
         }
         for (int i = 0; i < take; i++) {
             int p = q->n_cached + i;
@@ -210,6 +246,7 @@ static void launch_group(sched *s, int g) {
     double t0 = trace_now();
     dist_tp_bcast(s->d, gs->msg, sizeof(int) * ints);
     model_embed(s->m, s->d, &b);
+    stage_msg_kv_copies(s->m, gs->msg, s->T);
     model_layers(s->m, s->d, &b);
     if (s->d->pp > 1) {
         float *x = (float *)(gs->msg + ints);

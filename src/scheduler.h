@@ -43,6 +43,7 @@ typedef struct {
 /* the replica's token counts and times, for progress lines and the summary */
 typedef struct {
     int64_t tokens_in, tokens_out;   /* prompt tokens computed, tokens generated */
+    int64_t prefill_shared;          /* prompt tokens not computed: KV rows copied from a sibling choice */
     double t_prefill, t_decode;      /* the scheduler's time split by the kind of tokens */
     double t_first_token;            /* util_now() of the first token sampled (score: first request done); 0: none */
 } sched_stats;

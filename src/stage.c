@@ -21,6 +21,12 @@ int stage_msg_n_want(const int *msg, int T) {
     return nw;
 }
 
+void stage_msg_kv_copies(model *m, int *msg, int T) {
+    const vsample_seq *seqs = stage_msg_seqs(msg, T);
+    for (int i = 0; i < msg[3]; i++)
+        if (seqs[i].copy_len > 0) model_kv_copy(m, seqs[i].copy_from, seqs[i].slot, seqs[i].copy_len);
+}
+
 trace_name stage_msg_step_name(const int *msg) {
     return msg[2] == msg[0] ? TN_PREFILL : msg[2] == 0 ? TN_DECODE : TN_MIXED;
 }
@@ -91,6 +97,7 @@ void stage_follow(dist_ctx *d, model *m, stage_bufs *bufs, const volatile sig_at
         double t0 = trace_now();
         if (d->stage == 0) model_embed(m, d, &b);
         else memcpy(m->x, in + ints, sizeof(float) * (size_t)b.n * dim);
+        stage_msg_kv_copies(m, in, T);
         model_layers(m, d, &b);
         if (!last) {
             dist_ring_wait(d, g);

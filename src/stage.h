@@ -30,6 +30,9 @@ model_batch stage_msg_batch(int *msg, int T);
 vsample_seq *stage_msg_seqs(int *msg, int T);
 /* tokens of the message whose logits are wanted */
 int stage_msg_n_want(const int *msg, int T);
+/* before the layers, on every rank: the KV copies of the message's new sequences (shared
+ * prefills, vsample_seq.copy_from) */
+void stage_msg_kv_copies(model *m, int *msg, int T);
 /* the trace name of a step: by whether its tokens are prompt tokens */
 trace_name stage_msg_step_name(const int *msg);
 

@@ -57,6 +57,9 @@ void vsample_record(vsample *v, const vsample_seq *seqs, int n, const model_batc
     for (int i = 0; i < n; i++) {
         check(seqs[i].slot >= 0 && seqs[i].slot < v->n_slots, "sequence record for slot %d of %d", seqs[i].slot, v->n_slots);
         v->seqs[seqs[i].slot] = seqs[i];
+        if (seqs[i].copy_len > 0)
+            memcpy(v->hist + (int64_t)seqs[i].slot * v->seq_len, v->hist + (int64_t)seqs[i].copy_from * v->seq_len,
+                   sizeof(int) * (size_t)seqs[i].copy_len);
     }
     for (int t = 0; t < b->n; t++) v->hist[(int64_t)b->slot[t] * v->seq_len + b->pos[t]] = b->token[t];
 }

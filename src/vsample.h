@@ -22,6 +22,9 @@ typedef struct {
     sampler_params sp;
     int logprobs;            /* generate: the sampled token's log-prob and this many top alternatives
                               * (at most VSAMPLE_TOP_MAX); -1: none */
+    int copy_from, copy_len; /* copy_len > 0: every rank first copies the KV rows (and the last stage
+                              * the token history) of positions [0, copy_len) from slot copy_from,
+                              * which holds the same prompt (a sibling choice: a shared prefill) */
 } vsample_seq;
 #define VSAMPLE_SEQ_INTS ((int)(sizeof(vsample_seq) / sizeof(int)))
 
@@ -73,8 +76,8 @@ typedef struct {
 /* on the last stage's ranks: rows_max wanted rows per micro-batch at most; score: log-probs */
 void vsample_init(vsample *v, const model *m, const dist_ctx *d, int rows_max, int score);
 void vsample_free(vsample *v);
-/* the micro-batch's new sequences (n of them), then its tokens by slot and position (the
- * penalties' history) */
+/* the micro-batch's new sequences (n of them; their copy_from history first), then its tokens
+ * by slot and position (the penalties' history) */
 void vsample_record(vsample *v, const vsample_seq *seqs, int n, const model_batch *b);
 /* the bytes of the rows out[0..nw) and the top alternatives that follow them */
 int64_t vsample_out_bytes(const vsample_out *out, int nw);
