@@ -106,7 +106,10 @@ void prompts_parse_json(prompt_item *it, const char *line, size_t len) {
     cJSON *msgs = cJSON_GetObjectItemCaseSensitive(f, "messages");
     if (it->api == PROMPTS_COMPLETIONS && cJSON_IsArray(p)) { /* a list of token ids, or of one string */
         if (cJSON_GetArraySize(p) == 1 && cJSON_IsString(p->child)) p = p->child;
-        else ids = p, p = NULL;
+        else if (p->child && cJSON_IsString(p->child)) {
+            it->error = xstrdup("'prompt' holds several prompts: give one prompt a line (a string or a list of token ids)");
+            goto done;
+        } else ids = p, p = NULL;
     }
     if (it->api == PROMPTS_CHAT && !msgs) {
         it->error = xstrdup("a /v1/chat/completions request needs 'messages' in its body");
@@ -174,7 +177,7 @@ void prompts_parse_json(prompt_item *it, const char *line, size_t len) {
     static const char *const known_openai[] = {"model", "prompt", "messages", "max_tokens", "max_completion_tokens",
                                                "temperature", "top_p", "stop", "seed", "n", "logprobs",
                                                "top_logprobs", "frequency_penalty", "presence_penalty", "top_k",
-                                               "min_p", "repetition_penalty", "ignore_eos", "stop_token_ids", NULL};
+                                               "min_p", "repetition_penalty", "ignore_eos", "stop_token_ids", "stream", NULL};
     const char *const *names = openai ? known_openai : known;
     cJSON_ArrayForEach(v, f) {
         int k = 0;
@@ -252,6 +255,10 @@ void prompts_parse_json(prompt_item *it, const char *line, size_t len) {
     }
 #undef NUM
 #undef INT
+    if ((v = cJSON_GetObjectItemCaseSensitive(f, "stream")) && !cJSON_IsFalse(v)) {
+        it->error = xstrdup("'stream' must be false: a batch job writes whole records");
+        goto done;
+    }
     if ((v = cJSON_GetObjectItemCaseSensitive(f, "model"))) {
         if (!cJSON_IsString(v)) {
             it->error = xstrdup("'model' must be a string");

@@ -51,7 +51,8 @@ void run_opts_usage(const char *cmd, FILE *out) {
     }
     fprintf(out,
             "usage: mpirun -n N mpillama %s --model M.h5 --prompts IN --output OUT.jsonl [options]\n"
-            "  IN: JSONL ({\"custom_id\", \"prompt\" | \"prompt_ids\" | \"messages\"}) or plain text, one prompt a line\n"
+            "  IN: JSONL ({\"custom_id\", \"prompt\" | \"prompt_ids\" | \"messages\"}, or OpenAI batch lines) or plain\n"
+            "      text, one prompt a line\n"
             "  --dp D --pp P --tp T replicas x pipeline stages x tensor-parallel ranks (D*P*T = N; default:\n"
             "                       the smallest replica whose weights and KV cache fit a node, as many\n"
             "                       replicas as the ranks allow)\n"
@@ -88,7 +89,8 @@ void run_opts_usage(const char *cmd, FILE *out) {
                 "  --output-format F    native (default) or openai: OpenAI batch output lines in OUT, failed\n"
                 "                       requests in OUT's name with .errors.jsonl\n"
                 "  Each JSONL request may override: max_tokens, temperature, top_k, top_p, min_p,\n"
-                "  repetition_penalty, frequency_penalty, presence_penalty, seed, stop, stop_token_ids, ignore_eos.\n");
+                "  repetition_penalty, frequency_penalty, presence_penalty, seed, stop, stop_token_ids, ignore_eos;\n"
+                "  and ask for n completions and logprobs (k top alternatives).\n");
 }
 
 static int parse_int(const char *flag, const char *s, int lo, int *out) {

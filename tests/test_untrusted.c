@@ -434,6 +434,12 @@ static void openai_cases(void) {
          "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"max_tokens\":3,\"max_completion_tokens\":4}}",
          "give one of"},
         {"openai: n 0", "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"n\":0}}", "'n'"},
+        {"openai: stream true", "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"stream\":true}}",
+         "'stream'"},
+        {"openai: stream false", "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"x\",\"stream\":false}}",
+         NULL},
+        {"openai: several prompts", "{\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":[\"a\",\"b\"]}}",
+         "several prompts"},
         {"native: logprobs 21", "{\"prompt\":\"x\",\"logprobs\":21}", "'logprobs'"},
         {"native: top_logprobs", "{\"prompt\":\"x\",\"top_logprobs\":2}", "'top_logprobs'"},
     };
