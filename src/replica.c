@@ -234,10 +234,13 @@ void replica_hub_start(replica_hub *h) {
     }
 }
 
-void replica_hub_finish(replica_hub *h) {
+void replica_hub_finish(replica_hub *h, const sched_stats *own) {
     while (h->n_done < h->d->dp - 1) {
         hub_signal(h);
         hub_one(h, 1);
+        sched_stats all; /* progress while the other replicas finish (replica 0 may have had no work) */
+        replica_hub_total(h, own, &all);
+        writer_progress(h->w, intake_total(h->in), &all, 0);
     }
     dist_msg_progress(h->d, 1);
 }

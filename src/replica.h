@@ -35,8 +35,9 @@ void replica_hub_init(replica_hub *h, dist_ctx *d, intake *in, writer *w, const 
 void replica_hub_start(replica_hub *h);
 /* answers whatever waits (requests wanted, results, replicas done) without blocking */
 void replica_hub_poll(replica_hub *h);
-/* after replica 0's own run: serves the others until every one has finished */
-void replica_hub_finish(replica_hub *h);
+/* after replica 0's own run (own: its counts): serves the others until every one has finished,
+ * with progress lines as their results come */
+void replica_hub_finish(replica_hub *h, const sched_stats *own);
 /* all replicas' counts summed (own: replica 0's) */
 void replica_hub_total(const replica_hub *h, const sched_stats *own, sched_stats *out);
 void replica_hub_free(replica_hub *h);

@@ -410,7 +410,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         interrupted = sched_run(&s);
         total = s.st;
         if (j.has_hub) {
-            replica_hub_finish(&j.hub);
+            replica_hub_finish(&j.hub, &s.st);
             replica_hub_total(&j.hub, &s.st, &total);
             interrupted = interrupted || j.hub.interrupted || (g_stop_signal && intake_more(&j.in));
         }

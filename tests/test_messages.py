@@ -91,6 +91,14 @@ prog = [x for x in r.stderr.splitlines() if x.startswith("mpillama: progress")]
 if len(prog) < 2 or "ETA unknown" not in prog[0]:
     c.fail("progress with --progress-interval 1000: expected a first line (ETA unknown) and the final one, got %s" % prog)
 ok("progress: a line with the first micro-batch (%s), the last at the end" % prog[0][10:])
+# two replicas, a batch that lets replica 1 take every prompt: rank 0 schedules nothing itself, and
+# its progress comes with the other replica's results
+r = gen(2, os.path.join(W, "dp2.jsonl"), ["--progress-interval", "1000", "--batch", "16", "--dp", "2"])
+prog = [x for x in r.stderr.splitlines() if x.startswith("mpillama: progress")]
+if r.returncode != 3 or len(prog) < 2:
+    c.fail("progress with --dp 2: expected a line with the first results and the final one, got exit %d, %s"
+           % (r.returncode, prog))
+ok("progress with --dp 2 while rank 0's own replica is idle: %d lines" % len(prog))
 
 # ---- the live bar under mpirun whenever the user's stderr is a terminal (a pty here)
 
