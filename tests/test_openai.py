@@ -7,6 +7,9 @@ same fields. --resume keeps the finished lines, runs the missing ones again and 
 error file; --resume with the other format is refused."""
 import json
 import os
+import signal
+import subprocess
+import time
 
 import common as c
 
@@ -399,6 +402,71 @@ for cid in got:
     if a["choices"] != b["choices"] or a["usage"] != b["usage"] or got[cid]["id"] != got2[cid]["id"]:
         c.fail("%s differs after --resume (%s)" % (cid, "run again" if cid in dropped else "kept"))
 ok("--resume: the 2 dropped requests and a torn line run again, identical; the error file rewritten, not appended")
+
+# ---------------------------------------------------------------- a stop signal amid n completions
+# SIGUSR1 to mpiexec (passed on to the rank) with --grace 0: exit 75; a request of n with a choice
+# cut short is one interrupted record (native) or an error line (openai); --resume then gives the
+# uninterrupted run's records in both formats
+# (lengths differ, so that some request is in flight whenever a record is written)
+sig_rows = [{"custom_id": "s%d" % i, "prompt": "Once upon a time", "n": 4, "seed": 100 + i,
+             "max_tokens": 60 + (37 * i) % 100, "ignore_eos": True, "temperature": 1.0, "logprobs": 1} for i in range(24)]
+sig_rows[3] = oa("s3", COMP, {"prompt": "The cat", "n": 3, "max_tokens": 150, "ignore_eos": True})
+sig_in = os.path.join(W, "sig.jsonl")
+c.write_jsonl(sig_in, sig_rows)
+SIG = ["generate", "--model", model, "--prompts", sig_in, "--max-seq-len", "256", "--batch", "8"]
+
+
+def no_timing(path):
+    recs = {}
+    for r in c.read_jsonl(path):
+        r.pop("timing", None)
+        if "response" in r and r["response"]:
+            r["response"]["body"].pop("created")
+        recs[r["custom_id"]] = r
+    return recs
+
+
+for fmt in ("native", "openai"):
+    ref_p = os.path.join(W, "sig_ref_%s.jsonl" % fmt)
+    c.mpirun(args, 1, SIG + ["--output", ref_p, "--output-format", fmt])
+    sig_ref = no_timing(ref_p)
+    cut = os.path.join(W, "sig_%s.jsonl" % fmt)
+    cmd = [args.mpiexec, "-n", "1", "--oversubscribe", args.mpillama] + SIG + ["--output", cut, "--output-format", fmt,
+                                                                             "--grace", "0"]
+    proc = subprocess.Popen(cmd, env=c.mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 120 and proc.poll() is None and \
+            not (os.path.exists(cut) and open(cut, "rb").read().count(b"\n") >= 1):
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        c.fail("%s: the run ended before the signal" % fmt)
+    os.kill(proc.pid, signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    part = c.read_jsonl(cut)
+    errs_p = os.path.join(W, "sig_%s.errors.jsonl" % fmt)
+    cut_short = [r for r in part if r.get("finish_reason") == "interrupted"] if fmt == "native" else \
+        [r for r in c.read_jsonl(errs_p) if r["error"] and r["error"]["code"] == "interrupted"]
+    whole = [r for r in part if r.get("finish_reason") != "interrupted"]
+    # (a signal between two requests may leave none in flight: no interrupted record then)
+    if proc.returncode != 75 or len(whole) + len(cut_short) >= len(sig_rows):
+        c.fail("%s: SIGUSR1 with --grace 0: exit %d, %d whole and %d interrupted records\n%s" %
+               (fmt, proc.returncode, len(whole), len(cut_short), err[-1500:]))
+    for r in whole:
+        rr = dict(r)
+        rr.pop("timing", None)
+        if "response" in rr:
+            rr["response"]["body"].pop("created")
+        if rr != sig_ref[r["custom_id"]]:
+            c.fail("%s: record %s written before the signal differs from the uninterrupted run's" % (fmt, r["custom_id"]))
+    c.mpirun(args, 1, SIG + ["--output", cut, "--output-format", fmt, "--resume"])
+    if no_timing(cut) != sig_ref:
+        c.fail("%s: after --resume the records differ from the uninterrupted run's" % fmt)
+    if fmt == "openai" and c.read_jsonl(errs_p):
+        c.fail("openai: the error file still holds lines after --resume")
+    ok("%s: SIGUSR1 amid n = 4 requests: exit 75, %d whole records, %d cut short (%s); --resume gives the "
+       "uninterrupted records" % (fmt, len(whole), len(cut_short), "interrupted records" if fmt == "native"
+                                   else "error lines"))
 
 # ---------------------------------------------------------------- the same records on every grid
 grid_rows = [{"custom_id": "g%d" % i, "prompt": p, "n": 2, "logprobs": 3, "temperature": 0.8, "seed": 11 + i,
