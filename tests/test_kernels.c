@@ -464,7 +464,7 @@ int main(void) {
     const int threads = openblas_get_num_threads();
     const int ns[] = {1, 7, 8, 9, 37, 150}, ns_small[] = {1, 9, 37};
     /* every implementation this CPU runs (the default last, for the rest of the tests) */
-    const char *impls[] = {"generic", "avx512", "avx2"};
+    const char *impls[] = {"generic", "avx2", "avx512"};
     for (int m = 0; m < 3; m++) {
         if (kern_matmul_use(impls[m]) != 0 || strcmp(kern_matmul_impl(), impls[m]) != 0) {
             printf("SKIP (part): matmul %s: not supported by this CPU\n", impls[m]);

@@ -43,8 +43,8 @@ static int mm_has_avx512vnni(void) { return mm_has_avx512bw() && __builtin_cpu_s
 /* per dtype, in order of preference (the default: the first this CPU runs) */
 static const mm_impl mm_f32_impls[] = {
 #ifdef KERN_X86
-    {"avx2", kern_f32_avx2_range, NULL, 0, mm_has_avx2},
     {"avx512", kern_f32_avx512_range, NULL, 0, mm_has_avx512},
+    {"avx2", kern_f32_avx2_range, NULL, 0, mm_has_avx2},
 #endif
     {"generic", kern_f32_generic_range, NULL, 0, mm_always},
     {NULL, NULL, NULL, 0, NULL},
