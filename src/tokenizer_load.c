@@ -15,7 +15,6 @@
  *       makes it); with a ByteLevel pre-tokenizer, "byte-bpe" with the merges as id pairs and
  *       the Split regex (or GPT-2's, for ByteLevel use_regex) as the pattern. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
@@ -441,6 +440,20 @@ static int line_next(line_cursor *c, size_t *start, size_t *end) {
     return 0;
 }
 
+/* the decimal rank in [s, end): digits only, below INT32_MAX - LLAMA3_N_SPECIAL; -1 otherwise. Reads
+ * no byte past end (strtoll would look for the end of the whole remaining file: quadratic under
+ * ASan's strict string checks) */
+static int64_t parse_rank(const char *s, const char *end) {
+    int64_t v = 0;
+    if (s >= end) return -1;
+    for (; s < end; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        v = v * 10 + (*s - '0');
+        if (v >= INT32_MAX - LLAMA3_N_SPECIAL) return -1;
+    }
+    return v;
+}
+
 static void load_tiktoken_buf(mfile_tokenizer *out, const char *buf, size_t size, const char *path) {
     /* pass 1: the largest rank */
     int64_t max_rank = -1, lines = 0;
@@ -449,11 +462,8 @@ static void load_tiktoken_buf(mfile_tokenizer *out, const char *buf, size_t size
         lines++;
         const char *sp = memchr(buf + pos, ' ', le - pos);
         if (!sp) die("tokenizer '%s': line %lld is not 'base64 rank'", path, (long long)lines);
-        char *e;
-        errno = 0;
-        long long rank = strtoll(sp + 1, &e, 10);
-        if (errno || e != buf + le || rank < 0 || rank >= INT32_MAX - LLAMA3_N_SPECIAL)
-            die("tokenizer '%s': line %lld has a bad rank", path, (long long)lines);
+        int64_t rank = parse_rank(sp + 1, buf + le);
+        if (rank < 0) die("tokenizer '%s': line %lld has a bad rank", path, (long long)lines);
         if (rank > max_rank) max_rank = rank;
     }
     if (lines == 0) die("tokenizer '%s': no ranks", path);
@@ -471,7 +481,7 @@ static void load_tiktoken_buf(mfile_tokenizer *out, const char *buf, size_t size
     for (size_t pos, le; line_next(&lc, &pos, &le);) {
         lines++;
         const char *sp = memchr(buf + pos, ' ', le - pos);
-        int rank = atoi(sp + 1);
+        int rank = (int)parse_rank(sp + 1, buf + le); /* checked in pass 1 */
         size_t b64 = (size_t)(sp - (buf + pos));
         int len = b64 <= 4 * (sizeof tok / 3) ? base64_decode(buf + pos, b64, tok) : -1;
         if (len <= 0) die("tokenizer '%s': line %lld has a bad base64 token", path, (long long)lines);

@@ -355,6 +355,17 @@ static void tokjson_check(const void *arg) {
     if (tok_load_hf_json(&t, path, why, sizeof why)) mfile_tokenizer_free(&t);
 }
 
+static void tiktoken_check(const void *arg) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tokenizer.model", g_dir);
+    FILE *f = xfopen(path, "w");
+    fputs(arg, f);
+    fclose(f);
+    mfile_tokenizer t;
+    tok_load_tiktoken(&t, path);
+    mfile_tokenizer_free(&t);
+}
+
 static void tokenizer_cases(void) {
 #define TJ(VOCAB) "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":" VOCAB ",\"merges\":[]}}"
     expect_dies("tokenizer.json: an id of 2^24 for 2 tokens", tokjson_check, TJ("{\"a\":0,\"b\":16777215}"),
@@ -365,6 +376,15 @@ static void tokenizer_cases(void) {
     expect_dies("tokenizer.json: a duplicate vocabulary key", tokjson_check, TJ("{\"a\":0,\"a\":1}"),
                 "tokenizer.json", "duplicate key 'a'");
 #undef TJ
+    /* tiktoken ranks: digits only, within the line (parsed without reading past it) */
+    expect_dies("tiktoken: a negative rank", tiktoken_check, "IQ== 0\nIg== -1\n", "tokenizer.model", "line 2 has a bad rank");
+    expect_dies("tiktoken: a rank with trailing text", tiktoken_check, "IQ== 0\nIg== 1x\n", "tokenizer.model",
+                "line 2 has a bad rank");
+    expect_dies("tiktoken: a rank past 2^31", tiktoken_check, "IQ== 0\nIg== 99999999999\n", "tokenizer.model",
+                "line 2 has a bad rank");
+    expect_dies("tiktoken: an empty rank", tiktoken_check, "IQ== \n", "tokenizer.model", "line 1 has a bad rank");
+    expect_dies("tiktoken: well-formed ranks but not Llama 3's count", tiktoken_check, "IQ== 0\nIg== 1\n",
+                "tokenizer.model", "of 2 ranks");
 }
 
 /* ------------------------------------------------------------------ JSONL prompt lines */
