@@ -229,6 +229,8 @@ intake_status intake_next(intake *in, intake_request *rq, int *item, char *why, 
     return INTAKE_END;
 }
 
+int intake_in_choices(const intake *in) { return in->rep.ids != NULL; }
+
 int intake_more(const intake *in) { return in->next_item < in->n_items || in->rep.ids; }
 
 int intake_total(const intake *in) { return in->n_items - in->skipped; }

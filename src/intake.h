@@ -65,6 +65,8 @@ uint64_t intake_choice_seed(uint64_t seed, int k);
  * own seed stream): INTAKE_READY with rq filled, INTAKE_ERROR with *item and why set (the line
  * cannot run; the caller records the error), or INTAKE_END when the file is exhausted */
 intake_status intake_next(intake *in, intake_request *rq, int *item, char *why, size_t why_size);
+/* 1 while the choices of a request of n are being handed out (the next one is its sibling) */
+int intake_in_choices(const intake *in);
 /* 1 while lines are left to hand out */
 int intake_more(const intake *in);
 /* lines still to run: the file's less the skipped ones */

@@ -139,7 +139,8 @@ static void hub_answer_want(replica_hub *h, int src, int want) {
     char why[256];
     int item;
     intake_request rq;
-    while (rh.count < want && !*h->signal) {
+    /* the choices of a request of n go together (to share its prefill): past want if need be */
+    while ((rh.count < want || intake_in_choices(h->in)) && !*h->signal) {
         intake_status st = intake_next(h->in, &rq, &item, why, sizeof(why));
         if (st == INTAKE_END) break;
         if (st == INTAKE_ERROR) {
@@ -261,12 +262,13 @@ void replica_remote_init(replica_remote *r, dist_ctx *d, int batch, const volati
     memset(r, 0, sizeof(*r));
     r->d = d;
     r->depth = batch > 4 ? batch / 2 : 2; /* enough to refill while the hub is busy, few enough to share the tail */
-    r->queue = xcalloc((size_t)r->depth, sizeof(intake_request));
+    r->qcap = r->depth + PROMPTS_N_MAX - 1;
+    r->queue = xcalloc((size_t)r->qcap, sizeof(intake_request));
     r->signal = signal;
 }
 
 void replica_remote_free(replica_remote *r) {
-    for (int i = 0; i < r->qlen; i++) intake_request_free(&r->queue[(r->qhead + i) % r->depth]);
+    for (int i = 0; i < r->qlen; i++) intake_request_free(&r->queue[(r->qhead + i) % r->qcap]);
     free(r->queue);
     free(r->buf);
     memset(r, 0, sizeof(*r));
@@ -292,8 +294,8 @@ static void remote_poll(replica_remote *r, int block) {
         requests_head rh;
         memcpy(&rh, take(&u, sizeof(rh)), sizeof(rh));
         for (int i = 0; i < rh.count; i++) {
-            check(r->qlen < r->depth, "the hub sent more requests than asked for");
-            unpack_request(&u, &r->queue[(r->qhead + r->qlen++) % r->depth]);
+            check(r->qlen < r->qcap, "the hub sent more requests than asked for");
+            unpack_request(&u, &r->queue[(r->qhead + r->qlen++) % r->qcap]);
         }
         if (rh.flags & REQ_EXHAUSTED) r->exhausted = 1;
         if (rh.flags & REQ_STOPPED) r->more = !(rh.flags & REQ_EXHAUSTED);
@@ -304,7 +306,7 @@ static void remote_poll(replica_remote *r, int block) {
 }
 
 static void remote_ask(replica_remote *r) {
-    if (r->asked || r->exhausted || r->stop || r->qlen == r->depth) return;
+    if (r->asked || r->exhausted || r->stop || r->qlen >= r->depth) return;
     int want = r->depth - r->qlen;
     dist_msg_post(r->d, 0, DIST_MSG_WANT, &want, sizeof(want));
     r->asked = 1;
@@ -320,7 +322,7 @@ static int remote_next(void *ctx, intake_request *rq) {
     if (r->qlen == 0 || r->stop) return 0;
     *rq = r->queue[r->qhead];
     memset(&r->queue[r->qhead], 0, sizeof(*rq));
-    r->qhead = (r->qhead + 1) % r->depth;
+    r->qhead = (r->qhead + 1) % r->qcap;
     r->qlen--;
     remote_ask(r); /* top the queue up while this one runs */
     return 1;

@@ -45,7 +45,8 @@ void replica_hub_free(replica_hub *h);
 typedef struct {
     dist_ctx *d;
     int depth;                  /* requests kept queued ahead of free slots */
-    intake_request *queue;      /* (depth) ring */
+    int qcap;                   /* depth + room for the rest of a request's n choices (sent together) */
+    intake_request *queue;      /* (qcap) ring */
     int qhead, qlen;
     int asked;                  /* a request for more is outstanding */
     int exhausted;              /* the hub has nothing more to hand out */

@@ -317,22 +317,26 @@ ok("n = 3: one record, choices 0..2 with their own seeds (choice 0 = the request
 pin4 = os.path.join(W, "n4.jsonl")
 c.write_jsonl(pin4, [dict(NSAMP, custom_id="n4", n=4)])
 n4 = {}
-for batch in ("16", "2", "1"):
+for batch in ("16", "2", "1", "dp2"):
     o4, tr = os.path.join(W, "n4_%s.jsonl" % batch), os.path.join(W, "trace_%s" % batch)
-    c.mpirun(args, 1, ["generate", "--model", model, "--prompts", pin4, "--output", o4, "--max-seq-len", "256",
-                       "--batch", batch, "--trace", tr])
+    # dp 2, 4 slots a replica: the hub sends the 4 choices to one replica together (past the 2 it asks for)
+    c.mpirun(args, 2 if batch == "dp2" else 1, ["generate", "--model", model, "--prompts", pin4, "--output", o4,
+             "--max-seq-len", "256", "--trace", tr] + (["--dp", "2", "--batch", "4"] if batch == "dp2" else
+                                                       ["--batch", batch]))
     n4[batch] = c.read_jsonl(o4)[0]
     with open(os.path.join(tr, "summary.json")) as f:
         n4[batch]["prompt_computed"] = json.load(f)["tokens"]["prompt"]
 prompt_n = n3["prompt_tokens"]
-if n4["16"]["prompt_computed"] != prompt_n + 3 or n4["1"]["prompt_computed"] != 4 * prompt_n:
-    c.fail("prompt tokens computed for n = 4: %d with 4 slots (want %d: shared), %d with 1 slot (want %d)" %
-           (n4["16"]["prompt_computed"], prompt_n + 3, n4["1"]["prompt_computed"], 4 * prompt_n))
-for batch in ("16", "2", "1"):
+if n4["16"]["prompt_computed"] != prompt_n + 3 or n4["1"]["prompt_computed"] != 4 * prompt_n or \
+        n4["dp2"]["prompt_computed"] != prompt_n + 3:
+    c.fail("prompt tokens computed for n = 4: %d with 4 slots (want %d: shared), %d with 1 slot (want %d), %d on dp 2 "
+           "(want %d)" % (n4["16"]["prompt_computed"], prompt_n + 3, n4["1"]["prompt_computed"], 4 * prompt_n,
+                          n4["dp2"]["prompt_computed"], prompt_n + 3))
+for batch in ("16", "2", "1", "dp2"):
     if n4[batch]["choices"][:3] != chs or n4[batch]["choices"] != n4["16"]["choices"]:
         c.fail("n = 4 with --batch %s: choices differ from n = 3's / --batch 16's" % batch)
 ok("n = 4 computes the prompt once (%d prompt tokens for a %d-token prompt; 1 slot: %d) and gives the same choices "
-   "with 16, 2 and 1 slots" % (n4["16"]["prompt_computed"], prompt_n, n4["1"]["prompt_computed"]))
+   "with 16, 2 and 1 slots and on dp 2" % (n4["16"]["prompt_computed"], prompt_n, n4["1"]["prompt_computed"]))
 
 # ---------------------------------------------------------------- logprobs
 # exact: each completion token's log-prob is score's teacher-forced one (the model's distribution,
