@@ -60,8 +60,8 @@ MUTATIONS = [
      r"\1if (0)", "test_vsample"),
     ("shard min_p off", r"if \(p->min_p > 0\.0f && !\(prob >= floor\)\) continue;", ";", "test_vsample"),
     ("NaN and +inf logits not detected", r"bad \|= !\(logits\[i\] < INFINITY\);", ";", "test_sampler"),
-    ("a non-finite row's error not carried to the scheduler", r"if \(!isfinite\(v->val\[r\]\)\) v->idx\[r\] = SAMPLER_NON_FINITE;",
-     ";", "test_numerics"),
+    ("a non-finite row drawn from anyway", r"draw\[r\] = (!sampler_is_greedy\(&rows\[r\]->sp\)) && isfinite\(v->val\[r\]\);",
+     r"draw[r] = \1;", "test_numerics"),
     ("softmax sum not chained through the tp ranks", r"dist_tp_chain_recv\(d, v->sum, nw\);", ";", "test_replicas"),
     # the stop rules (check_stop_strings and the sampled token's checks in the scheduler)
     ("stop strings ignored", r"if \(hit\) \{", "if (0) {", "test_stop"),
