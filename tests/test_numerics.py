@@ -8,6 +8,7 @@ A small untied llama2.c model (make_llama2c_model.py) runs on 1x1, 1x2, 2x1, dp 
   record "non-finite logits ... at completion token 0"; one whose clean completion generates X at
   completion token k gets one at token k + 1 (the NaN logits come with the next step); every
   other request's record is the clean run's on the same grid; the job exits 3 (some requests failed);
+  with --output-format openai the same requests land in OUT.errors.jsonl;
 - score on the NaN model writes null (never a bare nan) exactly from X's position on."""
 import collections
 import json
@@ -133,6 +134,8 @@ GRIDS = [(1, []), (2, ["--tp", "2"]), (2, ["--pp", "2"]), (2, ["--dp", "2"]), (4
 for n, grid in GRIDS:
     tag = "%d%s" % (n, "".join(grid).replace("--", "_"))
     cl = generate(clean, prompts_file, "clean" + tag, n, grid)
+    if n == 1:
+        clean_1x1 = cl
     nn = generate(nan_h5, prompts_file, "nan" + tag, n, grid, code=3)
     errors = {0: 0, "mid": 0}
     for p in all_prompts:
@@ -154,6 +157,20 @@ for n, grid in GRIDS:
     print("PASS %s: NaN embedding of token %d: %d error records at completion token 0, %d later; the other %d "
           "records equal the clean run's" % (tag, X, errors[0], errors["mid"],
                                             len(all_prompts) - errors[0] - errors["mid"]))
+
+# ---- --output-format openai: the same requests fail, into OUT.errors.jsonl
+oa = os.path.join(W, "nan_openai.jsonl")
+r = c.mpirun(args, 1, ["generate", "--model", nan_h5, "--prompts", prompts_file, "--output", oa, "--seed", "3",
+                       "--batch", "4", "--output-format", "openai"], check=False)
+if r.returncode != 3:
+    c.fail("openai format: exit %d, expected 3\n%s" % (r.returncode, r.stderr[-2000:]))
+oa_err = strict_records(os.path.join(W, "nan_openai.errors.jsonl"), "openai errors")
+want_err = {p["custom_id"] for p in all_prompts if expected_error_at(p, clean_1x1[p["custom_id"]]) is not None}
+bad = [k for k, v in oa_err.items() if "non-finite logits" not in json.dumps(v)]
+if set(oa_err) != want_err or bad:
+    c.fail("openai format: error lines for %s (expected %s), without the cause: %s"
+           % (sorted(oa_err), sorted(want_err), bad))
+print("PASS openai format: the %d failed requests are in the error file, naming non-finite logits" % len(oa_err))
 
 # ---- score: null log-probs exactly from X's position on, never a bare nan
 score_prompts = [{"custom_id": "s%d" % i, "prompt_ids": ids} for i, ids in enumerate(BASE + [[1, 20, X, 31, 4, 9]])]
