@@ -17,6 +17,7 @@ Run it with Debian's /usr/bin/python3, under `flock -x /work/cpu.lock` for quiet
 import argparse
 import json
 import os
+import re
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +108,17 @@ if "1" not in skip:
     for name, s in (("dp 1", one), ("dp 2", dp2)):
         print("   %-6s %10.1f %8.2f" % (name, tok_s(s), s["wall_s"]))
     print("   throughput ratio dp 2 / dp 1 = %.2f (ideal 2)" % (tok_s(dp2) / tok_s(one)))
+    # the machine's own ceiling for two replicas: what two cores at once give over one (`mpillama
+    # bench`'s limits: a memory read and the f32 FMA peak, one process a core, all at once)
+    lim = {}
+    for n in (1, 2):
+        r = subprocess.run(["mpirun", "-n", str(n), "--bind-to", "core", a.mpillama, "bench", "--model", model,
+                            "--decode", "1", "--prefill", "1", "--time", "0.05"], env=env, capture_output=True, text=True)
+        m = re.search(r"read ([0-9.]+) GB/s; peak f32 ([0-9.]+) GFLOP/s", r.stdout + r.stderr)
+        lim[n] = (float(m.group(1)), float(m.group(2))) if m else None
+    if lim[1] and lim[2]:
+        print("   machine, 1 core / 2 cores at once: read %.1f / %.1f GB/s (x%.2f), f32 peak %.0f / %.0f GFLOP/s (x%.2f)"
+              % (lim[1][0], lim[2][0], lim[2][0] / lim[1][0], lim[1][1], lim[2][1], lim[2][1] / lim[1][1]))
 
 if "2" not in skip or "3" not in skip:
     pp2 = run("pp2", 2, ["--dp", "1", "--pp", "2"])
