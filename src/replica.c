@@ -261,8 +261,9 @@ void replica_hub_total(const replica_hub *h, const sched_stats *own, sched_stats
 void replica_remote_init(replica_remote *r, dist_ctx *d, int batch, const volatile sig_atomic_t *signal) {
     memset(r, 0, sizeof(*r));
     r->d = d;
-    r->depth = batch > 4 ? batch / 2 : 2; /* enough to refill while the hub is busy, few enough to share the tail */
-    r->qcap = r->depth + PROMPTS_N_MAX - 1;
+    r->batch = batch;
+    r->depth = 2; /* enough to refill a slot or two while the hub is busy, few enough to share the tail */
+    r->qcap = batch + PROMPTS_N_MAX - 1;
     r->queue = xcalloc((size_t)r->qcap, sizeof(intake_request));
     r->signal = signal;
 }
@@ -305,9 +306,13 @@ static void remote_poll(replica_remote *r, int block) {
     if (*r->signal && !r->stop) r->stop = *r->signal;
 }
 
+/* asks for enough to fill the free slots and keep depth more queued (the first ask fills every
+ * slot at once) */
 static void remote_ask(replica_remote *r) {
-    if (r->asked || r->exhausted || r->stop || r->qlen >= r->depth) return;
-    int want = r->depth - r->qlen;
+    if (r->asked || r->exhausted || r->stop) return;
+    int want = r->batch - r->running + r->depth - r->qlen;
+    if (want > r->batch - r->qlen) want = r->batch - r->qlen;
+    if (want <= 0) return;
     dist_msg_post(r->d, 0, DIST_MSG_WANT, &want, sizeof(want));
     r->asked = 1;
 }
@@ -315,8 +320,11 @@ static void remote_ask(replica_remote *r) {
 static int remote_next(void *ctx, intake_request *rq) {
     replica_remote *r = ctx;
     remote_poll(r, 0);
-    while (r->qlen == 0 && !r->exhausted && !r->stop) { /* nothing queued: ask and wait */
+    /* nothing queued: ask; wait only when this replica has nothing else to compute (its running
+     * sequences go on while the hub, busy with replica 0's own micro-batch, answers) */
+    while (r->qlen == 0 && !r->exhausted && !r->stop) {
         remote_ask(r);
+        if (r->running > 0) return 0;
         remote_poll(r, 1);
     }
     if (r->qlen == 0 || r->stop) return 0;
@@ -324,6 +332,7 @@ static int remote_next(void *ctx, intake_request *rq) {
     memset(&r->queue[r->qhead], 0, sizeof(*rq));
     r->qhead = (r->qhead + 1) % r->qcap;
     r->qlen--;
+    r->running++;
     remote_ask(r); /* top the queue up while this one runs */
     return 1;
 }
@@ -340,6 +349,7 @@ static void remote_result(void *ctx, const sched_result *res) {
     int n_logprobs = res->logprobs && res->n_prompt > 1 ? res->n_prompt - 1 : 0;
     pack_result(&p, res, n_logprobs, r->st ? r->st : &none);
     dist_msg_post(r->d, 0, DIST_MSG_RESULT, r->buf, p.len);
+    if (r->running > 0) r->running--;
 }
 
 static void remote_tick(void *ctx, const sched_stats *st) {

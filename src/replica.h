@@ -44,10 +44,12 @@ void replica_hub_free(replica_hub *h);
 
 typedef struct {
     dist_ctx *d;
+    int batch;                  /* the scheduler's slots */
     int depth;                  /* requests kept queued ahead of free slots */
-    int qcap;                   /* depth + room for the rest of a request's n choices (sent together) */
+    int qcap;                   /* batch + room for the rest of a request's n choices (sent together) */
     intake_request *queue;      /* (qcap) ring */
     int qhead, qlen;
+    int running;                /* requests handed to the scheduler whose result is not yet sent */
     int asked;                  /* a request for more is outstanding */
     int exhausted;              /* the hub has nothing more to hand out */
     int more;                   /* the hub still had requests when it stopped us */
