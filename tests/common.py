@@ -27,6 +27,28 @@ def parse_args(extra=None):
     return a
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+passed = 0
+
+
+def ok(what):
+    """counts and prints one passed check (the script ends with done())"""
+    global passed
+    passed += 1
+    print("PASS " + what)
+
+
+def done():
+    print("%d passed, 0 failed" % passed)
+
+
+def make_llama2c(path, dim, hidden, layers, heads, kv_heads, vocab=512, seq_len=256, *extra):
+    """a random, well-behaved llama2.c checkpoint at path (tests/make_llama2c_model.py)"""
+    run(["/usr/bin/python3", os.path.join(HERE, "make_llama2c_model.py"), path, "--dim", str(dim), "--hidden",
+         str(hidden), "--layers", str(layers), "--heads", str(heads), "--kv-heads", str(kv_heads), "--vocab", str(vocab),
+         "--seq-len", str(seq_len)] + list(extra))
+
+
 def skip(reason):
     print("SKIP: " + reason)
     sys.exit(SKIP)

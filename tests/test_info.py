@@ -11,20 +11,12 @@ import common as c
 
 args = c.parse_args()
 W = args.work
-passed = 0
-
-
-def ok(what):
-    global passed
-    passed += 1
-    print("PASS " + what)
+ok = c.ok
 
 
 # 12 layers, so that layer 10 exists and must come after layer 2
 binp = os.path.join(W, "m.bin")
-c.run(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_llama2c_model.py"), binp,
-       "--dim", "32", "--hidden", "64", "--layers", "12", "--heads", "4", "--kv-heads", "2", "--vocab", "512",
-       "--seq-len", "64"])
+c.make_llama2c(binp, 32, 64, 12, 4, 2, 512, 64)
 tok = os.path.join(args.shared, "models/tok512.bin") if args.shared else ""
 has_tok = bool(tok) and os.path.exists(tok)
 model = os.path.join(W, "m.h5")
@@ -100,4 +92,4 @@ if has_tok:
 else:
     ok("score record: sum_logprob %.4f = the sum, perplexity %.3f = exp(-mean) (no ../shared tokenizer: token texts "
        "not checked)" % (a["sum_logprob"], a["perplexity"]))
-print("%d passed, 0 failed" % passed)
+c.done()

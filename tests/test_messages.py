@@ -14,19 +14,11 @@ import common as c
 
 args = c.parse_args()
 W = args.work
-passed = 0
-
-
-def ok(what):
-    global passed
-    passed += 1
-    print("PASS " + what)
+ok = c.ok
 
 
 binp = os.path.join(W, "m.bin")
-c.run(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_llama2c_model.py"), binp,
-       "--dim", "64", "--hidden", "172", "--layers", "4", "--heads", "8", "--kv-heads", "4", "--vocab", "512",
-       "--seq-len", "256"])
+c.make_llama2c(binp, 64, 172, 4, 8, 4, 512, 256)
 model = os.path.join(W, "m.h5")
 c.run([args.mpillama, "convert", binp, "-o", model])
 prompts = os.path.join(W, "p.jsonl")
@@ -128,4 +120,4 @@ if p.returncode != 3 or not bars or "mpillama: progress" in text:
     c.fail("mpirun -n 2 in a terminal: expected the live bar (\\r[###...] n/m prompts), no log lines, exit 3; got exit %d:\n%r"
            % (p.returncode, text[-1500:]))
 ok("under mpirun -n 2 in a terminal the progress is the live bar (%d updates, the last %r)" % (len(bars), bars[-1][1:]))
-print("%d passed, 0 failed" % passed)
+c.done()

@@ -13,18 +13,11 @@ import common as c
 args = c.parse_args()
 W = args.work
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-passed = 0
-
-
-def ok(what):
-    global passed
-    passed += 1
-    print("PASS " + what)
+ok = c.ok
 
 
 binp = os.path.join(W, "m.bin")
-c.run(["/usr/bin/python3", os.path.join(ROOT, "tests", "make_llama2c_model.py"), binp, "--dim", "64", "--hidden", "172",
-       "--layers", "4", "--heads", "8", "--kv-heads", "4", "--vocab", "512", "--seq-len", "128"])
+c.make_llama2c(binp, 64, 172, 4, 8, 4, 512, 128)
 model = os.path.join(W, "m.h5")
 c.run([args.mpillama, "convert", binp, "-o", model])
 prompts = os.path.join(W, "p.jsonl")
@@ -124,4 +117,4 @@ if r.returncode != 2 or "--trace DIR" not in r.stderr or r2.returncode != 2 or "
     c.fail("--trace-level without --trace / with a bad level: exit %d / %d, %s %s" % (r.returncode, r2.returncode,
                                                                                     r.stderr[-300:], r2.stderr[-300:]))
 ok("--trace-level without --trace, or with an unknown level, is a usage error (exit 2)")
-print("%d passed, 0 failed" % passed)
+c.done()
