@@ -219,15 +219,20 @@ def main():
     case("vocab_size not the tensors' (4 ranks)", file_check(4, "vocab500.h5", "vocab_size", 500,
                                                                    "'tok_embeddings' is [512, 64]"))
 
+    def half_copy(src, name):
+        """the first half of src written to W/name: (its path, its size)"""
+        path = os.path.join(W, name)
+        with open(src, "rb") as fh:
+            data = fh.read()
+        with open(path, "wb") as fh:
+            fh.write(data[:len(data) // 2])
+        return path, len(data) // 2
+
     def truncated_h5(n):
         def f():
-            path = os.path.join(W, "half.h5")
-            with open(model, "rb") as fh:
-                data = fh.read()
-            with open(path, "wb") as fh:
-                fh.write(data[:len(data) // 2])
+            path, size = half_copy(model, "half.h5")
             r = run_mpi(args, n, gen + ["--model", path, "--prompts", prompts, "--output", outp])
-            return r.returncode, expect_clean(r, path, "is truncated", "%d bytes" % (len(data) // 2))
+            return r.returncode, expect_clean(r, path, "is truncated", "%d bytes" % size)
         return f
     case("truncated HDF5 model (1 rank)", truncated_h5(1))
     case("truncated HDF5 model (2 ranks)", truncated_h5(2))
@@ -249,11 +254,7 @@ def main():
 
     def truncated(n):
         def f():
-            path = os.path.join(W, "half.bin")
-            with open(shared_bin, "rb") as fh:
-                data = fh.read()
-            with open(path, "wb") as fh:
-                fh.write(data[:len(data) // 2])
+            path, _ = half_copy(shared_bin, "half.bin")
             dst = os.path.join(W, "half_%d.h5" % n)
             r = run_mpi(args, n, ["convert", path, "-o", dst])
             line = expect_error(r, path)

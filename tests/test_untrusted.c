@@ -344,12 +344,17 @@ static void hdf5_cases(void) {
 
 /* ------------------------------------------------------------------ tokenizer.json */
 
+/* writes text to the file name in the scratch folder; its path into path */
+static void write_scratch(char *path, size_t cap, const char *name, const char *text) {
+    snprintf(path, cap, "%s/%s", g_dir, name);
+    FILE *f = xfopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
 static void tokjson_check(const void *arg) {
     char path[512];
-    snprintf(path, sizeof path, "%s/tokenizer.json", g_dir);
-    FILE *f = xfopen(path, "w");
-    fputs(arg, f);
-    fclose(f);
+    write_scratch(path, sizeof path, "tokenizer.json", arg);
     mfile_tokenizer t;
     char why[256];
     if (tok_load_hf_json(&t, path, why, sizeof why)) mfile_tokenizer_free(&t);
@@ -357,10 +362,7 @@ static void tokjson_check(const void *arg) {
 
 static void tiktoken_check(const void *arg) {
     char path[512];
-    snprintf(path, sizeof path, "%s/tokenizer.model", g_dir);
-    FILE *f = xfopen(path, "w");
-    fputs(arg, f);
-    fclose(f);
+    write_scratch(path, sizeof path, "tokenizer.model", arg);
     mfile_tokenizer t;
     tok_load_tiktoken(&t, path);
     mfile_tokenizer_free(&t);
