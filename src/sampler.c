@@ -84,6 +84,21 @@ static void select_top(sampler_candidate *c, int n, int k) {
     }
 }
 
+/* top_p over the candidates left by min_p and top_k (c sorted, keep of them), their mass taken
+ * as the whole (renormalised, as Hugging Face's warpers, vLLM and llama.cpp do): the shortest
+ * prefix whose share of that mass reaches top_p */
+static int top_p_keep(const sampler_candidate *c, int keep, const sampler_params *p) {
+    if (!(p->top_p > 0.0f && p->top_p < 1.0f)) return keep;
+    float mass = 0.0f, cum = 0.0f;
+    for (int i = 0; i < keep; i++) mass += c[i].prob;
+    const float target = p->top_p * mass;
+    for (int i = 0; i < keep; i++) {
+        cum += c[i].prob;
+        if (cum >= target) return i + 1;
+    }
+    return keep;
+}
+
 int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candidate *c) {
     for (int i = 0; i < n; i++) logits[i] /= p->temperature;
     kern_softmax(logits, n);
@@ -106,17 +121,7 @@ int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candid
         keep = k;
     }
     qsort(c, (size_t)keep, sizeof(*c), cmp_candidate);
-    if (p->top_p > 0.0f && p->top_p < 1.0f) {
-        float cum = 0.0f;
-        for (int i = 0; i < keep; i++) {
-            cum += c[i].prob;
-            if (cum >= p->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-    }
-    return keep;
+    return top_p_keep(c, keep, p);
 }
 
 int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng, sampler_candidate *c) {
@@ -218,16 +223,7 @@ int sampler_draw(sampler_candidate *c, int n, const sampler_params *p, uint64_t 
     int keep = n;
     qsort(c, (size_t)keep, sizeof(*c), cmp_candidate);
     if (p->top_k > 0 && p->top_k < keep) keep = p->top_k;
-    if (p->top_p > 0.0f && p->top_p < 1.0f) {
-        float cum = 0.0f;
-        for (int i = 0; i < keep; i++) {
-            cum += c[i].prob;
-            if (cum >= p->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-    }
+    keep = top_p_keep(c, keep, p);
     float total = 0.0f;
     for (int i = 0; i < keep; i++) total += c[i].prob;
     float r = sampler_random(rng) * total, cum = 0.0f;

@@ -207,6 +207,13 @@ static void test_filters(void) {
     sp.top_k = 6;
     sp.min_p = (float)(0.5 * (p[idx[3]] + p[idx[4]]) / p[idx[0]]);
     expect_kept("min_p (4 kept) under top_k=6", L, N, &sp, idx, 4, p);
+    /* top_p shares the mass left by top_k (renormalised): halfway between the top 3's prefix
+     * shares of 1 and 2 keeps 2 (as a share of the whole row's mass it would keep all 3) */
+    sp = plain(1.0f);
+    sp.top_k = 3;
+    const double m3 = p[idx[0]] + p[idx[1]] + p[idx[2]];
+    sp.top_p = (float)(0.5 * (p[idx[0]] / m3 + (p[idx[0]] + p[idx[1]]) / m3));
+    expect_kept("top_p of top_k=3's renormalised mass (2 kept)", L, N, &sp, idx, 2, p);
 
     /* greedy: the first maximum */
     float g[5] = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
