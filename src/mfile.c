@@ -24,6 +24,8 @@ struct mfile {
     char *path;
     const char *map; /* (map_len) the whole file, read-only (MAP_FAILED: not mapped) */
     size_t map_len;
+    struct { const char *p; size_t n; } *views; /* (n_views) ranges viewed, not yet brought in */
+    int n_views, cap_views;
 };
 
 void mfile_tokenizer_free(mfile_tokenizer *t) {
@@ -385,6 +387,7 @@ mfile *mfile_open(const char *path, MPI_Comm comm) {
 
 void mfile_close(mfile *f) {
     if (f->map != MAP_FAILED) munmap((void *)f->map, f->map_len);
+    free(f->views);
     H5Pclose(f->dxpl);
     H5Fclose(f->file);
     free(f->path);
@@ -640,9 +643,19 @@ int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t e
         die("'%s': tensor '%s' has %llu rows, not rows %lld+%lld", m->path, name, (unsigned long long)dims[0],
             (long long)row0, (long long)nrows);
     const char *p = base + (size_t)row0 * dims[1] * elem;
-    map_populate(p, (size_t)nrows * dims[1] * elem);
+    if (m->n_views == m->cap_views) {
+        m->cap_views = m->cap_views ? 2 * m->cap_views : 64;
+        m->views = xrealloc(m->views, sizeof(*m->views) * (size_t)m->cap_views);
+    }
+    m->views[m->n_views].p = p;
+    m->views[m->n_views++].n = (size_t)nrows * dims[1] * elem;
     *out = p;
     return 1;
+}
+
+void mfile_view_populate(mfile *m) {
+    for (int i = 0; i < m->n_views; i++) map_populate(m->views[i].p, m->views[i].n);
+    m->n_views = 0;
 }
 
 /* reads a whole dataset (1-D, or any rank as its elements in order) collectively into a

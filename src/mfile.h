@@ -95,12 +95,16 @@ int64_t mfile_read_f32(mfile *f, const char *name, int64_t row0, int64_t nrows, 
                        int64_t ncols, float *out);
 /* collective like the reads (every rank, same datasets, same order; nrows = 0 for nothing):
  * points *out at rows [row0, row0+nrows) of a dataset (elements of a 1-D one) in place, in a
- * read-only mapping of the file, brought into memory before it returns (read from the file system
- * unless the page cache holds them; the node's ranks share those pages), and returns 1. Returns 0
+ * read-only mapping of the file, to be brought into memory by mfile_view_populate (read from the
+ * file system unless the page cache holds them; the node's ranks share those pages), and returns 1. Returns 0
  * (the same on every rank) when the dataset is not stored contiguously as elem-byte little-endian
  * values at a 64-byte aligned offset, or the file cannot be mapped: read it with mfile_read_f32.
  * The view lives until mfile_close; the file must not change meanwhile. */
 int mfile_view(mfile *f, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out);
+/* not collective: brings every range viewed since the last call into memory. Called after the
+ * collective walk over the tensors, so that the ranks of a pipeline (each holding other layers)
+ * read their ranges at the same time, not one after the other between collective opens */
+void mfile_view_populate(mfile *f);
 /* collective, like mfile_read_f32, for a tensor stored as t (dies naming the tensor when it is
  * stored otherwise): out gets the block as stored (float, uint16 bf16 bits or int8), and for q8
  * scale gets its (nrows, ncols / 32) scales; a q8 block's col0 and ncols must be multiples of 32.

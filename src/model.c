@@ -190,6 +190,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     }
 
     if (tied_shared) m->classifier = m->tok_embeddings; /* it may have moved into the mapping */
+    mfile_view_populate(f); /* this rank's ranges, beside the other ranks' */
     dist_shared_ready(d, &m->shared);
     m->vocab_counts = xmalloc(sizeof(int) * g->tp);
     m->vocab_offsets = xmalloc(sizeof(int) * g->tp);
