@@ -193,10 +193,10 @@ cJSON *openai_response(const prompt_item *it, cJSON *choices, int prompt_tokens,
     return r;
 }
 
-cJSON *openai_error(const prompt_item *it, const char *why) {
+cJSON *openai_error(const prompt_item *it, const char *why, int server) {
     cJSON *r = line_head(it);
     cJSON *resp = cJSON_AddObjectToObject(r, "response");
-    cJSON_AddNumberToObject(resp, "status_code", 400);
+    cJSON_AddNumberToObject(resp, "status_code", server ? 500 : 400);
     char id[64];
     make_id(id, sizeof id, "req_", it, 2);
     cJSON_AddStringToObject(resp, "request_id", id);
@@ -204,7 +204,7 @@ cJSON *openai_error(const prompt_item *it, const char *why) {
     char msg[600];
     snprintf(msg, sizeof msg, "line %d: %s", it->line, why);
     cJSON_AddStringToObject(e, "message", msg);
-    cJSON_AddStringToObject(e, "type", "invalid_request_error");
+    cJSON_AddStringToObject(e, "type", server ? "server_error" : "invalid_request_error");
     cJSON_AddNullToObject(e, "param");
     cJSON_AddNullToObject(e, "code");
     cJSON_AddNullToObject(r, "error");

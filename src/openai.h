@@ -23,8 +23,9 @@ cJSON *openai_choice(const prompt_item *it, int index, const sched_result *r, co
 /* the whole line of a finished request from its choices (taken over) */
 cJSON *openai_response(const prompt_item *it, cJSON *choices, int prompt_tokens, int completion_tokens,
                        const char *model, const char *fingerprint, long long created);
-/* the error file's line of a request that cannot run (status 400) */
-cJSON *openai_error(const prompt_item *it, const char *why);
+/* the error file's line of a request that cannot run (status 400, invalid_request_error) or that
+ * failed while running (server = 1: status 500, server_error; e.g. non-finite logits) */
+cJSON *openai_error(const prompt_item *it, const char *why, int server);
 /* the error file's line of a request cut short by a stop signal */
 cJSON *openai_interrupted(const prompt_item *it);
 

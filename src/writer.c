@@ -167,6 +167,8 @@ static cJSON *int_array(const int *v, int n) {
     return a;
 }
 
+static void error_record(writer *w, int item, const char *why, int server);
+
 static void add_timing(cJSON *r, double queued_s, double prefill_s, double decode_s, double total_s) {
     cJSON *t = cJSON_CreateObject();
     cJSON_AddNumberToObject(t, "queued_ms", round(queued_s * 1e6) / 1e3);
@@ -266,7 +268,7 @@ static void collect_choice(writer *w, const sched_result *s) {
     if (p->got < p->n) return;
     w->pending[s->item] = NULL;
     if (p->error) { /* a failed choice fails the request: --resume runs all of it again */
-        writer_error(w, s->item, p->error);
+        error_record(w, s->item, p->error, 1);
         pending_free(p);
         return;
     }
@@ -345,7 +347,7 @@ void writer_result(writer *w, const sched_result *s) {
         return;
     }
     if (s->error) { /* failed mid-run: an error record, run again by --resume */
-        writer_error(w, s->item, s->error);
+        error_record(w, s->item, s->error, 1);
         return;
     }
     if (w->o->openai_output) {
@@ -383,14 +385,17 @@ void writer_result(writer *w, const sched_result *s) {
     else w->completed++;
 }
 
-void writer_error(writer *w, int item, const char *why) {
+/* server: the request failed while running (OpenAI output: status 500), else it cannot run */
+static void error_record(writer *w, int item, const char *why, int server) {
     if (!w->o->openai_output) {
         outfile_error(&w->out, w->items[item].custom_id, w->items[item].line, why);
         return;
     }
-    outfile_write(w->has_err ? &w->err : &w->out, openai_error(&w->items[item], why));
+    outfile_write(w->has_err ? &w->err : &w->out, openai_error(&w->items[item], why, server));
     w->out.errors++; /* the job's counts stay on the output's */
 }
+
+void writer_error(writer *w, int item, const char *why) { error_record(w, item, why, 0); }
 
 void writer_progress(writer *w, int total, const sched_stats *st, int force) {
     double now = util_now(), el = now - w->t_start;

@@ -166,11 +166,13 @@ if r.returncode != 3:
     c.fail("openai format: exit %d, expected 3\n%s" % (r.returncode, r.stderr[-2000:]))
 oa_err = strict_records(os.path.join(W, "nan_openai.errors.jsonl"), "openai errors")
 want_err = {p["custom_id"] for p in all_prompts if expected_error_at(p, clean_1x1[p["custom_id"]]) is not None}
-bad = [k for k, v in oa_err.items() if "non-finite logits" not in json.dumps(v)]
+bad = [k for k, v in oa_err.items() if "non-finite logits" not in json.dumps(v) or v["response"]["status_code"] != 500
+       or v["response"]["body"]["error"]["type"] != "server_error"]
 if set(oa_err) != want_err or bad:
     c.fail("openai format: error lines for %s (expected %s), without the cause: %s"
            % (sorted(oa_err), sorted(want_err), bad))
-print("PASS openai format: the %d failed requests are in the error file, naming non-finite logits" % len(oa_err))
+print("PASS openai format: the %d failed requests are in the error file, naming non-finite logits (status 500, "
+      "server_error)" % len(oa_err))
 
 # ---- score: null log-probs exactly from X's position on, never a bare nan
 score_prompts = [{"custom_id": "s%d" % i, "prompt_ids": ids} for i, ids in enumerate(BASE + [[1, 20, X, 31, 4, 9]])]

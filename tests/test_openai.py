@@ -132,7 +132,7 @@ def parse_error_line(line, where):
     else:
         need(r["error"] is None, where, "error with a response")
         keys(r["response"], where + ".response", ["status_code", "request_id", "body"])
-        need(r["response"]["status_code"] == 400, where, "status_code %r" % r["response"]["status_code"])
+        need(r["response"]["status_code"] in (400, 500), where, "status_code %r" % r["response"]["status_code"])
         keys(r["response"]["body"], where, ["error"])
         e = r["response"]["body"]["error"]
         keys(e, where + ".body.error", ["message", "type", "param", "code"])
