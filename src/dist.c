@@ -209,22 +209,6 @@ void dist_gather_logits(dist_ctx *d, const float *local, int rows, int vocab_loc
     trace_end(TN_GATHER, TRACE_GATHER, t0, rows);
 }
 
-void dist_logits_send(dist_ctx *d, const float *buf, int64_t n, int ring) {
-    double t0 = trace_now();
-    dist_ring_wait(d, ring);
-    MPI_CHECK(MPI_Isend(buf, (int)n, MPI_FLOAT, 0, 101, d->replica_comm, &d->ring[ring]));
-    ring_posted(d, ring);
-    trace_end(TN_SEND, TRACE_GATHER, t0, -1);
-    d->bytes_gather += n * 4;
-}
-
-void dist_logits_recv(dist_ctx *d, float *buf, int64_t n) {
-    double t0 = trace_now();
-    int src = (d->pp - 1) * d->tp;
-    MPI_CHECK(MPI_Recv(buf, (int)n, MPI_FLOAT, src, 101, d->replica_comm, MPI_STATUS_IGNORE));
-    trace_end(TN_WAIT, TRACE_WAIT, t0, -1);
-}
-
 void dist_wait_sends(dist_ctx *d) {
     for (int i = 0; i < DIST_RING; i++) dist_ring_wait(d, i);
 }

@@ -133,9 +133,6 @@ int64_t dist_pipe_recv(dist_ctx *d, void *buf, int64_t max_bytes);
  * blocks: (rows, vocab) scratch on that rank. */
 void dist_gather_logits(dist_ctx *d, const float *local, int rows, int vocab_local, const int *counts,
                         const int *offsets, int vocab, float *blocks, float *out);
-/* logits from the last stage's tp rank 0 to the replica's scheduler (non-blocking, ring as above) */
-void dist_logits_send(dist_ctx *d, const float *buf, int64_t n, int ring);
-void dist_logits_recv(dist_ctx *d, float *buf, int64_t n);
 /* completes the send in flight on one ring index (before its buffer is reused) */
 void dist_ring_wait(dist_ctx *d, int ring);
 /* completes every send in flight */

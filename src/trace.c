@@ -6,7 +6,7 @@
 #include "util.h"
 
 const char *const trace_names[] = {"embed", "attention", "matmul", "ffn", "classifier", "allreduce", "send", "recv",
-                                   "gather", "wait", "sampling", "io", "prefill", "decode", "mixed", "load", "in_flight"};
+                                   "gather", "wait", "sampling", "io", "prefill", "decode", "mixed", "in_flight"};
 const char *const trace_category_names[] = {"compute", "allreduce", "p2p", "gather", "wait", "sampling", "io", "step", "flight"};
 
 #define TRACE_MAX_SPANS (1 << 20) /* 32 MiB per rank at most; later spans are counted, not kept */

@@ -23,7 +23,7 @@ extern const char *const trace_names[];
 extern const char *const trace_category_names[];
 typedef enum {
     TN_EMBED, TN_ATTENTION, TN_MATMUL, TN_FFN, TN_CLASSIFIER, TN_ALLREDUCE, TN_SEND, TN_RECV, TN_GATHER,
-    TN_WAIT, TN_SAMPLING, TN_IO, TN_PREFILL, TN_DECODE, TN_MIXED, TN_LOAD, TN_IN_FLIGHT, TN_COUNT
+    TN_WAIT, TN_SAMPLING, TN_IO, TN_PREFILL, TN_DECODE, TN_MIXED, TN_IN_FLIGHT, TN_COUNT
 } trace_name;
 
 /* what --trace-level keeps: the per-category totals only (summary.json), also each rank's steps
