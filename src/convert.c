@@ -140,6 +140,25 @@ const char *convert_dtype_note(const model_config *c, kern_dtype want) {
     return "";
 }
 
+int convert_tokenizer(mfile_tokenizer *tok, const char *given, int vocab_size, const char *src_path,
+                      convert_own_tokenizer_fn load_own, const void *src) {
+    memset(tok, 0, sizeof(*tok));
+    if (given) {
+        tok_load_file(tok, given);
+        if (tok->n != vocab_size)
+            die("'%s': tokenizer has %d pieces, the model's vocab_size is %d", given, tok->n, vocab_size);
+    } else {
+        char why[768];
+        if (!load_own(tok, src, why, sizeof why)) {
+            warning("'%s': %s; no tokenizer stored (prompts must give prompt_ids)", src_path, why);
+            return 0;
+        }
+        tok_fit_vocab(tok, vocab_size, src_path); /* embeddings rounded up: unused ids */
+    }
+    tok_free(tok_init(tok)); /* a tokenizer that would not build fails here */
+    return 1;
+}
+
 static void usage(FILE *out) {
     fprintf(out, "usage: mpillama convert SRC -o OUT.h5 [--tokenizer FILE] [--dtype f32|bf16|q8]\n"
                  "  SRC: a llama2.c checkpoint (.bin), a Hugging Face model directory or a GGUF\n"

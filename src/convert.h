@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "dtype.h"
+#include "mfile.h"
 
 /* `mpillama convert SRC -o OUT [--tokenizer FILE] [--dtype T]`: detects the source type from the
  * content. dtype (NULL: the source's own) is "f32", "bf16" or "q8" (dtype_for's rule per tensor). */
@@ -31,6 +32,13 @@ const char *convert_dtype_note(const model_config *c, kern_dtype want);
  * tokenizer from tokenizer.ggml.* (or tokenizer_path), tensors F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/
  * Q6_K converted to f32; qwen2/qwen3 q/k rows permuted as for Hugging Face */
 void convert_gguf(const char *path, const char *tokenizer_path, const char *out_path, const char *dtype);
+/* the tokenizer a converter stores, checked before the output is created: the file given (its
+ * pieces must number vocab_size), else the source's own through load_own (1: loaded; 0: why says
+ * what is missing, a warning, nothing stored), fitted to vocab_size. Returns 1 when tok holds one
+ * (dies when it would not build), 0 when there is none. */
+typedef int (*convert_own_tokenizer_fn)(mfile_tokenizer *tok, const void *src, char *why, size_t why_cap);
+int convert_tokenizer(mfile_tokenizer *tok, const char *given, int vocab_size, const char *src_path,
+                      convert_own_tokenizer_fn load_own, const void *src);
 
 /* fills cfg from a Hugging Face config.json; dies naming the file (and the field) on any problem.
  * shape_only (synth's random weights): max_position_embeddings and rms_norm_eps may be absent

@@ -218,6 +218,11 @@ static int build_specs(const model_config *c, gguf_spec *v, int neox) {
     return n;
 }
 
+/* the GGUF's own tokenizer (tokenizer.ggml.*) */
+static int own_tokenizer(mfile_tokenizer *tok, const void *src, char *why, size_t cap) {
+    return tok_load_gguf(tok, src, why, cap);
+}
+
 void convert_gguf(const char *path, const char *tokenizer_path, const char *out_path, const char *dtype) {
     gguf_file g;
     gguf_open(&g, path);
@@ -254,24 +259,7 @@ void convert_gguf(const char *path, const char *tokenizer_path, const char *out_
                 g.tensors[i].name, cfg.architecture);
 
     mfile_tokenizer tok;
-    memset(&tok, 0, sizeof tok);
-    int have_tok = 0;
-    if (tokenizer_path) {
-        tok_load_file(&tok, tokenizer_path);
-        if (tok.n != cfg.vocab_size)
-            die("'%s': tokenizer has %d pieces, the model's vocab_size is %d", tokenizer_path, tok.n,
-                cfg.vocab_size);
-        have_tok = 1;
-    } else {
-        char why[512];
-        if (tok_load_gguf(&tok, &g, why, sizeof why)) {
-            tok_fit_vocab(&tok, cfg.vocab_size, path);
-            have_tok = 1;
-        } else {
-            warning("'%s': %s; no tokenizer stored (prompts must give prompt_ids)", path, why);
-        }
-    }
-    if (have_tok) tok_free(tok_init(&tok)); /* a tokenizer that would not build fails here */
+    const int have_tok = convert_tokenizer(&tok, tokenizer_path, cfg.vocab_size, path, own_tokenizer, &g);
 
     /* the stored type, unless --dtype asks for one: the nearest to the source's. bf16 when every
      * matrix is BF16 (bit for bit); q8 when every matrix q8 can hold (input columns a multiple of

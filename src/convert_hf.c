@@ -797,6 +797,11 @@ static void match_tensors(st_set *s, tensor_spec *v, int n, const char *dir,
     }
 }
 
+/* the directory's own tokenizer (tokenizer.json or tokenizer.model, with tokenizer_config.json) */
+static int own_tokenizer(mfile_tokenizer *tok, const void *src, char *why, size_t cap) {
+    return tok_load_hf_dir(tok, src, why, cap);
+}
+
 void convert_hf(const char *dir, const char *tokenizer_path, const char *out_path, const char *dtype) {
     struct stat st;
     if (stat(dir, &st) != 0) die_errno("cannot open '%s'", dir);
@@ -829,27 +834,10 @@ void convert_hf(const char *dir, const char *tokenizer_path, const char *out_pat
     /* the tokenizer is checked before the output is created: the one given, else the
      * directory's own (tokenizer.json or tokenizer.model, with tokenizer_config.json) */
     mfile_tokenizer tok;
-    memset(&tok, 0, sizeof tok);
-    int have_tok = 0;
-    if (tokenizer_path) {
-        tok_load_file(&tok, tokenizer_path);
-        if (tok.n != cfg.vocab_size)
-            die("'%s': tokenizer has %d pieces, the model's vocab_size is %d", tokenizer_path,
-                tok.n, cfg.vocab_size);
-        have_tok = 1;
-    } else {
-        char why[768];
-        if (tok_load_hf_dir(&tok, dir, why, sizeof why)) {
-            tok_fit_vocab(&tok, cfg.vocab_size, dir); /* embeddings rounded up: unused ids */
-            /* BOS stays as the tokenizer has it (Qwen2's config.json names one its tokenizer
-             * never adds); a missing EOS is the config's first */
-            if (tok.eos_id < 0 && cfg.n_eos > 0) tok.eos_id = cfg.eos_ids[0];
-            have_tok = 1;
-        } else {
-            warning("'%s': %s; no tokenizer stored (prompts must give prompt_ids)", dir, why);
-        }
-    }
-    if (have_tok) tok_free(tok_init(&tok)); /* a tokenizer that would not build fails here */
+    const int have_tok = convert_tokenizer(&tok, tokenizer_path, cfg.vocab_size, dir, own_tokenizer, dir);
+    /* BOS stays as the tokenizer has it (Qwen2's config.json names one its tokenizer never adds); a
+     * missing EOS of the directory's own tokenizer is the config's first */
+    if (have_tok && !tokenizer_path && tok.eos_id < 0 && cfg.n_eos > 0) tok.eos_id = cfg.eos_ids[0];
 
     /* the stored type: asked for, else the source's own (bf16 when every matrix is BF16, so
      * they stay bit for bit; else f32, which holds F16 and F32 exactly) */
