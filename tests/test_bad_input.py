@@ -4,8 +4,10 @@ get error records in the output while the good prompts complete and the job exit
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -130,6 +132,35 @@ def main():
         return f
     case("missing model file (1 rank)", missing_model(1))
     case("missing model file (2 ranks)", missing_model(2))
+
+    def unreadable_model():
+        # root reads every file whatever its mode: as root, the run drops to nobody (setpriv), from
+        # a copy of the binary in a folder of /tmp that nobody can reach whatever the work folder
+        d = tempfile.mkdtemp(prefix="mpillama-perm-")
+        os.chmod(d, 0o777)
+        exe = os.path.join(d, "mpillama")
+        shutil.copy(args.mpillama, exe)
+        os.chmod(exe, 0o755)
+        path, p, o = os.path.join(d, "model.h5"), os.path.join(d, "p.jsonl"), os.path.join(d, "out.jsonl")
+        with open(path, "wb") as fh:
+            fh.write(b"\x89HDF\r\n\x1a\n" + bytes(4096))
+        os.chmod(path, 0)
+        common.write_jsonl(p, [{"custom_id": "a", "prompt_ids": [1, 2]}])
+        os.chmod(p, 0o644)
+        cmd = [exe] + gen + ["--model", path, "--prompts", p, "--output", o]
+        if os.geteuid() == 0:
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+            if os.path.exists(o):
+                raise CaseFailed("an output was created for an unreadable model")
+            return r.returncode, expect_error(r, path, re.compile(r"Permission denied"), code=1)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    if os.geteuid() != 0 or subprocess.run(["which", "setpriv"], capture_output=True).returncode == 0:
+        case("model file unreadable (permissions)", unreadable_model)
+    else:
+        skip_case("model file unreadable (permissions)", "running as root without setpriv (util-linux) to drop to nobody")
 
     def not_hdf5(n):
         def f():
