@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -47,6 +48,23 @@ def make_llama2c(path, dim, hidden, layers, heads, kv_heads, vocab=512, seq_len=
     run(["/usr/bin/python3", os.path.join(HERE, "make_llama2c_model.py"), path, "--dim", str(dim), "--hidden",
          str(hidden), "--layers", str(layers), "--heads", str(heads), "--kv-heads", str(kv_heads), "--vocab", str(vocab),
          "--seq-len", str(seq_len)] + list(extra))
+
+
+def small_model(mpillama, work, seq_len):
+    """a 4-layer random llama2.c model (dim 64, 8/4 heads, vocab 512) converted to work/m.h5"""
+    binp, model = os.path.join(work, "m.bin"), os.path.join(work, "m.h5")
+    make_llama2c(binp, 64, 172, 4, 8, 4, 512, seq_len)
+    run([mpillama, "convert", binp, "-o", model])
+    return model
+
+
+def finish_or_kill(proc, timeout, what):
+    """proc's stderr once it exits; a job still running after timeout s is killed and fails the test"""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        fail("%s: the job did not end within %d s" % (what, timeout))
 
 
 def skip(reason):

@@ -205,11 +205,7 @@ def term(name, grace, how):
             os.kill(pid, signal.SIGTERM)
     else:
         os.kill(proc.pid, signal.SIGUSR1)
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        c.fail("SIGTERM (grace %s): the job did not exit within 120 s" % grace)
+    err = c.finish_or_kill(proc, 120, "SIGTERM (grace %s)" % grace)
     took = time.time() - t0
     if proc.returncode != 75 or "rerun with --resume" not in err:
         c.fail("SIGTERM (grace %s): exit %d (want 75) or no word of the interruption:\n%s" % (grace, proc.returncode, err[-2000:]))

@@ -254,11 +254,7 @@ for what, rank, sig, code in [("SIGKILL of rank 0", 0, signal.SIGKILL, None), ("
         c.fail("%s: no process of rank %d found" % (what, rank))
     t0 = time.time()
     os.kill(pid, sig)
-    try:
-        _, err = p.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        c.fail("%s: the job did not end within 120 s" % what)
+    err = c.finish_or_kill(p, 120, what)
     dt = time.time() - t0
     if code is not None and p.returncode != code:
         c.fail("%s: exit %d, expected %d\n%s" % (what, p.returncode, code, err[-2000:]))

@@ -17,10 +17,7 @@ W = args.work
 ok = c.ok
 
 
-binp = os.path.join(W, "m.bin")
-c.make_llama2c(binp, 64, 172, 4, 8, 4, 512, 256)
-model = os.path.join(W, "m.h5")
-c.run([args.mpillama, "convert", binp, "-o", model])
+model = c.small_model(args.mpillama, W, 256)
 prompts = os.path.join(W, "p.jsonl")
 with open(prompts, "w") as f:
     f.write('{"custom_id": "a", "prompt_ids": [1, 5, 9], "max_tokens": 24}\n')

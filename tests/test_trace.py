@@ -16,10 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ok = c.ok
 
 
-binp = os.path.join(W, "m.bin")
-c.make_llama2c(binp, 64, 172, 4, 8, 4, 512, 128)
-model = os.path.join(W, "m.h5")
-c.run([args.mpillama, "convert", binp, "-o", model])
+model = c.small_model(args.mpillama, W, 128)
 prompts = os.path.join(W, "p.jsonl")
 c.write_jsonl(prompts, [{"custom_id": str(i), "prompt_ids": [1] + [(7 * i + 3 * k) % 500 + 3 for k in range(5 + i)],
                          "max_tokens": 12} for i in range(10)])
