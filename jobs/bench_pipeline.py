@@ -4,7 +4,8 @@
   jobs/bench_pipeline.py --mpillama build/mpillama --work /tmp/bp [--reps 11] [--no-hosts]
 
 A synthetic 107M model (synth --shape medium), 32 prompts x (64 + 32) tokens, one thread per
-rank, greedy. Runs 1x1, 1x2 and 2x1 on this host (shared memory) and, as root with Slurm
+rank, greedy, --batch 16 (sequences per micro-batch: 2x1 keeps 2 x 16 in flight, so each stage
+computes 16 rows at once as 1x1 and 1x2 do; 1x1 with 32 in flight is no faster). Runs 1x1, 1x2 and 2x1 on this host (shared memory) and, as root with Slurm
 installed, 1x2 and 2x1 across two network-namespace hosts over TCP (tests/slurm/minicluster.py:
 srun -N2 --mpi=pmix). Each row with dist_progress (default) and without (MPILLAMA_PROGRESS=0),
 so that what it buys shows; efficiency = tok/s / (ranks x the 1x1 tok/s), medians of --reps.
@@ -95,7 +96,8 @@ if not a.no_hosts:
         cl.stop()
 
 base = next(r[3] for r in rows if r[1] == (1, 1))
-print("107M synthetic f32, 32 prompts x (64 + 32) tokens, batch 16, 1 thread per rank; medians of %d" % a.reps)
+print("107M synthetic f32, 32 prompts x (64 + 32) tokens, --batch 16 per micro-batch, 1 thread per rank; medians of %d"
+      % a.reps)
 print("| where | grid | dist_progress | tok/s | efficiency | max wait s |")
 print("|---|---|---|---:|---:|---:|")
 for where, (pp, tp), progress, tps, wait in rows:

@@ -78,16 +78,18 @@ int info_main(int argc, char **argv) {
         int seq = run_opts_seq_len(&o, c.max_seq_len);
         plan_grid g;
         plan_make_dp(&g, &c, dp, pp, tp);
-        printf("plan: --dp %d --pp %d --tp %d (%d replica%s of %d rank%s), %s weights, %s KV cache for --batch %d x "
-               "--max-seq-len %d per replica\n", dp, pp, tp, dp, dp > 1 ? "s" : "", pp * tp, pp * tp > 1 ? "s" : "",
-               kern_dtype_name(dtype_main(&c)), kern_dtype_name((kern_dtype)c.kv_dtype), o.batch, seq);
+        const int slots = plan_slots(o.batch, o.micro_batches, pp);
+        printf("plan: --dp %d --pp %d --tp %d (%d replica%s of %d rank%s), %s weights, %s KV cache for %d slots (--batch %d "
+               "x %d micro-batch%s) x --max-seq-len %d per replica\n", dp, pp, tp, dp, dp > 1 ? "s" : "", pp * tp,
+               pp * tp > 1 ? "s" : "", kern_dtype_name(dtype_main(&c)), kern_dtype_name((kern_dtype)c.kv_dtype), slots,
+               o.batch, slots / o.batch, slots / o.batch > 1 ? "es" : "", seq);
         printf("%5s %7s %5s %3s %9s %9s %9s %11s %14s %14s\n", "rank", "replica", "stage", "tp", "layers", "heads",
                "kv_heads", "ffn_cols", "weight_bytes", "kv_bytes");
         int64_t tw = 0, tk = 0;
         for (int r = 0; r < dp * pp * tp; r++) {
             plan_rank pr;
             plan_rank_share(&g, &c, r, &pr);
-            int64_t kvb = plan_kv_bytes(&pr, &c, seq, o.batch);
+            int64_t kvb = plan_kv_bytes(&pr, &c, seq, slots);
             char lay[32], hd[32], kvh[32], ffn[32];
             snprintf(lay, sizeof(lay), "%d-%d", pr.layer0, pr.layer0 + pr.n_layers_local - 1);
             snprintf(hd, sizeof(hd), "%d-%d", pr.head0, pr.head0 + pr.n_heads_local - 1);
@@ -102,8 +104,8 @@ int info_main(int argc, char **argv) {
                (long long)tk, tk / 1048576.0);
         if (dp > 1) { /* all ranks on one node: replicas share one copy of each slice */
             plan_node_mem shared, priv;
-            plan_node_bytes(&g, &c, 0, dp * pp * tp, seq, o.batch, 1, &shared);
-            plan_node_bytes(&g, &c, 0, dp * pp * tp, seq, o.batch, 0, &priv);
+            plan_node_bytes(&g, &c, 0, dp * pp * tp, seq, o.batch, o.micro_batches, 1, &shared);
+            plan_node_bytes(&g, &c, 0, dp * pp * tp, seq, o.batch, o.micro_batches, 0, &priv);
             printf("on one node: weights %.2f MiB shared by the replicas (%.2f MiB with a copy each), KV cache %.2f MiB\n",
                    shared.weight_bytes / 1048576.0, priv.weight_bytes / 1048576.0, shared.kv_bytes / 1048576.0);
         }

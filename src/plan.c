@@ -191,9 +191,14 @@ void plan_list_layouts(const model_config *c, int world, char *buf, size_t cap) 
     if (!buf[0]) snprintf(buf, cap, "none");
 }
 
+int plan_slots(int batch, int micro, int pp) {
+    const int64_t slots = (int64_t)batch * (micro > 0 ? micro : pp);
+    return slots <= INT32_MAX ? (int)slots : -1;
+}
+
 void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int node_size, int max_seq, int batch,
-                     int shared, plan_node_mem *out) {
-    const int R = g->pp * g->tp, world = g->dp * R;
+                     int micro, int shared, plan_node_mem *out) {
+    const int R = g->pp * g->tp, world = g->dp * R, slots = plan_slots(batch, micro, g->pp);
     char *held = shared ? calloc((size_t)R, 1) : NULL; /* slices already counted on this node */
     memset(out, 0, sizeof(*out));
     for (int w = node * node_size; w < (node + 1) * node_size && w < world; w++) {
@@ -202,15 +207,15 @@ void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int no
         int slice = r.stage * g->tp + r.tp_rank;
         if (!held || !held[slice]) out->weight_bytes += r.weight_bytes;
         if (held) held[slice] = 1;
-        int64_t kv = plan_kv_bytes(&r, c, max_seq, batch);
+        int64_t kv = plan_kv_bytes(&r, c, max_seq, slots);
         /* beyond int64 (absurd --batch x --max-seq-len): saturates, so that it fits nowhere */
         if (kv < 0 || !util_add_ok(out->kv_bytes, kv, &out->kv_bytes)) out->kv_bytes = INT64_MAX;
     }
     free(held);
 }
 
-int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int *dp,
-                 int *pp, int *tp) {
+int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int micro,
+                 int *dp, int *pp, int *tp) {
     char why[256];
     if (node_size < 1) node_size = 1;
     const int n_nodes = (world + node_size - 1) / node_size;
@@ -224,7 +229,7 @@ int plan_default(const model_config *c, int world, int node_size, int64_t node_m
             int fits = 1;
             for (int n = 0; n < n_nodes && fits; n++) {
                 plan_node_mem nm;
-                plan_node_bytes(&g, c, n, node_size, max_seq, batch, 1, &nm);
+                plan_node_bytes(&g, c, n, node_size, max_seq, batch, micro, 1, &nm);
                 fits = (double)nm.weight_bytes + (double)nm.kv_bytes <= 0.85 * (double)node_mem;
             }
             if (fits) {

@@ -50,15 +50,19 @@ typedef struct {
     int64_t weight_bytes;   /* the node's weights (one copy per distinct slice when shared) */
     int64_t kv_bytes;       /* its ranks' KV caches (INT64_MAX when beyond int64) */
 } plan_node_mem;
+/* batch: sequences per micro-batch (--batch), micro: micro-batches (--micro-batches; 0 = pp) */
 void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int node_size, int max_seq, int batch,
-                     int shared, plan_node_mem *out);
+                     int micro, int shared, plan_node_mem *out);
+/* a replica's KV slots (sequences in flight): batch sequences in each of its micro micro-batches
+ * (0: pp of them, so that every stage computes a whole micro-batch at once); -1 beyond int */
+int plan_slots(int batch, int micro, int pp);
 /* the default layout for world ranks, node_size per node and node_mem bytes of memory per node:
  * the smallest valid replica (pp x tp, tp inside a node first) whose node share of weights
- * (shared) and KV caches (batch x max_seq per replica) fits 85% of node_mem, and as many replicas
- * as the ranks allow. Returns 0, or -1 when no replica fits (then dp = 1 and the whole world's
- * grid as plan_default_grid chooses). */
-int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int *dp,
-                 int *pp, int *tp);
+ * (shared) and KV caches (plan_slots x max_seq per replica) fits 85% of node_mem, and as many
+ * replicas as the ranks allow. Returns 0, or -1 when no replica fits (then dp = 1 and the whole
+ * world's grid as plan_default_grid chooses). */
+int plan_default(const model_config *c, int world, int node_size, int64_t node_mem, int max_seq, int batch, int micro,
+                 int *dp, int *pp, int *tp);
 
 /* KV cache bytes of one rank for batch slots of max_seq positions, elements of c->kv_dtype; -1
  * when that does not fit int64 (or batch or max_seq is negative) */

@@ -56,7 +56,7 @@ void run_opts_usage(const char *cmd, FILE *out) {
             "  --dp D --pp P --tp T replicas x pipeline stages x tensor-parallel ranks (D*P*T = N; default:\n"
             "                       the smallest replica whose weights and KV cache fit a node, as many\n"
             "                       replicas as the ranks allow)\n"
-            "  --batch B            sequences in flight (default 16)\n"
+            "  --batch B            sequences per micro-batch (default 16); B x M are in flight\n"
             "  --max-seq-len S      KV cache positions per sequence (default: model's, at most 4096)\n"
             "  --prefill-chunk C    prompt tokens per sequence per step (default 128)\n"
             "  --micro-batches M    micro-batches in flight (default pp, so every stage is busy)\n"

@@ -47,7 +47,8 @@ static int choose_layout(const model_config *c, dist_ctx *d, run_opts *o, int se
         char why[256] = "", valid[1024];
         if (!dp && !pp && !tp) {
             int64_t mem = node_memory();
-            if (plan_default(c, world, d->node_size, mem ? mem : INT64_MAX / 2, seq_len, o->batch, &dp, &pp, &tp) != 0)
+            if (plan_default(c, world, d->node_size, mem ? mem : INT64_MAX / 2, seq_len, o->batch, o->micro_batches, &dp,
+                             &pp, &tp) != 0)
                 warning("no replica of this model fits a node's memory (%.1f GiB) with --batch %d x --max-seq-len %d; "
                         "running one replica --pp %d --tp %d",
                         mem / 1073741824.0, o->batch, seq_len, pp, tp);
@@ -357,18 +358,21 @@ static int run_main(const char *cmd, int argc, char **argv) {
     }
     const int T = o.prefill_chunk + o.batch; /* tokens per micro-batch */
     int M = o.micro_batches ? o.micro_batches : su.d.pp;
-    if (M > o.batch) M = o.batch;
     if (M > DIST_RING - 1) M = DIST_RING - 1;
-    model_alloc_state(&su.m, o.batch, seq_len, T);
+    /* --batch sequences in each micro-batch: with pp > 1 every stage still computes --batch rows
+     * at once (kernels slow down on fewer), and M x --batch are in flight (KV slots) */
+    const int slots = plan_slots(o.batch, M, su.d.pp);
+    check(slots > 0, "--batch %d x %d micro-batches: more KV slots than can be addressed; lower --batch", o.batch, M);
+    model_alloc_state(&su.m, slots, seq_len, T);
     double load_s = util_now() - t_load0;
     int64_t kv = dist_sum_int64(&su.d, su.m.kv_bytes);
     if (su.d.world_rank == 0 && o.verbose)
         fprintf(stderr, "mpillama: %s weights; %s KV cache %.2f MiB in all (%d slots x %d positions); %d micro-batch(es) "
                         "of up to %d tokens\n", kern_dtype_name(dtype_main(c)), kern_dtype_name((kern_dtype)c->kv_dtype),
-                kv / 1048576.0, o.batch, seq_len, M, T);
+                kv / 1048576.0, slots, seq_len, M, T);
 
     /* buffers: a message in, per micro-batch a message out and the sampled tokens (or log-probs) */
-    const int per_group = (o.batch + M - 1) / M; /* sequences of a micro-batch at most */
+    const int per_group = o.batch; /* sequences of a micro-batch at most */
     const int rows = o.mode == RUN_SCORE ? T : per_group;
     const int is_scheduler = su.d.stage == 0 && su.d.tp_rank == 0, is_hub = su.d.world_rank == 0;
     stage_bufs bufs;
@@ -416,7 +420,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         }
         writer_progress(&j.w, intake_total(&j.in), &total, 1);
     } else { /* another replica's scheduler: requests from rank 0, results to it */
-        replica_remote_init(&rem, &su.d, o.batch, &g_stop_signal);
+        replica_remote_init(&rem, &su.d, slots, &g_stop_signal);
         sched_init(&s, &o, &su.d, &su.m, su.tok, &bufs, M, T, t_start, replica_remote_source(&rem),
                    replica_remote_sink(&rem), &rem.stop);
         int cut = sched_run(&s);
@@ -452,7 +456,7 @@ static int run_main(const char *cmd, int argc, char **argv) {
         run.tp = su.d.tp;
         run.ranks = su.d.world_size;
         run.nodes = su.d.n_nodes;
-        run.batch = o.batch;
+        run.batch = slots;
         run.max_seq_len = seq_len;
         run.prefill_chunk = o.prefill_chunk;
         run.micro_batches = M;

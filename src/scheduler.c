@@ -53,7 +53,7 @@ void sched_init(sched *s, const run_opts *o, dist_ctx *d, model *m, const tokeni
         s->groups[g].msg = bufs->out[g];
         s->groups[g].res = bufs->res[g];
     }
-    s->seqs = xcalloc((size_t)o->batch, sizeof(sched_seq));
+    s->seqs = xcalloc((size_t)m->n_slots, sizeof(sched_seq));
     s->t_start = s->t_last_process = t_start;
 }
 
@@ -68,7 +68,7 @@ static void seq_clear(sched_seq *q) {
 }
 
 void sched_free(sched *s) {
-    for (int i = 0; i < s->o->batch; i++) seq_clear(&s->seqs[i]);
+    for (int i = 0; i < s->m->n_slots; i++) seq_clear(&s->seqs[i]);
     free(s->seqs);
     free(s->groups);
     memset(s, 0, sizeof(*s));
@@ -105,7 +105,7 @@ static void seq_start(sched *s, int slot, intake_request *rq) {
      * rows instead of computing them again (the last prompt token it computes itself: its first
      * token is sampled with its own seed) */
     if (q->rq.n_choices > 1 && q->n_prompt >= 2)
-        for (int k = 0; k < s->o->batch; k++) {
+        for (int k = 0; k < s->m->n_slots; k++) {
             const sched_seq *o = &s->seqs[k];
             if (k != slot && o->active && o->rq.item == q->rq.item && o->wait_for < 0 && o->copy_from < 0 &&
                 o->n_prompt == q->n_prompt) {
@@ -191,7 +191,7 @@ static void finish(sched *s, sched_seq *q, const char *reason) { finish_as(s, q,
 
 /* builds group g's micro-batch from its active sequences; returns the token count */
 static int build_group(sched *s, int g) {
-    const int T = s->T, B = s->o->batch;
+    const int T = s->T, B = s->m->n_slots;
     int *msg = s->groups[g].msg;
     dist_ring_wait(s->d, g); /* the buffer's previous send must be complete */
     model_batch b = stage_msg_batch(msg, T);
@@ -370,7 +370,7 @@ static void send_terminator(sched *s) {
 }
 
 int sched_run(sched *s) {
-    const int B = s->o->batch;
+    const int B = s->m->n_slots;
     int stopping = 0;
     double deadline = 0;
     for (;;) {

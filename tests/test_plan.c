@@ -112,23 +112,23 @@ int main(void) {
     plan_make_dp(&g, &s, 4, 1, 1);
     plan_rank_share(&g, &s, 0, &r);
     plan_node_mem nm, nm_private;
-    plan_node_bytes(&g, &s, 0, 4, 512, 8, 1, &nm);
-    plan_node_bytes(&g, &s, 0, 4, 512, 8, 0, &nm_private);
+    plan_node_bytes(&g, &s, 0, 4, 512, 8, 0, 1, &nm);
+    plan_node_bytes(&g, &s, 0, 4, 512, 8, 0, 0, &nm_private);
     EXPECT(nm.weight_bytes == r.weight_bytes && nm_private.weight_bytes == 4 * r.weight_bytes &&
            nm.kv_bytes == 4 * plan_kv_bytes(&r, &s, 512, 8) && nm.kv_bytes == nm_private.kv_bytes,
            "node bytes: shared %lld, private %lld, one copy %lld", (long long)nm.weight_bytes,
            (long long)nm_private.weight_bytes, (long long)r.weight_bytes);
     /* the default layout: a small model on 64 ranks of one node -> 64 replicas of one rank */
     int dp, pp, tp;
-    EXPECT(plan_default(&s, 64, 64, 1LL << 34, 512, 16, &dp, &pp, &tp) == 0 && dp == 64 && pp == 1 && tp == 1,
+    EXPECT(plan_default(&s, 64, 64, 1LL << 34, 512, 16, 0, &dp, &pp, &tp) == 0 && dp == 64 && pp == 1 && tp == 1,
            "default on 64 ranks: %d x %d x %d", dp, pp, tp);
     /* memory for one copy of the weights but not for 8 replicas' KV caches: replicas of 2 ranks */
     int64_t w1 = nm.weight_bytes, kvr = plan_kv_bytes(&r, &s, 512, 16);
-    EXPECT(plan_default(&s, 8, 8, (int64_t)((w1 + 5 * kvr) / 0.85), 512, 16, &dp, &pp, &tp) == 0 && dp * pp * tp == 8 &&
+    EXPECT(plan_default(&s, 8, 8, (int64_t)((w1 + 5 * kvr) / 0.85), 512, 16, 0, &dp, &pp, &tp) == 0 && dp * pp * tp == 8 &&
                dp < 8,
            "default with little memory: %d x %d x %d", dp, pp, tp);
     /* too big for a node's share: one replica across both nodes (pipeline across, tp inside) */
-    EXPECT(plan_default(&s, 8, 4, (int64_t)(w1 / 4), 512, 16, &dp, &pp, &tp) != 0 && dp == 1 && tp == 4 && pp == 2,
+    EXPECT(plan_default(&s, 8, 4, (int64_t)(w1 / 4), 512, 16, 0, &dp, &pp, &tp) != 0 && dp == 1 && tp == 4 && pp == 2,
            "default when nothing fits: %d x %d x %d", dp, pp, tp);
     printf("%d passed, %d failed\n", passes, failures);
     return failures ? 1 : 0;
