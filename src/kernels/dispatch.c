@@ -59,7 +59,7 @@ static const mm_impl mm_bf16_impls[] = {
 };
 static const mm_impl mm_q8_impls[] = {
 #ifdef KERN_X86
-    {"avx512", NULL, kern_q8_avx512_range, KERN_NEED_U, mm_has_avx512vnni},
+    {"avx512", NULL, kern_q8_avx512_range, KERN_NEED_QC, mm_has_avx512vnni},
 #endif
     {"generic", NULL, kern_q8_generic_range, KERN_NEED_Q, mm_always},
     {NULL, NULL, NULL, 0, NULL},
@@ -188,7 +188,7 @@ static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     const mm_w_job *J = ctx;
     const int64_t off = (int64_t)t0 * J->i;
     kern_act a = {J->act.x ? J->act.x + off : NULL, J->act.q ? J->act.q + off : NULL,
-                  J->act.u ? J->act.u + off : NULL, J->act.scale ? J->act.scale + off / KERN_Q8_BLOCK : NULL};
+                  J->act.qc ? J->act.qc + 2 * off : NULL, J->act.scale ? J->act.scale + off / KERN_Q8_BLOCK : NULL};
     J->range(J->out + (int64_t)t0 * J->o, &a, J->w, tn, J->i, J->o, c0, c1);
 }
 
@@ -204,18 +204,18 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
     }
     const mm_impl *m = mm_get(w->dtype);
     const int64_t ni = (int64_t)n * i;
-    /* the prepared activations, in the calling thread's room: bf16 x | int8 q | uint8 u | scales */
+    /* the prepared activations, in the calling thread's room: bf16 x | int8 q | qc | scales */
     size_t bytes = 0;
     const size_t x_at = bytes;
     if (m->need & KERN_NEED_BF16) bytes += (size_t)ni * 2;
     const size_t q_at = bytes;
     if (m->need & KERN_NEED_Q) bytes += (size_t)ni;
-    const size_t u_at = bytes;
-    if (m->need & KERN_NEED_U) bytes += (size_t)ni;
     bytes = (bytes + 63) / 64 * 64;
+    const size_t qc_at = bytes;
+    if (m->need & KERN_NEED_QC) bytes += 2 * (size_t)ni;
     const size_t s_at = bytes;
-    if (m->need & (KERN_NEED_Q | KERN_NEED_U)) bytes += sizeof(float) * (size_t)(ni / KERN_Q8_BLOCK);
-    char *room = kern_room(KERN_ROOM_ACT, bytes + (m->need & KERN_NEED_U && !(m->need & KERN_NEED_Q) ? (size_t)ni : 0));
+    if (m->need & (KERN_NEED_Q | KERN_NEED_QC)) bytes += sizeof(float) * (size_t)(ni / KERN_Q8_BLOCK);
+    char *room = kern_room(KERN_ROOM_ACT, bytes);
     if (!room) {
         /* out of memory for the activations: the reference needs none */
         kern_matmul_w_ref(out, in, w, n, i, o);
@@ -227,16 +227,22 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         for (int64_t k = 0; k < ni; k++) x[k] = kern_f32_to_bf16(in[k]);
         J.act.x = x;
     }
-    if (m->need & (KERN_NEED_Q | KERN_NEED_U)) {
-        /* q where it is wanted, else quantised into the room after the rest and shifted to u */
-        int8_t *q = (int8_t *)(room + (m->need & KERN_NEED_Q ? q_at : bytes));
+    if (m->need & (KERN_NEED_Q | KERN_NEED_QC)) {
         float *s = (float *)(room + s_at);
-        kern_quantize_q8(q, s, in, ni);
-        if (m->need & KERN_NEED_Q) J.act.q = q;
-        if (m->need & KERN_NEED_U) {
-            uint8_t *u = (uint8_t *)(room + u_at);
-            for (int64_t k = 0; k < ni; k++) u[k] = (uint8_t)(q[k] + 128);
-            J.act.u = u;
+        if (m->need & KERN_NEED_Q) {
+            int8_t *q = (int8_t *)(room + q_at);
+            kern_quantize_q8(q, s, in, ni);
+            J.act.q = q;
+        }
+        if (m->need & KERN_NEED_QC) {
+            int8_t *qc = (int8_t *)(room + qc_at);
+            for (int t = 0; t < n; t++) {
+                int8_t *q = qc + (int64_t)t * 2 * i;
+                int32_t *c = (int32_t *)(q + i);
+                kern_quantize_q8(q, s + (int64_t)t * (i / KERN_Q8_BLOCK), in + (int64_t)t * i, i);
+                for (int k = 0; k < i / 4; k++) c[k] = -128 * (q[4 * k] + q[4 * k + 1] + q[4 * k + 2] + q[4 * k + 3]);
+            }
+            J.act.qc = qc;
         }
         J.act.scale = s;
     }

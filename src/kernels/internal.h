@@ -28,12 +28,13 @@ void kern_f32_avx512_range(float *out, const float *in, const float *w, int64_t 
 
 /* activations prepared once per call for bf16 and q8 weights:
  *   bf16: x (n, i) bf16 bits (the rounded activations)
- *   q8:   q (n, i) int8 (kern_quantize_q8), u = q + 128 as uint8 (n, i) for unsigned x signed
- *         dot products, scale (n, i / 32) */
+ *   q8:   q (n, i) int8 (kern_quantize_q8) or qc (q with its corrections, for unsigned x signed
+ *         dot products), scale (n, i / 32) */
 typedef struct {
     const uint16_t *x; /* (n, i) bf16 */
     const int8_t *q;   /* (n, i) */
-    const uint8_t *u;  /* (n, i) q + 128 */
+    const int8_t *qc;  /* (n, 2 i): row t is q's row t (i bytes), then (i / 4) int32 -128 x the
+                          sum of each 4 of its q (vpdpbusd's correction for weights + 128) */
     const float *scale; /* (n, i / 32) */
 } kern_act;
 
@@ -42,7 +43,7 @@ typedef void (*kern_w_range_fn)(float *out, const kern_act *a, const kern_wmat *
 /* the preparation an implementation needs */
 #define KERN_NEED_BF16 1
 #define KERN_NEED_Q 2
-#define KERN_NEED_U 4
+#define KERN_NEED_QC 4
 
 void kern_bf16_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
@@ -61,6 +62,7 @@ typedef void (*kern_w_tile_fn)(float *y, int ldy, const void *x, const float *xs
                                int64_t ldw, int i);
 typedef struct {
     int esize;            /* bytes of an activation and of a weight element */
+    int xmul;             /* an activation row is i x esize x xmul bytes (q8's qc: 2) */
     int rows;             /* R at most */
     int cols[9];          /* C at most for each R */
     kern_w_tile_fn tiles[9][9];

@@ -13,7 +13,7 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *
                   int o, int c0, int c1) {
     const int rt = K->rows, cm = K->cols[rt], es = K->esize, nb = i / KERN_Q8_BLOCK;
     const char *xb = x, *wb = w->data;
-    const int64_t row = (int64_t)i * es, ldw = kern_wmat_ld(w, i), wrow = ldw * es, wnb = ldw / KERN_Q8_BLOCK;
+    const int64_t row = (int64_t)i * es * K->xmul, ldw = kern_wmat_ld(w, i), wrow = ldw * es, wnb = ldw / KERN_Q8_BLOCK;
     if (n <= rt) {
         const int C = K->cols[n];
         for (int c = c0; c < c1; c += C)
