@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """Pipeline and tensor-parallel efficiency on one host and across two hosts; prints the table.
 
-  jobs/bench_pipeline.py --mpillama build/mpillama --work /tmp/bp [--reps 11] [--no-hosts]
+  jobs/bench_pipeline.py --mpillama build/mpillama --work /tmp/bp [--reps 11] [--no-hosts] [--progress 1,0]
 
 A synthetic 107M model (synth --shape medium), 32 prompts x (64 + 32) tokens, one thread per
 rank, greedy, --batch 16 (sequences per micro-batch: 2x1 keeps 2 x 16 in flight, so each stage
-computes 16 rows at once as 1x1 and 1x2 do; 1x1 with 32 in flight is no faster). Runs 1x1, 1x2 and 2x1 on this host (shared memory) and, as root with Slurm
-installed, 1x2 and 2x1 across two network-namespace hosts over TCP (tests/slurm/minicluster.py:
+computes 16 rows at once as 1x1 and 1x2 do; 1x1 with 32 in flight is no faster). Runs 1x1, 1x2
+and 2x1 on this host (shared memory) and, as root with Slurm installed, 1x2 and 2x1 across two network-namespace hosts over TCP (tests/slurm/minicluster.py:
 srun -N2 --mpi=pmix). Each row with dist_progress (default) and without (MPILLAMA_PROGRESS=0),
-so that what it buys shows; efficiency = tok/s / (ranks x the 1x1 tok/s), medians of --reps.
+so that what it buys shows; efficiency = tok/s / (ranks x the 1x1 tok/s), medians of --reps
+rounds, each round running every row once (drift falls on all rows alike).
 Outputs of every run are checked equal to the 1x1 run's."""
 import argparse
 import json
@@ -25,6 +26,8 @@ p.add_argument("--mpillama", required=True)
 p.add_argument("--work", required=True)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--no-hosts", action="store_true", help="skip the two-host runs")
+p.add_argument("--progress", default="1,0", type=lambda v: [int(x) for x in v.split(",")],
+               help="dist_progress settings of the 1x2 and 2x1 rows: 1,0 (default: both), 1 or 0")
 a = p.parse_args()
 a.mpillama = os.path.abspath(a.mpillama)
 os.makedirs(a.work, exist_ok=True)
@@ -60,26 +63,13 @@ def one(launch, grid, progress, tag, run_env=None):
     return s["total_tok_s"], s["categories"]["wait"]["max"], ids(out)
 
 
-rows, base_ids = [], None
-
-
-def row(where, grid, launch, run_env=None):
-    global base_ids
-    for progress in (1, 0) if grid != (1, 1) else (1,):
-        got = [one(launch, grid, progress, "%s_%dx%d_p%d_%d" % (where, grid[0], grid[1], progress, k), run_env)
-               for k in range(a.reps)]
-        for g in got:
-            if base_ids is None:
-                base_ids = g[2]
-            elif g[2] != base_ids:
-                sys.exit("%s %dx%d: outputs differ from the 1x1 run's" % (where, grid[0], grid[1]))
-        rows.append((where, grid, progress, statistics.median(x[0] for x in got), statistics.median(x[1] for x in got)))
-
-
+# every configuration once per round, rounds --reps times: the machine's drift (other load, clock)
+# falls on every row alike instead of on whichever row ran last
 local = ["mpirun", "--bind-to", "core", "-n"]
-row("one host", (1, 1), local + ["1"])
-row("one host", (1, 2), local + ["2"])
-row("one host", (2, 1), local + ["2"])
+configs = [("one host", (1, 1), local + ["1"], None, 1)]
+for grid in ((1, 2), (2, 1)):
+    configs += [("one host", grid, local + ["2"], None, progress) for progress in a.progress]
+cl, note = None, None
 if not a.no_hosts:
     import minicluster as mc
     cl = mc.Cluster(os.path.join(a.work, "cluster"), nodes=2, netns=True, cpus=2)
@@ -88,18 +78,36 @@ if not a.no_hosts:
         tcp = dict(env, OMPI_MCA_btl="self,tcp,vader", OMPI_MCA_btl_tcp_if_include=mc.SUBNET + ".0/24",
                    OMPI_MCA_oob_tcp_if_include=mc.SUBNET + ".0/24")
         srun = cl._in_ns(cl.ns_ctl, ["srun", "--mpi=pmix", "-N2", "--ntasks-per-node=1", "--cpu-bind=cores"])
-        row("two hosts", (1, 2), srun, cl.env(tcp))
-        row("two hosts", (2, 1), srun, cl.env(tcp))
+        for grid in ((1, 2), (2, 1)):
+            configs += [("two hosts", grid, srun, cl.env(tcp), progress) for progress in a.progress]
     except mc.Error as e:
-        print("two hosts skipped: %s" % str(e).splitlines()[0])
-    finally:
+        note = "two hosts skipped: %s" % str(e).splitlines()[0]
+        cl.stop()
+        cl = None
+got = {c[:2] + (c[4],): [] for c in configs}
+base_ids = None
+try:
+    for k in range(a.reps):
+        for where, grid, launch, run_env, progress in configs:
+            r = one(launch, grid, progress, "%s_%dx%d_p%d_%d" % (where, grid[0], grid[1], progress, k), run_env)
+            if base_ids is None:
+                base_ids = r[2]
+            elif r[2] != base_ids:
+                sys.exit("%s %dx%d: outputs differ from the 1x1 run's" % (where, grid[0], grid[1]))
+            got[(where, grid, progress)].append(r)
+finally:
+    if cl:
         cl.stop()
 
-base = next(r[3] for r in rows if r[1] == (1, 1))
+if note:
+    print(note)
+base = statistics.median(x[0] for x in got[("one host", (1, 1), 1)])
 print("107M synthetic f32, 32 prompts x (64 + 32) tokens, --batch 16 per micro-batch, 1 thread per rank; medians of %d"
-      % a.reps)
-print("| where | grid | dist_progress | tok/s | efficiency | max wait s |")
-print("|---|---|---|---:|---:|---:|")
-for where, (pp, tp), progress, tps, wait in rows:
-    print("| %s | %dx%d | %s | %.1f | %.2f | %.2f |" % (where, pp, tp, "on" if progress else "off", tps,
-                                                    tps / (base * pp * tp), wait))
+      " rounds (tok/s range: min-max)" % a.reps)
+print("| where | grid | dist_progress | tok/s | tok/s range | efficiency | max wait s |")
+print("|---|---|---|---:|---:|---:|---:|")
+for (where, (pp, tp), progress), rs in got.items():
+    tps = statistics.median(x[0] for x in rs)
+    print("| %s | %dx%d | %s | %.1f | %.0f-%.0f | %.2f | %.2f |" % (where, pp, tp, "on" if progress else "off", tps,
+                                                               min(x[0] for x in rs), max(x[0] for x in rs),
+                                                               tps / (base * pp * tp), statistics.median(x[1] for x in rs)))
