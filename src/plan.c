@@ -191,8 +191,13 @@ void plan_list_layouts(const model_config *c, int world, char *buf, size_t cap) 
     if (!buf[0]) snprintf(buf, cap, "none");
 }
 
+int plan_micro_batches(int pp, int batch, int64_t requests) {
+    if (pp <= 1) return 1;
+    return requests < 0 || requests >= (int64_t)(pp + 1) * batch ? pp + 1 : pp;
+}
+
 int plan_slots(int batch, int micro, int pp) {
-    const int64_t slots = (int64_t)batch * (micro > 0 ? micro : pp);
+    const int64_t slots = (int64_t)batch * (micro > 0 ? micro : plan_micro_batches(pp, batch, -1));
     return slots <= INT32_MAX ? (int)slots : -1;
 }
 

@@ -53,8 +53,14 @@ typedef struct {
 /* batch: sequences per micro-batch (--batch), micro: micro-batches (--micro-batches; 0 = pp) */
 void plan_node_bytes(const plan_grid *g, const model_config *c, int node, int node_size, int max_seq, int batch,
                      int micro, int shared, plan_node_mem *out);
+/* the default micro-batches of a replica of pp stages that gets about `requests` requests (< 0:
+ * unknown, as many as may be): 1 without a pipeline; else pp, so that every stage computes a
+ * whole micro-batch at once, and one more when the requests fill it too (pp + 1 micro-batches of
+ * batch sequences): the extra micro-batch absorbs uneven ones (a prefill chunk beside decodes),
+ * where with pp a stage waits whenever the other stage's micro-batch is the larger */
+int plan_micro_batches(int pp, int batch, int64_t requests);
 /* a replica's KV slots (sequences in flight): batch sequences in each of its micro micro-batches
- * (0: pp of them, so that every stage computes a whole micro-batch at once); -1 beyond int */
+ * (0: plan_micro_batches with the requests unknown); -1 beyond int */
 int plan_slots(int batch, int micro, int pp);
 /* the default layout for world ranks, node_size per node and node_mem bytes of memory per node:
  * the smallest valid replica (pp x tp, tp inside a node first) whose node share of weights

@@ -357,7 +357,9 @@ static int run_main(const char *cmd, int argc, char **argv) {
         seq_len = c->max_seq_len;
     }
     const int T = o.prefill_chunk + o.batch; /* tokens per micro-batch */
-    int M = o.micro_batches ? o.micro_batches : su.d.pp;
+    int requests = su.d.world_rank == 0 ? j.in.n_items / su.d.dp : 0; /* about a replica's share */
+    dist_world_bcast_int(&requests);
+    int M = o.micro_batches ? o.micro_batches : plan_micro_batches(su.d.pp, o.batch, requests);
     if (M > DIST_RING - 1) M = DIST_RING - 1;
     /* --batch sequences in each micro-batch: with pp > 1 every stage still computes --batch rows
      * at once (kernels slow down on fewer), and M x --batch are in flight (KV slots) */

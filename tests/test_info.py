@@ -66,16 +66,16 @@ if "datasets:" in out or "architecture:" in out or not any(r[:1] == ["rank"] for
         or sum(1 for r in rows if r and r[0] in "0123" and len(r) == 10) != 4:
     c.fail("info --plan alone: expected the plan's 4 ranks only:\n%s" % out)
 ok("info --plan --pp 2 --tp 2 alone prints the plan (%d lines)" % len(rows))
-# --batch is per micro-batch: pp 2 keeps 2 micro-batches of --batch in flight (KV slots), unless
-# --micro-batches says otherwise. A rank's KV bytes: K and V x f32 x its 6 layers x slots x 64
-# positions x its 1 KV head of head size 8
-for extra, slots in (([], 8), (["--micro-batches", "1"], 4), (["--micro-batches", "3"], 12)):
+# --batch is per micro-batch: pp 2 keeps up to 3 micro-batches of --batch in flight (KV slots; the
+# plan does not know the prompts, that fill 2 or 3), unless --micro-batches says otherwise. A
+# rank's KV bytes: K and V x f32 x its 6 layers x slots x 64 positions x its 1 KV head of head size 8
+for extra, slots in (([], 12), (["--micro-batches", "1"], 4), (["--micro-batches", "2"], 8)):
     out = c.run([args.mpillama, "info", model, "--plan", "--pp", "2", "--tp", "2", "--batch", "4",
                  "--max-seq-len", "64"] + extra).stdout
     kvb = [int(r[9]) for r in (ln.split() for ln in out.splitlines()) if len(r) == 10 and r[0] in "0123"]
     if "for %d slots (--batch 4 x" % slots not in out or kvb != [2 * 4 * 6 * slots * 64 * 1 * 8] * 4:
         c.fail("info --plan --pp 2 --batch 4 %s: expected %d KV slots per replica:\n%s" % (extra, slots, out))
-ok("info --plan --pp 2 --batch 4: 8 KV slots (2 micro-batches of 4), 4 with --micro-batches 1, 12 with 3")
+ok("info --plan --pp 2 --batch 4: 12 KV slots (3 micro-batches of 4), 4 with --micro-batches 1, 8 with 2")
 r = c.run([args.mpillama, "generate", "--tensors"], check=False)
 if r.returncode != 2 or "option of 'mpillama info'" not in r.stderr:
     c.fail("generate --tensors: expected a usage error naming info, got exit %d: %s" % (r.returncode, r.stderr))

@@ -130,6 +130,15 @@ int main(void) {
     /* too big for a node's share: one replica across both nodes (pipeline across, tp inside) */
     EXPECT(plan_default(&s, 8, 4, (int64_t)(w1 / 4), 512, 16, 0, &dp, &pp, &tp) != 0 && dp == 1 && tp == 4 && pp == 2,
            "default when nothing fits: %d x %d x %d", dp, pp, tp);
+    /* micro-batches: 1 without a pipeline; pp, and pp + 1 once the requests fill them all (or
+     * when the requests are unknown); a replica's KV slots are --batch in each */
+    EXPECT(plan_micro_batches(1, 8, 1000) == 1 && plan_micro_batches(2, 8, 23) == 2 && plan_micro_batches(2, 8, 24) == 3 &&
+               plan_micro_batches(4, 8, -1) == 5,
+           "micro-batches: pp 1 -> %d, pp 2 with 23 / 24 requests of batch 8 -> %d / %d, pp 4 unknown -> %d",
+           plan_micro_batches(1, 8, 1000), plan_micro_batches(2, 8, 23), plan_micro_batches(2, 8, 24),
+           plan_micro_batches(4, 8, -1));
+    EXPECT(plan_slots(8, 2, 4) == 16 && plan_slots(8, 0, 2) == 24 && plan_slots(1 << 30, 4, 1) == -1,
+           "slots: %d %d %d", plan_slots(8, 2, 4), plan_slots(8, 0, 2), plan_slots(1 << 30, 4, 1));
     printf("%d passed, %d failed\n", passes, failures);
     return failures ? 1 : 0;
 }
