@@ -46,14 +46,13 @@ static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, in
     }
 #define BF_TILES6(R) BF_TILE(R, 1) BF_TILE(R, 2) BF_TILE(R, 3) BF_TILE(R, 4) BF_TILE(R, 5) BF_TILE(R, 6)
 #define BF_TILES8(R) BF_TILES6(R) BF_TILE(R, 7) BF_TILE(R, 8)
-BF_TILE(1, 1) BF_TILES8(2) BF_TILES6(3) BF_TILES6(4)
+BF_TILE(1, 1) BF_TILE(1, 2) BF_TILES8(2) BF_TILES6(3) BF_TILES6(4)
 #define BF_ROW6(R) {NULL, bf_##R##x1, bf_##R##x2, bf_##R##x3, bf_##R##x4, bf_##R##x5, bf_##R##x6}
 #define BF_ROW8(R) {NULL, bf_##R##x1, bf_##R##x2, bf_##R##x3, bf_##R##x4, bf_##R##x5, bf_##R##x6, bf_##R##x7, bf_##R##x8}
 
-/* 32 registers: R x C accumulators, C weight vectors and the input vector. One token row
- * (decode) goes one weight row at a time, read at ascending addresses: bench_matmul 32000x2048,
- * n 1, 2 threads, medians of 8 alternated runs: 35.3 GB/s against 30.4 with 8 rows at once */
-static const kern_w_kern bf_kern = {2, 1, 4, {0, 1, 8, 6, 6}, {{NULL}, {NULL, bf_1x1}, BF_ROW8(2), BF_ROW6(3), BF_ROW6(4)}};
+/* 32 registers: R x C accumulators, C weight vectors and the input vector; one token row
+ * (decode) takes one or two weight rows (KERN_LONG_ROW) */
+static const kern_w_kern bf_kern = {2, 1, 4, {0, 2, 8, 6, 6}, {{NULL}, {NULL, bf_1x1, bf_1x2}, BF_ROW8(2), BF_ROW6(3), BF_ROW6(4)}};
 
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     kern_w_drive(&bf_kern, out, a->x, NULL, w, n, i, o, c0, c1);

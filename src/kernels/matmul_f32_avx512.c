@@ -8,17 +8,15 @@ mm_avx512_tile(float *y, int ldy, const float *x, int ldx, const float *w, int l
                  MM_M512_MASK, MM_M512_MASKLOAD, mm_hsum512)
 }
 
-/* AVX-512, 32 registers; one token row (decode) goes one weight row at a time, read at ascending
- * addresses (the hardware prefetchers follow one stream better than C: bench_matmul 32000x2048,
- * n 1, 2 threads, medians of 8 alternated runs: 33.1 GB/s against 31.9 with 8 rows) */
-MM_TILE(avx512, MM_AVX512, 1, 1) MM_TILES8(avx512, MM_AVX512, 2) MM_TILES6(avx512, MM_AVX512, 3)
+/* AVX-512, 32 registers; one token row (decode) takes one or two weight rows (KERN_LONG_ROW) */
+MM_TILE(avx512, MM_AVX512, 1, 1) MM_TILE(avx512, MM_AVX512, 1, 2) MM_TILES8(avx512, MM_AVX512, 2) MM_TILES6(avx512, MM_AVX512, 3)
 MM_TILES6(avx512, MM_AVX512, 4) MM_TILES4(avx512, MM_AVX512, 5) MM_TILES4(avx512, MM_AVX512, 6)
 MM_TILES3(avx512, MM_AVX512, 7) MM_TILES3(avx512, MM_AVX512, 8)
 
 
 static const mm_kern mm_avx512_kern = {
-    16, 8, {0, 1, 8, 6, 6, 4, 4, 3, 3},
-    {{NULL}, {NULL, mm_avx512_1x1}, MM_ROW8(avx512, 2), MM_ROW6(avx512, 3), MM_ROW6(avx512, 4), MM_ROW4(avx512, 5),
+    16, 8, {0, 2, 8, 6, 6, 4, 4, 3, 3},
+    {{NULL}, {NULL, mm_avx512_1x1, mm_avx512_1x2}, MM_ROW8(avx512, 2), MM_ROW6(avx512, 3), MM_ROW6(avx512, 4), MM_ROW4(avx512, 5),
      MM_ROW4(avx512, 6), MM_ROW3(avx512, 7), MM_ROW3(avx512, 8)}};
 
 void kern_f32_avx512_range(float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o, int c0,

@@ -42,7 +42,7 @@ void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *
                     int c0, int c1) {
     const int L = K->lanes, rt = K->rows, cm = K->cols[rt];
     if (n <= rt) { /* one tile of token rows: stream the weights, each row once */
-        const int C = K->cols[n];
+        const int C = n == 1 && (int64_t)i * 4 < KERN_LONG_ROW ? 1 : K->cols[n];
         for (int c = c0; c < c1; c += C)
             K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, in, i, w + c * ldw, (int)ldw, i, NULL, 0, MM_OUT);
         return;

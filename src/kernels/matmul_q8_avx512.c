@@ -59,17 +59,14 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
     }
 #define Q8_TILES3(R) Q8_TILE(R, 1) Q8_TILE(R, 2) Q8_TILE(R, 3)
 #define Q8_TILES4(R) Q8_TILES3(R) Q8_TILE(R, 4)
-Q8_TILE(1, 1) Q8_TILES4(2) Q8_TILES4(3) Q8_TILES3(4)
+Q8_TILE(1, 1) Q8_TILE(1, 2) Q8_TILES4(2) Q8_TILES4(3) Q8_TILES3(4)
 #define Q8_ROW3(R) {NULL, q8_##R##x1, q8_##R##x2, q8_##R##x3}
 #define Q8_ROW4(R) {NULL, q8_##R##x1, q8_##R##x2, q8_##R##x3, q8_##R##x4}
 
-/* 32 registers: R x C accumulators; per weight row its vector and scales. One token row (decode)
- * goes one weight row at a time: the weights are then read at ascending addresses, which the
- * hardware prefetchers follow; C rows at once are C streams 2 KiB long (the 1.1B shape), and
- * measured 18-26 GB/s from memory against 31-35 for one row (bench_matmul, 32000x2048, n 1,
- * 2 threads). */
-static const kern_w_kern q8_kern = {1, 2, 4, {0, 1, 4, 4, 3},
-                                    {{NULL}, {NULL, q8_1x1}, Q8_ROW4(2),
+/* 32 registers: R x C accumulators; per weight row its vector and scales; one token row (decode)
+ * takes one or two weight rows (KERN_LONG_ROW) */
+static const kern_w_kern q8_kern = {1, 2, 4, {0, 2, 4, 4, 3},
+                                    {{NULL}, {NULL, q8_1x1, q8_1x2}, Q8_ROW4(2),
                                      Q8_ROW4(3), Q8_ROW3(4)}};
 
 void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {

@@ -15,7 +15,7 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *
     const char *xb = x, *wb = w->data;
     const int64_t row = (int64_t)i * es * K->xmul, ldw = kern_wmat_ld(w, i), wrow = ldw * es, wnb = ldw / KERN_Q8_BLOCK;
     if (n <= rt) {
-        const int C = K->cols[n];
+        const int C = n == 1 && (int64_t)i * es < KERN_LONG_ROW ? 1 : K->cols[n];
         for (int c = c0; c < c1; c += C)
             K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, xb, xs, wb + c * wrow, w->scale ? w->scale + c * wnb : NULL,
                                                  ldw, i);
