@@ -51,12 +51,12 @@ with open(a.prompts) as f, open(prompts, "w") as g:
         g.write(json.dumps(r) + "\n")
 
 
-def run(name, n, flags, binary=None, extra_env=None, bind=True):
+def run(name, n, flags, binary=None, extra_env=None, bind=True, batch=None):
     tdir = os.path.join(a.work, name)
     out = os.path.join(a.work, name + ".jsonl")
     cmd = ["mpirun", "-n", str(n)] + (["--bind-to", "core"] if bind else []) + \
         [binary or a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--overwrite", "--batch",
-         str(a.batch), "--trace", tdir] + ([] if binary else ["--trace-level", "kernels"]) + flags  # io spans: kernels
+         str(batch or a.batch), "--trace", tdir] + ([] if binary else ["--trace-level", "kernels"]) + flags  # io spans: kernels
     subprocess.run(cmd, check=True, env=dict(env, **(extra_env or {})), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     with open(os.path.join(tdir, "summary.json")) as f:
@@ -138,6 +138,11 @@ if "2" not in skip or "3" not in skip:
                                                        s2["pipeline_bubble"], causes))
     print("   (stage 0 = rank 0: its sampling + io are on the pipeline's critical path; after the move it only "
           "keeps the stop rules and records)")
+    # --batch is per micro-batch: pp 2 holds micro_batches x --batch sequences, pp 1 only --batch;
+    # pp 1 with as many in flight (its kernels on that many rows) is the other fair baseline
+    same = run("pp1_slots", 1, ["--dp", "1"], batch=pp2["batch"])
+    print("   pp 2 holds %d sequences (%d micro-batches of %d); pp 1 with --batch %d: %.1f tok/s, ratio %.2f"
+          % (pp2["batch"], pp2["micro_batches"], a.batch, pp2["batch"], tok_s(same), tok_s(pp2) / tok_s(same)))
     print("\n3. bytes between ranks per generated token (pp 2: activations + what the logits become)")
     for what, _, s2 in rows:
         b = s2["bytes_communicated"]
