@@ -283,6 +283,9 @@ if s["tokens"]["prompt"] != sum(r["prompt_tokens"] for r in recs):
     c.fail("summary prompt tokens %d != records' %d" % (s["tokens"]["prompt"], sum(r["prompt_tokens"] for r in recs)))
 if s["grid"] != {"pp": 2, "tp": 1} or s["ranks"] != 2 or len(s["per_rank"]) != 2 or s["prompts"]["completed"] != 64:
     c.fail("summary grid/ranks/prompts wrong: %s" % {k: s[k] for k in ("grid", "ranks", "prompts")})
+# --batch 8 is per micro-batch; 64 prompts fill pp + 1 = 3 of them: 24 sequences in flight
+if s["micro_batches"] != 3 or s["batch"] != 24:
+    c.fail("pp 2, --batch 8, 64 prompts: %d micro-batches, %d in flight; expected 3 of 8: 24" % (s["micro_batches"], s["batch"]))
 for r in recs:
     t = r["timing"]
     if not all(k in t for k in ("queued_ms", "prefill_ms", "decode_ms")):
