@@ -12,7 +12,9 @@
  * t_kern; above 1: faster).
  *
  * usage: bench_matmul [--time SECONDS per measurement, default 0.3] [--shapes OxI,OxI,...]
- *                     [--ns N,N,...] [--dtypes f32,bf16,q8] [--blas]
+ *                     [--ns N,N,...] [--dtypes f32,bf16,q8] [--blas] [--cold]
+ * --cold reads 128 MiB between calls (untimed), so that each call's weights come from memory as in
+ * a decode step, not from the cache the previous call left them in.
  * Threads: OPENBLAS_NUM_THREADS (the kernels use as many as OpenBLAS was given); MPILLAMA_MATMUL
  * picks the implementation. */
 #include <cblas.h>
@@ -51,6 +53,18 @@ static void call(int blas, float *out, const float *x, const kern_wmat *w, int n
     else kern_matmul_w(out, x, w, n, i, o);
 }
 
+/* --cold: a buffer larger than the last-level cache, read between calls (untimed), so that every
+ * call reads its weights from memory as a decode step does (each matrix once a step) */
+#define COLD_BYTES ((size_t)128 << 20)
+static float *cold_buf;
+static volatile float cold_sink;
+static void cold_evict(void) {
+    if (!cold_buf) return;
+    float s = 0;
+    for (size_t k = 0; k < COLD_BYTES / sizeof(float); k += 16) s += cold_buf[k];
+    cold_sink = s;
+}
+
 /* repeats until `budget` seconds are spent (at least 3 calls, at most 200) after one warm-up */
 static timing measure(int blas, float *out, const float *x, const kern_wmat *w, int n, int i, int o, double budget) {
     double t[200];
@@ -58,6 +72,7 @@ static timing measure(int blas, float *out, const float *x, const kern_wmat *w, 
     call(blas, out, x, w, n, i, o);
     const double start = util_now();
     while (k < 200 && (k < 3 || util_now() - start < budget)) {
+        cold_evict();
         const double t0 = util_now();
         call(blas, out, x, w, n, i, o);
         t[k++] = util_now() - t0;
@@ -92,8 +107,12 @@ int main(int argc, char **argv) {
                 s++;
             }
         } else if (!strcmp(argv[a], "--blas")) blas = 1;
+        else if (!strcmp(argv[a], "--cold")) {
+            cold_buf = xmalloc(COLD_BYTES);
+            for (size_t k = 0; k < COLD_BYTES / sizeof(float); k++) cold_buf[k] = (float)(k & 7);
+        }
         else {
-            fprintf(stderr, "usage: %s [--time S] [--shapes OxI,...] [--ns N,...] [--dtypes f32,bf16,q8] [--blas]\n",
+            fprintf(stderr, "usage: %s [--time S] [--shapes OxI,...] [--ns N,...] [--dtypes f32,bf16,q8] [--blas] [--cold]\n",
                     argv[0]);
             return 2;
         }
@@ -166,6 +185,6 @@ int main(int argc, char **argv) {
             }
         }
     }
-    free(w), free(x), free(out), free(wq), free(ws);
+    free(w), free(x), free(out), free(wq), free(ws), free(cold_buf);
     return 0;
 }

@@ -35,6 +35,10 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
         __m512 sw[6];
         _Pragma("GCC unroll 6") for (int c = 0; c < C; c++) {
             wv[c] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, w + c * ldw + k), k128);
+            if (R == 1) { /* decode: memory latency, not the core, limits a row's stream (see the kern) */
+                _mm_prefetch((const char *)(w + c * ldw + k + KERN_PF_AHEAD), _MM_HINT_T0);
+                if (!(k & 511)) _mm_prefetch((const char *)(ws + c * wnb + b + KERN_PF_AHEAD / 32), _MM_HINT_T0);
+            }
             sw[c] = q8_scales(ws + c * wnb + b, one);
         }
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
