@@ -455,6 +455,7 @@ static void test_dtype(kern_dtype dt) {
         if (strcmp(impls[k], "generic") != 0) {
             test_invariance_w(dt, 4099, 4096, ns, 6, 2, 1);
             test_invariance_w(dt, 2048, 8192, ns, 6, 1, 2);
+            test_invariance_w(dt, 200, 12289 / KERN_Q8_BLOCK * KERN_Q8_BLOCK, ns, 6, 2, 1); /* rows past L2: k block by k block */
         }
     }
     kern_matmul_use(NULL);

@@ -73,12 +73,18 @@ void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int
  * stride ldw elements), ws its scales (row stride ldw / 32). */
 typedef void (*kern_w_tile_fn)(float *y, int ldy, const void *x, const float *xs, const void *w, const float *ws,
                                int64_t ldw, int i);
+/* the same over k = 0..kn of a k block (x row stride ldx elements, w pointing at the block's
+ * first k), with the partial sums kept in acc between blocks exactly as kern_f32_drive's tiles
+ * keep theirs (mode MM_ACC_IN / MM_OUT of matmul_f32_tile.h; 16 lanes an element) */
+typedef void (*kern_w_ktile_fn)(float *y, int ldy, const void *x, int ldx, const void *w, int64_t ldw, int kn,
+                                float *acc, int lda, int mode);
 typedef struct {
     int esize;            /* bytes of an activation and of a weight element */
     int xmul;             /* an activation row is i x esize x xmul bytes (q8's qc: 2) */
     int rows;             /* R at most */
     int cols[9];          /* C at most for each R */
     kern_w_tile_fn tiles[9][9];
+    kern_w_ktile_fn ktiles[9][9]; /* the same tiles cut in k blocks (NULL: the kernel has none) */
 } kern_w_kern;
 void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *xs, const kern_wmat *w, int n, int i,
                   int o, int c0, int c1);

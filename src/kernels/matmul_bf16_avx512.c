@@ -7,52 +7,71 @@
 
 #define BF_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 
-static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, int ldy, const uint16_t *x,
-                                                                    const uint16_t *w, int64_t ldw, int i,
-                                                                    const int R, const int C) {
+static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, int ldy, const uint16_t *x, int ldx,
+                                                                    const uint16_t *w, int64_t ldw, int kn,
+                                                                    float *acc, int lda, int mode, const int R,
+                                                                    const int C) {
     __m512 a[4][8];
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
-        a[r][c] = _mm512_setzero_ps();
+    if (mode & MM_ACC_IN) {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            a[r][c] = _mm512_load_ps(acc + (int64_t)r * lda + c * 16);
+    } else {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            a[r][c] = _mm512_setzero_ps();
+    }
     int k = 0;
-    for (; k + 32 <= i; k += 32) {
+    for (; k + 32 <= kn; k += 32) {
         __m512i wv[8];
         _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_loadu_si512(w + c * ldw + k);
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-            __m512i xv = _mm512_loadu_si512(x + (int64_t)r * i + k);
+            __m512i xv = _mm512_loadu_si512(x + (int64_t)r * ldx + k);
             __asm__("" : "+v"(xv));
             _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
                 a[r][c] = _mm512_dpbf16_ps(a[r][c], (__m512bh)xv, (__m512bh)wv[c]);
         }
     }
-    if (k < i) {
-        const __mmask32 m = (__mmask32)((1ull << (i - k)) - 1);
+    if (k < kn) {
+        const __mmask32 m = (__mmask32)((1ull << (kn - k)) - 1);
         __m512i wv[8];
         _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) wv[c] = _mm512_maskz_loadu_epi16(m, w + c * ldw + k);
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-            const __m512i xv = _mm512_maskz_loadu_epi16(m, x + (int64_t)r * i + k);
+            const __m512i xv = _mm512_maskz_loadu_epi16(m, x + (int64_t)r * ldx + k);
             _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
                 a[r][c] = _mm512_dpbf16_ps(a[r][c], (__m512bh)xv, (__m512bh)wv[c]);
         }
     }
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
-        y[(int64_t)r * ldy + c] = mm_hsum512(a[r][c]);
+    if (mode & MM_OUT) {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            y[(int64_t)r * ldy + c] = mm_hsum512(a[r][c]);
+    } else {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            _mm512_store_ps(acc + (int64_t)r * lda + c * 16, a[r][c]);
+    }
 }
 
 #define BF_TILE(R, C)                                                                                          \
     static BF_AVX512 void bf_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,       \
                                        const float *ws, int64_t ldw, int i) {                                \
         (void)xs, (void)ws;                                                                                    \
-        bf_tile(y, ldy, x, w, ldw, i, R, C);                                                                      \
+        bf_tile(y, ldy, x, i, w, ldw, i, NULL, 0, MM_OUT, R, C);                                               \
+    }                                                                                                          \
+    static BF_AVX512 void bfk_##R##x##C(float *y, int ldy, const void *x, int ldx, const void *w, int64_t ldw, \
+                                        int kn, float *acc, int lda, int mode) {                             \
+        bf_tile(y, ldy, x, ldx, w, ldw, kn, acc, lda, mode, R, C);                                             \
     }
 #define BF_TILES6(R) BF_TILE(R, 1) BF_TILE(R, 2) BF_TILE(R, 3) BF_TILE(R, 4) BF_TILE(R, 5) BF_TILE(R, 6)
 #define BF_TILES8(R) BF_TILES6(R) BF_TILE(R, 7) BF_TILE(R, 8)
 BF_TILE(1, 1) BF_TILE(1, 2) BF_TILES8(2) BF_TILES6(3) BF_TILES6(4)
 #define BF_ROW6(R) {NULL, bf_##R##x1, bf_##R##x2, bf_##R##x3, bf_##R##x4, bf_##R##x5, bf_##R##x6}
 #define BF_ROW8(R) {NULL, bf_##R##x1, bf_##R##x2, bf_##R##x3, bf_##R##x4, bf_##R##x5, bf_##R##x6, bf_##R##x7, bf_##R##x8}
+#define BFK_ROW6(R) {NULL, bfk_##R##x1, bfk_##R##x2, bfk_##R##x3, bfk_##R##x4, bfk_##R##x5, bfk_##R##x6}
+#define BFK_ROW8(R) {NULL, bfk_##R##x1, bfk_##R##x2, bfk_##R##x3, bfk_##R##x4, bfk_##R##x5, bfk_##R##x6, bfk_##R##x7, bfk_##R##x8}
 
 /* 32 registers: R x C accumulators, C weight vectors and the input vector; one token row
  * (decode) takes one or two weight rows (KERN_LONG_ROW) */
-static const kern_w_kern bf_kern = {2, 1, 4, {0, 2, 8, 6, 6}, {{NULL}, {NULL, bf_1x1, bf_1x2}, BF_ROW8(2), BF_ROW6(3), BF_ROW6(4)}};
+static const kern_w_kern bf_kern = {2, 1, 4, {0, 2, 8, 6, 6},
+                                    {{NULL}, {NULL, bf_1x1, bf_1x2}, BF_ROW8(2), BF_ROW6(3), BF_ROW6(4)},
+                                    {{NULL}, {NULL, bfk_1x1, bfk_1x2}, BFK_ROW8(2), BFK_ROW6(3), BFK_ROW6(4)}};
 
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     kern_w_drive(&bf_kern, out, a->x, NULL, w, n, i, o, c0, c1);
