@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "slurm"))
+sys.path.insert(0, os.path.join(HERE, "lib"))
 
 p = argparse.ArgumentParser()
 p.add_argument("--mpillama", required=True)
@@ -71,19 +71,13 @@ for grid in ((1, 2), (2, 1)):
     configs += [("one host", grid, local + ["2"], None, progress) for progress in a.progress]
 cl, note = None, None
 if not a.no_hosts:
-    import minicluster as mc
-    cl = mc.Cluster(os.path.join(a.work, "cluster"), nodes=2, netns=True, cpus=2)
+    import slurm_hosts
     try:
-        cl.start()
-        tcp = dict(env, OMPI_MCA_btl="self,tcp,vader", OMPI_MCA_btl_tcp_if_include=mc.SUBNET + ".0/24",
-                   OMPI_MCA_oob_tcp_if_include=mc.SUBNET + ".0/24")
-        srun = cl._in_ns(cl.ns_ctl, ["srun", "--mpi=pmix", "-N2", "--ntasks-per-node=1", "--cpu-bind=cores"])
+        cl = slurm_hosts.start(os.path.join(a.work, "cluster"), env)
         for grid in ((1, 2), (2, 1)):
-            configs += [("two hosts", grid, srun, cl.env(tcp), progress) for progress in a.progress]
-    except mc.Error as e:
+            configs += [("two hosts", grid, cl.srun(2), cl.env, progress) for progress in a.progress]
+    except slurm_hosts.Error as e:
         note = "two hosts skipped: %s" % str(e).splitlines()[0]
-        cl.stop()
-        cl = None
 got = {c[:2] + (c[4],): [] for c in configs}
 base_ids = None
 try:

@@ -2,7 +2,10 @@
 """Data-parallel benchmark (issue 12): one core per rank (mpirun --bind-to core), the medium
 synthetic model, the same prompts each time. Prints, asserts nothing:
 
-  1. dp 2 vs dp 1: throughput ratio (each replica runs --batch B);
+  1. dp 2 vs dp 1: throughput ratio (each replica runs --batch B), medians of --reps rounds, each
+     round running every row once; with --hosts also dp 2 with a rank on each of the two
+     network-namespace hosts of the Slurm test cluster (jobs/lib/slurm_hosts.py: srun, TCP between
+     them; as root with Slurm installed) and dp 1 on one of them;
   2. pp 2 vs pp 1 on the same batched work: ratio, bubble, and its causes per rank (wait, the
      scheduler's sampling and I/O on stage 0), before (--before BIN: whole logits to rank 0,
      which samples) and after (sampling on the last stage);
@@ -11,14 +14,16 @@ synthetic model, the same prompts each time. Prints, asserts nothing:
   5. rank 0's work per generated token at dp 1, 2, 4 (its io seconds: intake, hub, writing).
 
   jobs/bench_replicas.py [--mpillama BIN] [--before OLD_BIN] [--shape medium] [--n-prompts 48]
-      [--max-tokens 24] [--batch 8]
+      [--max-tokens 24] [--batch 8] [--reps 1] [--hosts] [--skip 2,3,4,5]
 
 Run it with Debian's /usr/bin/python3, under `flock -x /work/cpu.lock` for quiet numbers."""
 import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
@@ -29,6 +34,8 @@ ap.add_argument("--prompts", default=os.path.join(ROOT, "data", "bench_prompts.j
 ap.add_argument("--n-prompts", type=int, default=48)
 ap.add_argument("--max-tokens", type=int, default=24)
 ap.add_argument("--batch", type=int, default=8)
+ap.add_argument("--reps", type=int, default=1, help="part 1: rounds (medians), each running every row once")
+ap.add_argument("--hosts", action="store_true", help="part 1: also dp 2 across the two hosts of the Slurm test cluster")
 ap.add_argument("--skip", default="", help="comma-separated parts to leave out (1-5)")
 ap.add_argument("--work", default=os.environ.get("WORK", "/tmp/mpillama-bench-replicas"))
 a = ap.parse_args()
@@ -51,13 +58,15 @@ with open(a.prompts) as f, open(prompts, "w") as g:
         g.write(json.dumps(r) + "\n")
 
 
-def run(name, n, flags, binary=None, extra_env=None, bind=True, batch=None):
+def run(name, n, flags, binary=None, extra_env=None, bind=True, batch=None, launch=None, run_env=None):
+    """one generate run of n ranks (mpirun on this host, or launch: a launch prefix that starts n)"""
     tdir = os.path.join(a.work, name)
     out = os.path.join(a.work, name + ".jsonl")
-    cmd = ["mpirun", "-n", str(n)] + (["--bind-to", "core"] if bind else []) + \
+    launch = launch or ["mpirun", "-n", str(n)] + (["--bind-to", "core"] if bind else [])
+    cmd = launch + \
         [binary or a.mpillama, "generate", "--model", model, "--prompts", prompts, "--output", out, "--overwrite", "--batch",
          str(batch or a.batch), "--trace", tdir] + ([] if binary else ["--trace-level", "kernels"]) + flags  # io spans: kernels
-    subprocess.run(cmd, check=True, env=dict(env, **(extra_env or {})), stdout=subprocess.DEVNULL,
+    subprocess.run(cmd, check=True, env=dict(run_env or env, **(extra_env or {})), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     with open(os.path.join(tdir, "summary.json")) as f:
         s = json.load(f)
@@ -102,12 +111,43 @@ print("mpillama data-parallel benchmark: %s model, %d prompts, max_tokens %d, --
       "one core per rank" % (a.shape, a.n_prompts, a.max_tokens, a.batch))
 one = run("dp1", 1, ["--dp", "1"])
 if "1" not in skip:
-    dp2 = run("dp2", 2, ["--dp", "2"])
-    print("\n1. dp 2 vs dp 1 (records identical: %s)" % (dp2["_records"] == one["_records"]))
-    print("   %-6s %10s %8s" % ("layout", "tok/s", "wall s"))
-    for name, s in (("dp 1", one), ("dp 2", dp2)):
-        print("   %-6s %10.1f %8.2f" % (name, tok_s(s), s["wall_s"]))
-    print("   throughput ratio dp 2 / dp 1 = %.2f (ideal 2)" % (tok_s(dp2) / tok_s(one)))
+    # rows: (layout, where, n ranks, launch prefix or None for mpirun here, environment, rows compared with)
+    rows = [("dp 1", "this host", 1, None, None, []), ("dp 2", "this host", 2, None, None, [0])]
+    hosts, note = None, None
+    if a.hosts:
+        sys.path.insert(0, os.path.join(ROOT, "jobs", "lib"))
+        import slurm_hosts
+        try:
+            hosts = slurm_hosts.start(os.path.join(a.work, "cluster"), env)
+            rows += [("dp 1", "one cluster host", 1, hosts.srun(1), hosts.env, []),
+                     ("dp 2", "two hosts", 2, hosts.srun(2), hosts.env, [2, 0])]
+        except slurm_hosts.Error as e:
+            note = "two hosts skipped: %s" % str(e).splitlines()[0]
+    got = [[] for _ in rows]
+    try:
+        for k in range(a.reps):
+            for i, (layout, where, n, launch, run_env, _) in enumerate(rows):
+                s = one if i == 0 and k == 0 else \
+                    run("part1_%d_%d" % (i, k), n, ["--dp", str(n)], launch=launch, run_env=run_env)
+                got[i].append(s)
+    finally:
+        if hosts:
+            hosts.stop()
+    identical = all(s["_records"] == one["_records"] for g in got for s in g)
+    med = [statistics.median(tok_s(s) for s in g) for g in got]
+    print("\n1. dp 2 vs dp 1, medians of %d rounds (every run's records identical to dp 1's: %s)" % (a.reps, identical))
+    if note:
+        print("   " + note)
+    print("   %-6s %-17s %10s %13s %8s %s" % ("layout", "where", "tok/s", "tok/s range", "wall s", "ratio (per-round range)"))
+    for i, (layout, where, n, _, _, bases) in enumerate(rows):
+        g = got[i]
+        ratio = "; ".join("%.2f (%.2f-%.2f) against %s on %s" % (
+            med[i] / med[b], min(tok_s(x) / tok_s(y) for x, y in zip(g, got[b])),
+            max(tok_s(x) / tok_s(y) for x, y in zip(g, got[b])), rows[b][0], rows[b][1]) for b in bases)
+        print("   %-6s %-17s %10.1f %6.0f-%-6.0f %8.2f %s" % (layout, where, med[i], min(tok_s(x) for x in g),
+                                                           max(tok_s(x) for x in g),
+                                                           statistics.median(x["wall_s"] for x in g), ratio))
+    print("   (ideal 2; two hosts: ranks in network namespaces of this machine, Open MPI over TCP, started by srun)")
     # the machine's own ceiling for two replicas: what two cores at once give over one (`mpillama
     # bench`'s limits: a memory read and the f32 FMA peak, one process a core, all at once)
     lim = {}
