@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <time.h>
 
@@ -220,4 +221,12 @@ uint64_t util_fnv1a64(const void *p, size_t n, uint64_t h) {
     const unsigned char *b = p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
     return h;
+}
+
+void util_advise_huge(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    if (bytes >= UTIL_HUGE_PAGE) madvise(p, bytes / UTIL_HUGE_PAGE * UTIL_HUGE_PAGE, MADV_HUGEPAGE);
+#else
+    (void)p, (void)bytes;
+#endif
 }

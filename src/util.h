@@ -37,6 +37,13 @@ void util_set_abort(void (*abort_fn)(int code));
  * fn had allocated or opened when it died stays so: for checks made before a process exits. */
 int util_try(void (*fn)(void *arg), void *arg);
 
+/* Memory the kernels stream (weights): aligned to a huge page and advised to use them
+ * (MADV_HUGEPAGE; transparent huge pages in "madvise" mode), so that reading it costs a TLB miss
+ * a 2 MiB page instead of one a 4 KiB page: on a virtual machine, where a miss walks two page
+ * tables, a 2-thread read measured 55 GB/s on huge pages against 31-32 on small ones. */
+#define UTIL_HUGE_PAGE ((size_t)2 << 20)
+void util_advise_huge(void *p, size_t bytes);
+
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
