@@ -73,18 +73,43 @@ void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int
  * stride ldw elements), ws its scales (row stride ldw / 32). */
 typedef void (*kern_w_tile_fn)(float *y, int ldy, const void *x, const float *xs, const void *w, const float *ws,
                                int64_t ldw, int i);
-/* the same over k = 0..kn of a k block (x row stride ldx elements, w pointing at the block's
- * first k), with the partial sums kept in acc between blocks exactly as kern_f32_drive's tiles
- * keep theirs (mode MM_ACC_IN / MM_OUT of matmul_f32_tile.h; 16 lanes an element) */
-typedef void (*kern_w_ktile_fn)(float *y, int ldy, const void *x, int ldx, const void *w, int64_t ldw, int kn,
-                                float *acc, int lda, int mode);
+/* ---- the blocked driver (matmul_f32_drive.c) for tiles that take k blocks (f32, bf16) ----
+ * A k-block tile computes the chains of R token rows (x, row stride ldx elements) by C weight
+ * rows (w, row stride ldw elements) over k = 0..kn, x and w pointing at the block's first k; kn
+ * is a multiple of the lanes except in a row's last block, whose rest is loaded masked with
+ * zeros. mode: KERN_ACC_IN starts from the partial sums saved in acc (else from zero); KERN_OUT
+ * sums the lanes into y (stride ldy), else the partial sums are saved to acc (element (r, c) at
+ * acc + r * lda + c * lanes). Saving and reloading is exact, so cutting k into blocks leaves every
+ * chain as it is. */
+#define KERN_ACC_IN 1
+#define KERN_OUT 2
+typedef void (*kern_ktile_fn)(float *y, int ldy, const void *x, int ldx, const void *w, int64_t ldw, int kn,
+                              float *acc, int lda, int mode);
+/* a set of them: tiles[R][C] for 1 <= R <= rows, 1 <= C <= cols[R] (the widest, used but at the
+ * end of a block) */
+typedef struct {
+    int esize;  /* bytes of an input and of a weight element */
+    int lanes;  /* f32 partial sums an element keeps between k blocks */
+    int rows;   /* R at most */
+    int l2;     /* bytes of whole weight rows a block keeps in L2 */
+    int cols[9];
+    kern_ktile_fn tiles[9][9];
+} kern_blocks;
+/* out[:, c0:c1] for n token rows (more than one tile's) by blocks of weight rows kept in L2, k
+ * blocks whose input rows are copied to L1, the next block prefetched; 0 when there is no room for
+ * the partial sums (nothing done) */
+int kern_blocks_drive(const kern_blocks *K, float *out, const void *in, const void *w, int64_t ldw, int n, int i,
+                      int o, int c0, int c1);
+/* whether rows of i elements of esize bytes are cut in k blocks */
+int kern_blocks_cut(int i, int esize);
+
 typedef struct {
     int esize;            /* bytes of an activation and of a weight element */
     int xmul;             /* an activation row is i x esize x xmul bytes (q8's qc: 2) */
     int rows;             /* R at most */
     int cols[9];          /* C at most for each R */
     kern_w_tile_fn tiles[9][9];
-    kern_w_ktile_fn ktiles[9][9]; /* the same tiles cut in k blocks (NULL: the kernel has none) */
+    const kern_blocks *blocks; /* its tiles that take k blocks, for long rows (NULL: none) */
 } kern_w_kern;
 void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *xs, const kern_wmat *w, int n, int i,
                   int o, int c0, int c1);

@@ -52,7 +52,7 @@ BF2_TILES4(1) BF2_TILES4(2) BF2_TILE(3, 1) BF2_TILE(3, 2) BF2_TILE(3, 3)
 
 /* 16 registers: R x C accumulators, C weight vectors, the input vector */
 static const kern_w_kern bf2_kern = {
-    2, 1, 3, {0, 4, 4, 3}, {{NULL}, BF2_ROW4(1), BF2_ROW4(2), {NULL, bf2_3x1, bf2_3x2, bf2_3x3}}, {{NULL}}};
+    2, 1, 3, {0, 4, 4, 3}, {{NULL}, BF2_ROW4(1), BF2_ROW4(2), {NULL, bf2_3x1, bf2_3x2, bf2_3x3}}, NULL};
 
 void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     kern_w_drive(&bf2_kern, out, a->x, NULL, w, n, i, o, c0, c1);

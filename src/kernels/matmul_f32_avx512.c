@@ -2,7 +2,7 @@
 #include "matmul_f32_tile.h"
 
 static inline __attribute__((always_inline)) MM_AVX512 void
-mm_avx512_tile(float *y, int ldy, const float *x, int ldx, const float *w, int ldw, int kn, float *acc, int lda,
+mm_avx512_tile(float *y, int ldy, const float *x, int ldx, const float *w, int64_t ldw, int kn, float *acc, int lda,
                int mode, const int R, const int C) {
     MM_TILE_BODY(__m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_load_ps, _mm512_store_ps, _mm512_fmadd_ps,
                  MM_M512_MASK, MM_M512_MASKLOAD, mm_hsum512)
@@ -14,8 +14,8 @@ MM_TILES6(avx512, MM_AVX512, 4) MM_TILES4(avx512, MM_AVX512, 5) MM_TILES4(avx512
 MM_TILES3(avx512, MM_AVX512, 7) MM_TILES3(avx512, MM_AVX512, 8)
 
 
-static const mm_kern mm_avx512_kern = {
-    16, 8, {0, 2, 8, 6, 6, 4, 4, 3, 3},
+static const kern_blocks mm_avx512_kern = {
+    4, 16, 8, 384 << 10, {0, 2, 8, 6, 6, 4, 4, 3, 3},
     {{NULL}, {NULL, mm_avx512_1x1, mm_avx512_1x2}, MM_ROW8(avx512, 2), MM_ROW6(avx512, 3), MM_ROW6(avx512, 4), MM_ROW4(avx512, 5),
      MM_ROW4(avx512, 6), MM_ROW3(avx512, 7), MM_ROW3(avx512, 8)}};
 

@@ -1,5 +1,6 @@
 /* kernels/matmul_f32_drive.c: the vector f32 matmuls' driver over cache blocks (ISA-neutral: it
- * calls the tiles of matmul_f32_avx2.c or matmul_f32_avx512.c) */
+ * calls the tiles of matmul_f32_avx2.c or matmul_f32_avx512.c), and its blocked loops
+ * (kern_blocks_drive), which bf16's long rows take too (matmul_w_drive.c) */
 #include <string.h>
 
 #include "matmul_f32_tile.h"
@@ -21,74 +22,79 @@
  * the token rows cut in chunks that stay in the last-level cache (compute-bound prefill). */
 
 /* Blocking, tuned on a 2-core AMD EPYC (Zen 4: 32 KiB L1D, 1 MiB L2 per core, 32 MiB L3); it
- * changes speed, never results */
-#define MM_KC 512            /* k block (floats) */
-#define MM_L2 (384 << 10)    /* bytes of weight rows (whole rows) a block keeps in L2 */
+ * changes speed, never results. The weight rows a block keeps in L2 are each kern_blocks' own. */
+#define MM_KC_BYTES 2048     /* k block (bytes of a row: 512 f32, 1024 bf16) */
 #define MM_BW_MAX 96         /* weight rows per block at most */
 #define MM_BW_MIN 24         /* fewer whole rows fit L2: blocks of MM_BW_LONG rows go k block by k block */
 #define MM_BW_LONG 48
 #define MM_NS_LONG 64        /* ... over MM_NS_LONG token rows at a time */
 
-/* per-thread room for the partial sums of the k blocks, grown on demand (NULL: out of memory) */
-static float *mm_acc_room(size_t floats) { return kern_room(KERN_ROOM_ACC, floats * sizeof(float)); }
+int kern_blocks_cut(int i, int esize) { return (int64_t)i * esize > MM_KC_BYTES + MM_KC_BYTES / 2; }
 
-/* out[:, c0:c1] for n token rows (see the section's comment). Blocked, the loops are: blocks of
- * bw weight rows; runs of ns token rows; k blocks; tiles of token rows (their k block copied to
- * xp); tiles of weight rows. With short rows (whole rows of the block fit L2) a run is one tile
- * of token rows; with long ones the block's rows only fit k block by k block, and a run of
- * MM_NS_LONG token rows goes over each, so that neither the weights nor the input rows come
- * back from memory too often. */
-void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o,
-                    int c0, int c1) {
-    const int L = K->lanes, rt = K->rows, cm = K->cols[rt];
-    if (n <= rt) { /* one tile of token rows: stream the weights, each row once */
-        const int C = n == 1 && (int64_t)i * 4 < KERN_LONG_ROW ? 1 : K->cols[n];
-        for (int c = c0; c < c1; c += C)
-            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, in, i, w + c * ldw, (int)ldw, i, NULL, 0, MM_OUT);
-        return;
-    }
-    const int kc = i > MM_KC + MM_KC / 2 ? MM_KC : i, nk = (i + kc - 1) / kc;
-    int bw = MM_L2 / (i * 4) / cm * cm, ns = rt;
+/* The loops: blocks of bw weight rows; runs of ns token rows; k blocks; tiles of token rows (their
+ * k block copied to xp); tiles of weight rows. With short rows (whole rows of the block fit L2) a
+ * run is one tile of token rows; with long ones the block's rows only fit k block by k block, and
+ * a run of MM_NS_LONG token rows goes over each, so that neither the weights nor the input rows
+ * come back from memory too often. Everything is counted in elements of K->esize bytes. */
+int kern_blocks_drive(const kern_blocks *K, float *out, const void *in, const void *w, int64_t ldw, int n, int i,
+                      int o, int c0, int c1) {
+    const int L = K->lanes, rt = K->rows, cm = K->cols[rt], es = K->esize;
+    const int nk_cut = kern_blocks_cut(i, es), kc = nk_cut ? MM_KC_BYTES / es : i, nk = (i + kc - 1) / kc;
+    int bw = (int)(K->l2 / ((int64_t)i * es)) / cm * cm, ns = rt;
     if (bw > MM_BW_MAX) bw = MM_BW_MAX / cm * cm;
     if (bw < MM_BW_MIN && nk > 1) bw = MM_BW_LONG / cm * cm, ns = MM_NS_LONG / rt * rt;
     if (bw < cm) bw = cm;
+    /* per-thread room for the partial sums of the k blocks */
     float *acc = NULL;
-    if (nk > 1 && !(acc = mm_acc_room((size_t)ns * bw * L))) { /* no room: a tile at a time */
-        for (int t = 0; t < n; t += rt)
-            kern_f32_drive(K, out + (int64_t)t * o, in + (int64_t)t * i, w, ldw, n - t < rt ? n - t : rt, i, o, c0, c1);
-        return;
-    }
-    const int ldx = nk > 1 ? kc + 16 : i; /* copied rows one cache line off 4 KiB strides (L1 sets) */
-    float xp[8 * (MM_KC + 16)] __attribute__((aligned(64)));
+    if (nk > 1 && !(acc = kern_room(KERN_ROOM_ACC, sizeof(float) * (size_t)ns * bw * L))) return 0;
+    const int ldx = nk > 1 ? kc + 64 / es : i; /* copied rows one cache line off 4 KiB strides (L1 sets) */
+    char xp[8 * (MM_KC_BYTES + 64)] __attribute__((aligned(64)));
+    const char *xb = in, *wb = w;
     for (int cb = c0; cb < c1; cb += bw) {
         const int ce = cb + bw < c1 ? cb + bw : c1;
         /* the next block's weights go to L2 a little before every tile (when contiguous) */
-        const char *pf = (const char *)(w + ce * ldw);
-        const char *pf_end = ldw == i ? (const char *)(w + (ce + bw < c1 ? ce + bw : c1) * ldw) : pf;
+        const char *pf = wb + ce * ldw * es;
+        const char *pf_end = ldw == i ? wb + (ce + bw < c1 ? ce + bw : c1) * ldw * es : pf;
         const int64_t calls = (int64_t)((n + rt - 1) / rt) * nk * ((ce - cb + cm - 1) / cm);
         const int64_t pf_step = ((pf_end - pf) / calls + 63) / 64 * 64;
         for (int ts = 0; ts < n; ts += ns) {
             const int te = ts + ns < n ? ts + ns : n;
             for (int kb = 0; kb < nk; kb++) {
                 const int k0 = kb * kc, kn = kb == nk - 1 ? i - k0 : kc;
-                const int mode = (kb > 0 ? MM_ACC_IN : 0) | (kb == nk - 1 ? MM_OUT : 0);
+                const int mode = (kb > 0 ? KERN_ACC_IN : 0) | (kb == nk - 1 ? KERN_OUT : 0);
                 for (int t = ts; t < te; t += rt) {
                     const int R = te - t < rt ? te - t : rt, C = K->cols[R];
-                    const float *x = in + (int64_t)t * i + k0;
+                    const char *x = xb + ((int64_t)t * i + k0) * es;
                     float *y = out + (int64_t)t * o, *a = acc ? acc + (int64_t)(t - ts) * bw * L : NULL;
-                    int lx = i;
                     if (nk > 1) {
-                        for (int r = 0; r < R; r++) memcpy(xp + r * ldx, x + (int64_t)r * i, sizeof(float) * kn);
-                        x = xp, lx = ldx;
+                        for (int r = 0; r < R; r++)
+                            memcpy(xp + (int64_t)r * ldx * es, x + (int64_t)r * i * es, (size_t)kn * es);
+                        x = xp;
                     }
                     for (int c = cb; c < ce; c += C) {
                         for (int64_t j = 0; j < pf_step && pf < pf_end; j += 64, pf += 64)
                             __builtin_prefetch(pf, 0, 2);
-                        K->tiles[R][ce - c < C ? ce - c : C](y + c, o, x, lx, w + c * ldw + k0, (int)ldw, kn,
+                        K->tiles[R][ce - c < C ? ce - c : C](y + c, o, x, ldx, wb + (c * ldw + k0) * es, ldw, kn,
                                                              a ? a + (c - cb) * L : NULL, bw * L, mode);
                     }
                 }
             }
         }
     }
+    return 1;
+}
+
+/* out[:, c0:c1] for n token rows (see the section's comment) */
+void kern_f32_drive(const kern_blocks *K, float *out, const float *in, const float *w, int64_t ldw, int n, int i,
+                    int o, int c0, int c1) {
+    const int rt = K->rows;
+    if (n <= rt) { /* one tile of token rows: stream the weights, each row once */
+        const int C = n == 1 && (int64_t)i * 4 < KERN_LONG_ROW ? 1 : K->cols[n];
+        for (int c = c0; c < c1; c += C)
+            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, in, i, w + c * ldw, ldw, i, NULL, 0, KERN_OUT);
+        return;
+    }
+    if (kern_blocks_drive(K, out, in, w, ldw, n, i, o, c0, c1)) return;
+    for (int t = 0; t < n; t += rt) /* no room for the partial sums: a tile of token rows at a time */
+        kern_f32_drive(K, out + (int64_t)t * o, in + (int64_t)t * i, w, ldw, n - t < rt ? n - t : rt, i, o, c0, c1);
 }

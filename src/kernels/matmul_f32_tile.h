@@ -12,17 +12,9 @@
 #define MM_AVX2 __attribute__((target("avx2,fma")))
 #define MM_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
-/* A tile computes the chains of R token rows (x, row stride ldx) by C weight rows (w, row stride
- * ldw) over k = 0..kn, x and w pointing at the first k of the block; kn is a multiple of the
- * lanes except in a row's last block, whose rest is loaded masked with zeros. mode: MM_ACC_IN
- * starts from the partial sums saved in acc (else from zero); MM_OUT sums the lanes into y
- * (stride ldy), else the partial sums are saved to acc (element (r, c) at acc + r * lda +
- * c * lanes). Saving and reloading is exact, so cutting k into blocks leaves every chain as it
- * is. */
-#define MM_ACC_IN 1
-#define MM_OUT 2
-typedef void (*mm_tile_fn)(float *y, int ldy, const float *x, int ldx, const float *w, int ldw, int kn, float *acc,
-                           int lda, int mode);
+/* The tiles are kern_blocks' k-block tiles (internal.h): MM_ACC_IN and MM_OUT are its modes */
+#define MM_ACC_IN KERN_ACC_IN
+#define MM_OUT KERN_OUT
 
 static const int32_t mm_masktab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
@@ -83,7 +75,7 @@ static inline MM_AVX512 float mm_hsum512(__m512 v) {
 #define MM_M512_MASKLOAD(p) _mm512_maskz_loadu_ps(m, p)
 
 #define MM_TILE(isa, ATTR, R, C)                                                                              \
-    static ATTR void mm_##isa##_##R##x##C(float *y, int ldy, const float *x, int ldx, const float *w, int ldw, \
+    static ATTR void mm_##isa##_##R##x##C(float *y, int ldy, const void *x, int ldx, const void *w, int64_t ldw,  \
                                           int kn, float *acc, int lda, int mode) {                           \
         mm_##isa##_tile(y, ldy, x, ldx, w, ldw, kn, acc, lda, mode, R, C);                                   \
     }
@@ -100,16 +92,8 @@ static inline MM_AVX512 float mm_hsum512(__m512 v) {
     {NULL, mm_##isa##_##R##x1, mm_##isa##_##R##x2, mm_##isa##_##R##x3, mm_##isa##_##R##x4, mm_##isa##_##R##x5, \
      mm_##isa##_##R##x6, mm_##isa##_##R##x7, mm_##isa##_##R##x8}
 
-/* a vector implementation: tiles[R][C] for 1 <= R <= rows, 1 <= C <= cols[R] (the widest,
- * used but at the end of a block) */
-typedef struct {
-    int lanes, rows;
-    int cols[9];
-    mm_tile_fn tiles[9][9];
-} mm_kern;
-
-/* out[:, c0:c1] for n token rows with the tiles of K */
-void kern_f32_drive(const mm_kern *K, float *out, const float *in, const float *w, int64_t ldw, int n, int i, int o,
-                    int c0, int c1);
+/* out[:, c0:c1] for n token rows with the f32 tiles of K */
+void kern_f32_drive(const kern_blocks *K, float *out, const float *in, const float *w, int64_t ldw, int n, int i,
+                    int o, int c0, int c1);
 
 #endif

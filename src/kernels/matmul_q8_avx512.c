@@ -72,7 +72,7 @@ Q8_TILE(1, 1) Q8_TILE(1, 2) Q8_TILES4(2) Q8_TILES4(3) Q8_TILES3(4)
 static const kern_w_kern q8_kern = {1, 2, 4, {0, 2, 4, 4, 3},
                                     {{NULL}, {NULL, q8_1x1, q8_1x2}, Q8_ROW4(2),
                                      Q8_ROW4(3), Q8_ROW3(4)},
-                                    {{NULL}}};
+                                    NULL};
 
 void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     kern_w_drive(&q8_kern, out, a->qc, a->scale, w, n, i, o, c0, c1);
