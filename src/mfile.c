@@ -24,6 +24,7 @@ struct mfile {
     char *path;
     const char *map; /* (map_len) the whole file, read-only (MAP_FAILED: not mapped) */
     size_t map_len;
+    int fd;          /* the file, open while mapped (mfile_copy reads through it; else -1) */
     struct { const char *p; size_t n; } *views; /* (n_views) ranges viewed, not yet brought in */
     int n_views, cap_views;
 };
@@ -292,15 +293,15 @@ void mfile_close_writer(mfile_writer *w) {
 /* maps the whole file read-only: tensors laid out contiguously are then read straight from the
  * page cache (mfile_view), without HDF5, MPI-IO or a copy. A file that cannot be mapped is read
  * through HDF5 (the same on every rank: it depends on the file system, not the rank), and so is
- * every file when MPILLAMA_MAP=0. */
+ * every file when MPILLAMA_WEIGHTS=hdf5 (or MPILLAMA_MAP=0). */
 static void map_file(mfile *m) {
     m->map = MAP_FAILED;
-    const char *env = getenv("MPILLAMA_MAP"); /* "0": read every tensor through HDF5 */
+    m->fd = -1;
     hid_t fcpl = H5Fget_create_plist(m->file);
     hsize_t userblock = 0;
     H5Pget_userblock(fcpl, &userblock);
     H5Pclose(fcpl);
-    if ((env && strcmp(env, "0") == 0) || userblock != 0) return; /* offsets count from the userblock's end */
+    if (mfile_weights_mode() == MFILE_WEIGHTS_HDF5 || userblock != 0) return; /* offsets count from the userblock's end */
     int fd = open(m->path, O_RDONLY);
     struct stat st;
     if (fd < 0) return;
@@ -308,7 +309,17 @@ static void map_file(mfile *m) {
         m->map_len = (size_t)st.st_size;
         m->map = mmap(NULL, m->map_len, PROT_READ, MAP_SHARED, fd, 0);
     }
-    close(fd);
+    if (m->map == MAP_FAILED) close(fd);
+    else m->fd = fd;
+}
+
+mfile_weights mfile_weights_mode(void) {
+    const char *w = getenv("MPILLAMA_WEIGHTS"), *map = getenv("MPILLAMA_MAP");
+    if (!w || !*w) return map && strcmp(map, "0") == 0 ? MFILE_WEIGHTS_HDF5 : MFILE_WEIGHTS_MAP; /* the old switch */
+    static const char *const names[] = {"map", "copy", "hdf5"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(w, names[i]) == 0) return (mfile_weights)i;
+    die("MPILLAMA_WEIGHTS='%s': expected map, copy or hdf5", w);
 }
 
 /* little-endian unsigned of n bytes */
@@ -387,6 +398,7 @@ mfile *mfile_open(const char *path, MPI_Comm comm) {
 
 void mfile_close(mfile *f) {
     if (f->map != MAP_FAILED) munmap((void *)f->map, f->map_len);
+    if (f->fd >= 0) close(f->fd);
     free(f->views);
     H5Pclose(f->dxpl);
     H5Fclose(f->file);
@@ -625,8 +637,10 @@ int64_t mfile_read_f32(mfile *m, const char *name, int64_t row0, int64_t nrows, 
     return mfile_read_tensor(m, name, KERN_F32, row0, nrows, col0, ncols, out, NULL);
 }
 
-int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
-    *out = NULL;
+/* the first byte of rows [row0, row0+nrows) of dataset name in the mapping, *row_bytes the bytes
+ * of a row; NULL (the same on every rank) when it is not there as mfile_view needs */
+static const char *view_rows(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem,
+                             size_t *row_bytes) {
     if (!mfile_has(m, name)) die("'%s': model file has no tensor '%s'", m->path, name);
     hid_t d = H5Dopen2(m->file, name, H5P_DEFAULT);
     check(d >= 0, "'%s': cannot open tensor '%s'", m->path, name);
@@ -637,19 +651,59 @@ int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t e
     if (H5Sget_simple_extent_ndims(sp) == 1) dims[1] = 1;
     H5Sclose(sp);
     H5Dclose(d);
-    if (!base || ((uintptr_t)base & 63)) return 0; /* kernels get 64-byte aligned rows */
-    if (nrows <= 0) return 1;
-    if (row0 < 0 || (hsize_t)(row0 + nrows) > dims[0])
+    if (!base || ((uintptr_t)base & 63)) return NULL; /* kernels get 64-byte aligned rows */
+    if (nrows > 0 && (row0 < 0 || (hsize_t)(row0 + nrows) > dims[0]))
         die("'%s': tensor '%s' has %llu rows, not rows %lld+%lld", m->path, name, (unsigned long long)dims[0],
             (long long)row0, (long long)nrows);
-    const char *p = base + (size_t)row0 * dims[1] * elem;
+    *row_bytes = dims[1] * elem;
+    return base + (size_t)(nrows > 0 ? row0 : 0) * dims[1] * elem;
+}
+
+int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
+    *out = NULL;
+    size_t rb = 0;
+    const char *p = view_rows(m, name, row0, nrows, elem, &rb);
+    if (!p) return 0;
+    if (nrows <= 0) return 1;
     if (m->n_views == m->cap_views) {
         m->cap_views = m->cap_views ? 2 * m->cap_views : 64;
         m->views = xrealloc(m->views, sizeof(*m->views) * (size_t)m->cap_views);
     }
     m->views[m->n_views].p = p;
-    m->views[m->n_views++].n = (size_t)nrows * dims[1] * elem;
+    m->views[m->n_views++].n = (size_t)nrows * rb;
     *out = p;
+    return 1;
+}
+
+/* n bytes at file offset off into out (the kernel copies from the page cache, reading what it
+ * does not hold) */
+static void pread_all(mfile *m, char *out, size_t n, off_t off, const char *name) {
+    while (n > 0) {
+        ssize_t got = pread(m->fd, out, n, off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) die_errno("'%s': cannot read tensor '%s'", m->path, name);
+        if (got == 0) die("'%s': tensor '%s' lies past the end of the file (truncated?)", m->path, name);
+        out += got, n -= (size_t)got, off += got;
+    }
+}
+
+int mfile_copy(mfile *m, const char *name, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, size_t elem,
+               void *out) {
+    size_t rb = 0;
+    const char *p = view_rows(m, name, row0, nrows, elem, &rb);
+    if (!p) return 0;
+    if (nrows <= 0) return 1;
+    const size_t cb = (size_t)ncols * elem;
+    if (col0 < 0 || (size_t)col0 * elem + cb > rb)
+        die("'%s': tensor '%s' has rows of %zu bytes, not columns %lld+%lld", m->path, name, rb, (long long)col0,
+            (long long)ncols);
+    const off_t off = (off_t)(p - m->map) + (off_t)col0 * (off_t)elem;
+    if (cb == rb) { /* whole rows: one read */
+        pread_all(m, out, (size_t)nrows * rb, off, name);
+        return 1;
+    }
+    posix_fadvise(m->fd, off, (off_t)((size_t)nrows * rb), POSIX_FADV_WILLNEED);
+    for (int64_t r = 0; r < nrows; r++) pread_all(m, (char *)out + (size_t)r * cb, cb, off + (off_t)(r * (int64_t)rb), name);
     return 1;
 }
 

@@ -101,6 +101,17 @@ int64_t mfile_read_f32(mfile *f, const char *name, int64_t row0, int64_t nrows, 
  * values at a 64-byte aligned offset, or the file cannot be mapped: read it with mfile_read_f32.
  * The view lives until mfile_close; the file must not change meanwhile. */
 int mfile_view(mfile *f, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out);
+/* like mfile_view (collective, 0 in the same cases), but copies rows [row0, row0+nrows) x
+ * columns [col0, col0+ncols) of a 2-D dataset, row-major, into out (read from the file through
+ * the page cache), and keeps no view */
+int mfile_copy(mfile *f, const char *name, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, size_t elem,
+               void *out);
+/* where the weights live, from MPILLAMA_WEIGHTS (map, the default; copy; hdf5, also
+ * MPILLAMA_MAP=0): in place in the file's mapping (the page cache, one copy per node), copied from
+ * the file into the rank's own memory (on transparent huge pages), or read through parallel HDF5
+ * into it (the file not mapped). Dies naming an unknown value. */
+typedef enum { MFILE_WEIGHTS_MAP, MFILE_WEIGHTS_COPY, MFILE_WEIGHTS_HDF5 } mfile_weights;
+mfile_weights mfile_weights_mode(void);
 /* not collective: brings every range viewed since the last call into memory. Called after the
  * collective walk over the tensors, so that the ranks of a pipeline (each holding other layers)
  * read their ranges at the same time, not one after the other between collective opens */

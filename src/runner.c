@@ -239,16 +239,17 @@ static int setup(run_setup *su, run_opts *o) {
     double t_load = dist_max_double(&su->d, util_now() - t0);
     int64_t *bytes = su->d.world_rank == 0 ? xmalloc(sizeof(int64_t) * su->d.world_size) : NULL;
     dist_gather_int64(&su->d, su->m.bytes_read, bytes, 0);
-    int64_t in_place = dist_sum_int64(&su->d, su->m.bytes_in_place);
+    int64_t in_place = dist_sum_int64(&su->d, su->m.bytes_in_place), copied = dist_sum_int64(&su->d, su->m.bytes_copied);
     su->load_gbs = 0;
     if (su->d.world_rank == 0) {
         int64_t total = 0;
         for (int r = 0; r < su->d.world_size; r++) total += bytes[r];
         su->load_gbs = t_load > 0 ? total / t_load / 1e9 : 0;
         fprintf(stderr, "mpillama: %d ranks on %d node(s), layout --dp %d --pp %d --tp %d; loaded %.2f MiB of weights in %.2f s "
-                        "(%.2f GB/s, %.2f GB/s per rank, %.0f%% used in place)\n",
+                        "(%.2f GB/s, %.2f GB/s per rank, %.0f%% used in place, %.0f%% copied to own memory)\n",
                 su->d.world_size, su->d.n_nodes, o->dp, o->pp, o->tp, total / 1048576.0, t_load, su->load_gbs,
-                su->load_gbs / su->d.world_size, total ? 100.0 * in_place / total : 0.0);
+                su->load_gbs / su->d.world_size, total ? 100.0 * in_place / total : 0.0,
+                total ? 100.0 * copied / total : 0.0);
         if (o->verbose)
             for (int r = 0; r < su->d.world_size; r++) {
                 plan_rank pr;

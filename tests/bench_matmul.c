@@ -12,9 +12,11 @@
  * t_kern; above 1: faster).
  *
  * usage: bench_matmul [--time SECONDS per measurement, default 0.3] [--shapes OxI,OxI,...]
- *                     [--ns N,N,...] [--dtypes f32,bf16,q8] [--blas] [--cold]
+ *                     [--ns N,N,...] [--dtypes f32,bf16,q8] [--blas] [--cold] [--small-pages]
  * --cold reads 128 MiB between calls (untimed), so that each call's weights come from memory as in
- * a decode step, not from the cache the previous call left them in.
+ * a decode step, not from the cache the previous call left them in. --small-pages leaves the
+ * weights on 4 KiB pages (a file mapping's); by default they go on transparent huge pages, as a
+ * rank's own copy of its weights does.
  * Threads: OPENBLAS_NUM_THREADS (the kernels use as many as OpenBLAS was given); MPILLAMA_MATMUL
  * picks the implementation. */
 #include <cblas.h>
@@ -57,6 +59,16 @@ static void call(int blas, float *out, const float *x, const kern_wmat *w, int n
  * call reads its weights from memory as a decode step does (each matrix once a step) */
 #define COLD_BYTES ((size_t)128 << 20)
 static float *cold_buf;
+
+/* weights' memory: on transparent huge pages (2 MiB-aligned, advised) unless small */
+static void *weights_alloc(size_t bytes, int small) {
+    if (small) return xmalloc(bytes);
+    const size_t len = (bytes + UTIL_HUGE_PAGE - 1) / UTIL_HUGE_PAGE * UTIL_HUGE_PAGE;
+    void *p = aligned_alloc(UTIL_HUGE_PAGE, len);
+    if (!p) die("out of memory (%zu bytes)", len);
+    util_advise_huge(p, len);
+    return p;
+}
 static volatile float cold_sink;
 static void cold_evict(void) {
     if (!cold_buf) return;
@@ -85,7 +97,7 @@ static timing measure(int blas, float *out, const float *x, const kern_wmat *w, 
 int main(int argc, char **argv) {
     double budget = 0.3;
     int shapes[MAXLIST][2] = {{2048, 2048}, {8192, 2048}, {2048, 8192}, {32000, 2048}}, nshapes = 4;
-    int ns[MAXLIST] = {1, 4, 16, 32, 64, 128}, nns = 6, blas = 0;
+    int ns[MAXLIST] = {1, 4, 16, 32, 64, 128}, nns = 6, blas = 0, small = 0;
     int dts[3] = {KERN_F32, KERN_BF16, KERN_Q8}, ndts = 3;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--time") && a + 1 < argc) budget = atof(argv[++a]);
@@ -107,12 +119,13 @@ int main(int argc, char **argv) {
                 s++;
             }
         } else if (!strcmp(argv[a], "--blas")) blas = 1;
+        else if (!strcmp(argv[a], "--small-pages")) small = 1;
         else if (!strcmp(argv[a], "--cold")) {
             cold_buf = xmalloc(COLD_BYTES);
             for (size_t k = 0; k < COLD_BYTES / sizeof(float); k++) cold_buf[k] = (float)(k & 7);
         }
         else {
-            fprintf(stderr, "usage: %s [--time S] [--shapes OxI,...] [--ns N,...] [--dtypes f32,bf16,q8] [--blas] [--cold]\n",
+            fprintf(stderr, "usage: %s [--time S] [--shapes OxI,...] [--ns N,...] [--dtypes f32,bf16,q8] [--blas] [--cold] [--small-pages]\n",
                     argv[0]);
             return 2;
         }
@@ -132,10 +145,10 @@ int main(int argc, char **argv) {
         size_t sz = (size_t)shapes[s][0] * shapes[s][1];
         wmax = sz > wmax ? sz : wmax;
     }
-    float *w = xmalloc(sizeof(float) * wmax), *x = xcalloc((size_t)nmax * imax, sizeof(float));
+    float *w = weights_alloc(sizeof(float) * wmax, small), *x = xcalloc((size_t)nmax * imax, sizeof(float));
     float *out = xcalloc((size_t)nmax * omax, sizeof(float));
-    void *wq = xmalloc(sizeof(float) * wmax);
-    float *ws = xmalloc(sizeof(float) * (wmax / KERN_Q8_BLOCK + 1));
+    void *wq = weights_alloc(sizeof(float) * wmax, small);
+    float *ws = weights_alloc(sizeof(float) * (wmax / KERN_Q8_BLOCK + 1), small);
     unsigned long long r = 0x9E3779B97F4A7C15ULL;
     for (size_t k = 0; k < wmax; k++) {
         r ^= r << 13, r ^= r >> 7, r ^= r << 17;

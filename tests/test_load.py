@@ -1,9 +1,11 @@
 """Weight loading and the binding warning.
 
 1. Tensors used in place (mfile_view: straight from the file's mapping) give the same log-probs and
-   greedy ids, bit for bit, as tensors read through HDF5 (MPILLAMA_MAP=0), on 1x1, 1x2 (column
+   greedy ids, bit for bit, as tensors copied from the file into the rank's own memory
+   (MPILLAMA_WEIGHTS=copy) and as tensors read through HDF5 (MPILLAMA_MAP=0), on 1x1, 1x2 (column
    blocks read, row blocks in place) and 2x1; the first log line and summary.json say how much was
-   used in place, the load's GB/s and the time to the first token.
+   used in place and copied, the load's GB/s and the time to the first token. An unknown
+   MPILLAMA_WEIGHTS is refused in one line naming it.
 2. A rank bound to fewer cores than its share of the node is told so once, with the flags that fix
    it; a fitting binding gets no warning, and the binding is kept either way."""
 import json
@@ -38,23 +40,28 @@ def run_env(cmd, extra):
 # ---- 1. in place against read
 for pp, tp in [(1, 1), (1, 2), (2, 1)]:
     res = {}
-    for how, env in [("map", {}), ("read", {"MPILLAMA_MAP": "0"})]:
+    for how, env in [("map", {}), ("copy", {"MPILLAMA_WEIGHTS": "copy"}), ("read", {"MPILLAMA_MAP": "0"})]:
         tag = "%s_%dx%d" % (how, pp, tp)
         so, go, tr = [os.path.join(args.work, "%s_%s" % (k, tag)) for k in ("score.jsonl", "gen.jsonl", "trace")]
         grid = ["--pp", str(pp), "--tp", str(tp)]
         launch = [args.mpiexec, "-n", str(pp * tp), "--oversubscribe", args.mpillama]
         r = run_env(launch + ["score", "--model", model, "--prompts", prompts, "--output", so] + grid, env)
-        m = re.search(r"loaded [0-9.]+ MiB of weights in [0-9.]+ s \(([0-9.]+) GB/s, [0-9.]+ GB/s per rank, (\d+)% used in place\)",
-                      r.stderr)
+        m = re.search(r"loaded [0-9.]+ MiB of weights in [0-9.]+ s \(([0-9.]+) GB/s, [0-9.]+ GB/s per rank, (\d+)% used in "
+                      r"place, (\d+)% copied to own memory\)", r.stderr)
         if not m:
             c.fail("%s: no load line with GB/s and the share used in place in:\n%s" % (tag, r.stderr[-2000:]))
-        in_place = int(m.group(2))
+        in_place, copied = int(m.group(2)), int(m.group(3))
         if how == "map" and in_place < (90 if tp == 1 else 50):
             c.fail("%s: only %d%% of the weights used in place (the converter aligns every tensor of 4 KiB or more; "
                    "tp splits the columns of wo and w2, which are copied)"
                    % (tag, in_place))
-        if how == "read" and in_place != 0:
-            c.fail("%s: MPILLAMA_MAP=0 still used %d%% in place" % (tag, in_place))
+        if how == "read" and (in_place != 0 or copied != 0):
+            c.fail("%s: MPILLAMA_MAP=0 still used %d%% in place, %d%% copied" % (tag, in_place, copied))
+        if how == "copy" and (in_place != 0 or copied < 90):
+            c.fail("%s: MPILLAMA_WEIGHTS=copy used %d%% in place and copied only %d%% (every tensor of 4 KiB or more "
+                   "is aligned in the file)" % (tag, in_place, copied))
+        if how == "map" and copied != 0:
+            c.fail("%s: %d%% copied by default (weights are used in place unless MPILLAMA_WEIGHTS=copy)" % (tag, copied))
         run_env(launch + ["generate", "--model", model, "--prompts", prompts, "--output", go, "--temperature", "0",
                           "--max-tokens", "24", "--trace", tr] + grid, env)
         with open(os.path.join(tr, "summary.json")) as f:
@@ -66,11 +73,23 @@ for pp, tp in [(1, 1), (1, 2), (2, 1)]:
             c.fail("%s: first token after %.3f s, before the load ended (%.3f s)" % (tag, s["first_token_s"], s["load_s"]))
         res[how] = ({r["custom_id"]: r["logprobs"] for r in c.read_jsonl(so)},
                     {r["custom_id"]: r["completion_ids"] for r in c.read_jsonl(go)})
-        print("%s: %d%% in place, load %.2f GB/s, first token after %.3f s" % (tag, in_place, s["load_gbs"],
-                                                                             s["first_token_s"]))
-    if res["map"] != res["read"]:
-        c.fail("%dx%d: log-probs or greedy ids differ between weights in place and weights read" % (pp, tp))
-    print("%dx%d: in place and read agree bit for bit" % (pp, tp))
+        print("%s: %d%% in place, %d%% copied, load %.2f GB/s, first token after %.3f s"
+              % (tag, in_place, copied, s["load_gbs"], s["first_token_s"]))
+    for how in ("copy", "read"):
+        if res["map"] != res[how]:
+            c.fail("%dx%d: log-probs or greedy ids differ between weights in place and weights %s" % (pp, tp, how))
+    print("%dx%d: in place, copied and read agree bit for bit" % (pp, tp))
+
+bad = os.path.join(args.work, "bad_weights.jsonl")
+env = c.mpi_env()
+env["MPILLAMA_WEIGHTS"] = "hugepages"
+r = subprocess.run([args.mpillama, "score", "--model", model, "--prompts", prompts, "--output", bad], capture_output=True,
+                   text=True, timeout=120, env=env)
+lines = [l for l in r.stderr.splitlines() if l.strip()]
+if r.returncode == 0 or not lines or "MPILLAMA_WEIGHTS='hugepages'" not in lines[-1] or os.path.exists(bad):
+    c.fail("MPILLAMA_WEIGHTS=hugepages: expected a non-zero exit, one line naming it and no output file; got exit %d, "
+           "output file %s:\n%s" % (r.returncode, os.path.exists(bad), r.stderr[-2000:]))
+print("MPILLAMA_WEIGHTS=hugepages refused: %s" % lines[-1])
 
 # ---- 2. the binding warning
 try:
