@@ -9,6 +9,7 @@
 
 #include "affinity.h"
 #include "kernels.h"
+#include "kernels/internal.h"
 #include "util.h"
 
 static unsigned long long rng = 88172645463325252ULL;
@@ -432,6 +433,51 @@ static void test_conversions(void) {
     ok ? passes++ : failures++;
 }
 
+/* the activations' preparation of every row-ops implementation this CPU runs against the portable
+ * code, bit for bit: random rows with ties, denormals, zeros, infinities and NaNs for bf16; for q8
+ * random blocks, an all-zero one, tiny and huge ones (no NaN: a NaN's int8 is undefined) */
+static void test_prep(void) {
+    const char *impls[] = {"generic", "avx512"};
+    enum { N = 4096 + 13 };
+    static float x[N], xb[N];
+    static uint16_t h[N], hw[N];
+    static int8_t q[N], qw[N];
+    static float sc[N / 32], scw[N / 32];
+    static int32_t c[N / 4], cw[N / 4];
+    const float specials[] = {0.0f, -0.0f, 1e-40f, -3e-39f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, INFINITY,
+                              -INFINITY, NAN, -NAN, 3.4e38f, 1e-45f};
+    for (int k = 0; k < N; k++) x[k] = frand() * (k % 7 == 0 ? 1e-30f : k % 11 == 0 ? 1e30f : 3.0f);
+    for (int k = 0; k < 12; k++) x[97 * k] = specials[k];
+    memcpy(xb, x, sizeof(xb));
+    kern_bf16_rows_generic(h, xb, N);
+    for (int k = 0; k < N; k++) x[k] = isfinite(x[k]) ? x[k] : 1.5f; /* q8: finite only */
+    for (int k = 64; k < 96; k++) x[k] = 0.0f;                          /* an all-zero block */
+    for (int k = 128; k < 160; k++) x[k] = frand() * 1e-38f;             /* denormal products */
+    const int nq = N / 32 * 32;
+    kern_quantize_q8(q, sc, x, nq);
+    kern_q8_corrections_generic(c, q, nq);
+    for (int m = 0; m < 2; m++) {
+        if (kern_matmul_use(impls[m]) != 0 || strcmp(kern_matmul_impl(), impls[m]) != 0) {
+            printf("SKIP (part): row operations %s: not supported by this CPU\n", impls[m]);
+            continue;
+        }
+        const kern_row_ops *ops = kern_rows_get();
+        int ok = 1;
+        for (int len = N; len >= N - 13; len -= 13) { /* whole vectors and a masked tail */
+            memset(hw, 0xff, sizeof(hw));
+            ops->bf16_rows(hw, xb, len);
+            if (memcmp(hw, h, sizeof(uint16_t) * len) != 0 || (len < N && hw[len] != 0xffff)) ok = 0;
+        }
+        ops->q8_rows(qw, scw, x, nq);
+        ops->q8_corr(cw, qw, nq);
+        if (memcmp(qw, q, nq) || memcmp(scw, sc, sizeof(float) * (nq / 32)) || memcmp(cw, c, sizeof(int32_t) * (nq / 4)))
+            ok = 0;
+        printf("%-44s %s\n", ops->name, ok ? "row preparation bit for bit: ok" : "row preparation: FAIL");
+        ok ? passes++ : failures++;
+    }
+    kern_matmul_use(NULL);
+}
+
 /* every implementation of weights of type dt this CPU runs, against the twin and for invariance */
 static void test_dtype(kern_dtype dt) {
     const char *impls[] = {"generic", "avx2", "avx512"};
@@ -496,6 +542,7 @@ int main(void) {
     kern_matmul_use(NULL);
     openblas_set_num_threads(threads);
     test_conversions();
+    test_prep();
     test_dtype(KERN_BF16);
     test_dtype(KERN_Q8);
     openblas_set_num_threads(threads);

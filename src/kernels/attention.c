@@ -43,7 +43,7 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
     const int hs = d->head_size, kvd = d->n_kv * hs;
     const kern_dtype dt = d->kv_dtype;
     const size_t es = kern_dtype_size(dt);
-    const kern_attn_ops *ops = kern_attn_get();
+    const kern_row_ops *ops = kern_rows_get();
     const float scale = 1.0f / sqrtf((float)hs);
     float *a = kern_room(KERN_ROOM_ATT, sizeof(float) * (size_t)d->seq_len);
     if (!a) {

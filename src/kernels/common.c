@@ -48,10 +48,17 @@ void kern_quantize_q8(int8_t *q, float *scale, const float *x, int64_t n) {
     }
 }
 
+void kern_bf16_rows_generic(uint16_t *dst, const float *src, int64_t n) {
+    for (int64_t k = 0; k < n; k++) dst[k] = kern_f32_to_bf16(src[k]);
+}
+
+void kern_q8_corrections_generic(int32_t *c, const int8_t *q, int i) {
+    for (int k = 0; k < i / 4; k++) c[k] = -128 * (q[4 * k] + q[4 * k + 1] + q[4 * k + 2] + q[4 * k + 3]);
+}
+
 void kern_store_rows(void *dst, kern_dtype dt, const float *src, int64_t n) {
     if (dt == KERN_BF16) {
-        uint16_t *d = dst;
-        for (int64_t k = 0; k < n; k++) d[k] = kern_f32_to_bf16(src[k]);
+        kern_rows_get()->bf16_rows(dst, src, n);
     } else {
         memcpy(dst, src, sizeof(float) * (size_t)n);
     }

@@ -74,26 +74,29 @@ static const mm_impl *mm_find(int dt, const char *name) {
     return NULL;
 }
 
-/* attention's row operations, chosen with the matmuls by the same names */
-static const kern_attn_ops mm_attn_impls[] = {
+/* the row operations (attention's, the activations' preparation), chosen with the matmuls by the
+ * same names */
+static const kern_row_ops mm_row_impls[] = {
 #ifdef KERN_X86
-    {"avx512", kern_attn_dot_avx512, kern_attn_axpy_avx512},
+    {"avx512", kern_attn_dot_avx512, kern_attn_axpy_avx512, kern_bf16_rows_avx512, kern_q8_rows_avx512,
+     kern_q8_corrections_avx512},
 #endif
-    {"generic", kern_attn_dot_generic, kern_attn_axpy_generic},
-    {NULL, NULL, NULL},
+    {"generic", kern_attn_dot_generic, kern_attn_axpy_generic, kern_bf16_rows_generic, kern_quantize_q8,
+     kern_q8_corrections_generic},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
 };
-static int mm_attn_supported(const kern_attn_ops *a) {
+static int mm_rows_supported(const kern_row_ops *a) {
 #ifdef KERN_X86
     if (a->dot == kern_attn_dot_avx512) return mm_has_avx512bw();
 #endif
     (void)a;
     return 1;
 }
-static _Atomic(const kern_attn_ops *) mm_attn_cur;
+static _Atomic(const kern_row_ops *) mm_rows_cur;
 
-static const kern_attn_ops *mm_attn_find(const char *name) {
-    for (const kern_attn_ops *a = mm_attn_impls; a->name; a++)
-        if ((!name || !strcmp(name, a->name)) && mm_attn_supported(a)) return a;
+static const kern_row_ops *mm_rows_find(const char *name) {
+    for (const kern_row_ops *a = mm_row_impls; a->name; a++)
+        if ((!name || !strcmp(name, a->name)) && mm_rows_supported(a)) return a;
     return NULL;
 }
 
@@ -103,22 +106,22 @@ int kern_matmul_use(const char *name) {
         const mm_impl *m = mm_find(dt, name);
         if (m) atomic_store(&mm_cur[dt], m), found = 1;
     }
-    const kern_attn_ops *a = mm_attn_find(name);
-    if (a) atomic_store(&mm_attn_cur, a);
+    const kern_row_ops *a = mm_rows_find(name);
+    if (a) atomic_store(&mm_rows_cur, a);
     return found ? 0 : -1;
 }
 
-const kern_attn_ops *kern_attn_get(void) {
-    const kern_attn_ops *a = atomic_load(&mm_attn_cur);
+const kern_row_ops *kern_rows_get(void) {
+    const kern_row_ops *a = atomic_load(&mm_rows_cur);
     if (a) return a;
     const char *env = getenv("MPILLAMA_MATMUL");
-    a = env && *env ? mm_attn_find(env) : NULL;
-    if (!a) a = mm_attn_find(NULL);
-    atomic_store(&mm_attn_cur, a);
+    a = env && *env ? mm_rows_find(env) : NULL;
+    if (!a) a = mm_rows_find(NULL);
+    atomic_store(&mm_rows_cur, a);
     return a;
 }
 
-const char *kern_attention_impl(void) { return kern_attn_get()->name; }
+const char *kern_attention_impl(void) { return kern_rows_get()->name; }
 
 static const mm_impl *mm_get(kern_dtype dt) {
     const mm_impl *m = atomic_load(&mm_cur[dt]);
@@ -222,16 +225,17 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         return;
     }
     mm_w_job J = {m->w, out, {NULL, NULL, NULL, NULL}, w, i, o};
+    const kern_row_ops *rows = kern_rows_get();
     if (m->need & KERN_NEED_BF16) {
         uint16_t *x = (uint16_t *)(room + x_at);
-        for (int64_t k = 0; k < ni; k++) x[k] = kern_f32_to_bf16(in[k]);
+        rows->bf16_rows(x, in, ni);
         J.act.x = x;
     }
     if (m->need & (KERN_NEED_Q | KERN_NEED_QC)) {
         float *s = (float *)(room + s_at);
         if (m->need & KERN_NEED_Q) {
             int8_t *q = (int8_t *)(room + q_at);
-            kern_quantize_q8(q, s, in, ni);
+            rows->q8_rows(q, s, in, ni);
             J.act.q = q;
         }
         if (m->need & KERN_NEED_QC) {
@@ -239,8 +243,8 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
             for (int t = 0; t < n; t++) {
                 int8_t *q = qc + (int64_t)t * 2 * i;
                 int32_t *c = (int32_t *)(q + i);
-                kern_quantize_q8(q, s + (int64_t)t * (i / KERN_Q8_BLOCK), in + (int64_t)t * i, i);
-                for (int k = 0; k < i / 4; k++) c[k] = -128 * (q[4 * k] + q[4 * k + 1] + q[4 * k + 2] + q[4 * k + 3]);
+                rows->q8_rows(q, s + (int64_t)t * (i / KERN_Q8_BLOCK), in + (int64_t)t * i, i);
+                rows->q8_corr(c, q, i);
             }
             J.act.qc = qc;
         }

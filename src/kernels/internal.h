@@ -114,21 +114,33 @@ typedef struct {
 void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *xs, const kern_wmat *w, int n, int i,
                   int o, int c0, int c1);
 
-/* ---- attention's row operations (attention.c; attention_avx512.c) ----
- * dot: q (hs) . row (hs of type dt); axpy: o (hs) += w * row */
+/* ---- row operations: attention's (attention.c; attention_avx512.c) and the activations'
+ * preparation (common.c; prep_avx512.c), every implementation bit for bit the portable one's but
+ * for the attention's sums ----
+ * dot: q (hs) . row (hs of type dt); axpy: o (hs) += w * row; bf16_rows: dst (n) = src rounded
+ * to bf16 (kern_f32_to_bf16 each); q8_rows: x (n, a multiple of 32) quantised per block
+ * (kern_quantize_q8); q8_corr: c (i / 4) = -128 x the sum of each 4 of q (i) */
 typedef struct {
     const char *name;
     float (*dot)(const float *q, const void *row, kern_dtype dt, int hs);
     void (*axpy)(float *o, float w, const void *row, kern_dtype dt, int hs);
-} kern_attn_ops;
+    void (*bf16_rows)(uint16_t *dst, const float *src, int64_t n);
+    void (*q8_rows)(int8_t *q, float *scale, const float *x, int64_t n);
+    void (*q8_corr)(int32_t *c, const int8_t *q, int i);
+} kern_row_ops;
 #ifdef KERN_X86
 float kern_attn_dot_avx512(const float *q, const void *row, kern_dtype dt, int hs);
 void kern_attn_axpy_avx512(float *o, float w, const void *row, kern_dtype dt, int hs);
+void kern_bf16_rows_avx512(uint16_t *dst, const float *src, int64_t n);
+void kern_q8_rows_avx512(int8_t *q, float *scale, const float *x, int64_t n);
+void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i);
 #endif
 float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs);
 void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs);
+void kern_bf16_rows_generic(uint16_t *dst, const float *src, int64_t n);
+void kern_q8_corrections_generic(int32_t *c, const int8_t *q, int i);
 /* the row operations in use (dispatch.c: chosen with the matmuls) */
-const kern_attn_ops *kern_attn_get(void);
+const kern_row_ops *kern_rows_get(void);
 
 /* ---- the thread pool (kernels/pool.c) ----
  * Runs fn over units that cover rows [0, n) in chunks of nb and columns [0, o) in ranges of ub

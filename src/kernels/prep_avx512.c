@@ -1,0 +1,59 @@
+/* kernels/prep_avx512.c: the activations' preparation for the bf16 and q8 matmuls with AVX-512
+ * (16 floats a step), bit for bit the portable code's (common.c: kern_f32_to_bf16,
+ * kern_quantize_q8): rounding to bf16 by the same integer steps; per block of 32 the same
+ * maximum (exact in any order), scale and products, rounded to the nearest even integer as
+ * nearbyintf does in the default rounding mode. */
+#include <stdint.h>
+
+#include "internal.h"
+#include <immintrin.h>
+
+#define PR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+/* 16 floats to bf16 bits: NaN stays a quiet NaN, else round to nearest even */
+static inline __attribute__((always_inline)) PR_AVX512 __m256i pr_bf16(__m512i u) {
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+    const __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, half), _mm512_and_si512(_mm512_srli_epi32(u, 16), one)), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                  _mm512_set1_epi32(0x7f800000));
+    const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q));
+}
+
+PR_AVX512 void kern_bf16_rows_avx512(uint16_t *dst, const float *src, int64_t n) {
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm256_storeu_si256((__m256i *)(dst + k), pr_bf16(_mm512_loadu_si512(src + k)));
+    if (k < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+        _mm256_mask_storeu_epi16(dst + k, m, pr_bf16(_mm512_maskz_loadu_epi32(m, src + k)));
+    }
+}
+
+/* one block of 32: q (32 int8) and its scale */
+static inline __attribute__((always_inline)) PR_AVX512 void pr_q8_block(int8_t *q, float *scale, const float *x) {
+    const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    *scale = amax / 127.0f;
+    const __m512 v = _mm512_set1_ps(inv);
+    const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, v)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, v));
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(qa));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(qb));
+}
+
+PR_AVX512 void kern_q8_rows_avx512(int8_t *q, float *scale, const float *x, int64_t n) {
+    for (int64_t b = 0; b < n / KERN_Q8_BLOCK; b++)
+        pr_q8_block(q + b * KERN_Q8_BLOCK, scale + b, x + b * KERN_Q8_BLOCK);
+}
+
+PR_AVX512 void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i) {
+    const __m512i ones8 = _mm512_set1_epi8(1), ones16 = _mm512_set1_epi16(1);
+    int k = 0;
+    for (; k + 64 <= i; k += 64) { /* 64 q: 16 sums of 4 (pairs, then pairs of pairs) */
+        const __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(ones8, _mm512_loadu_si512(q + k)), ones16);
+        _mm512_storeu_si512(c + k / 4, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s, 7)));
+    }
+    for (; k < i; k += 4) c[k / 4] = -128 * (q[k] + q[k + 1] + q[k + 2] + q[k + 3]);
+}
