@@ -33,6 +33,12 @@ typedef struct {
     MPI_Request ring[DIST_RING];
     double ring_posted[DIST_RING]; /* trace_now() when each ring's send was posted */
     int progress;                  /* dist_progress tests the ring (MPILLAMA_PROGRESS=0: off) */
+    /* the tp ranks' all-reduce through shared memory, when they share a node (dist_tp_shm_*) */
+    int tp_shm_on;        /* 1: this stage's tp ranks are on one node (MPILLAMA_SHM_ALLREDUCE=0: off) */
+    MPI_Win tp_win;       /* the window over the tp ranks (MPI_WIN_NULL until the first all-reduce) */
+    char *tp_shm;         /* its base: the ranks' flags, then 2 x tp slots of tp_shm_cap floats */
+    int64_t tp_shm_cap;   /* floats a slot holds */
+    uint64_t tp_shm_seq;  /* all-reduces done through it */
     /* counters for the run summary (times are kept by trace) */
     int64_t bytes_allreduce, bytes_p2p, bytes_gather;
     int64_t bytes_sampling;   /* vocab-parallel sampling reductions and tokens sent back */

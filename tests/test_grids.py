@@ -49,12 +49,12 @@ t_begin = time.time()
 n_checks = 0
 
 
-def launch(n, sub, timeout):
-    """mpirun of `mpillama sub...` on n ranks, its ranks ended on timeout (SIGTERM to mpirun).
-    Returns (exit code or None on timeout, stdout, stderr, seconds)."""
+def launch(n, sub, timeout, env=None):
+    """mpirun of `mpillama sub...` on n ranks (env: variables added), its ranks ended on timeout
+    (SIGTERM to mpirun). Returns (exit code or None on timeout, stdout, stderr, seconds)."""
     cmd = [args.mpiexec, "-n", str(n), "--oversubscribe", args.mpillama] + sub
     t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=c.mpi_env(),
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(c.mpi_env(), **(env or {})),
                          start_new_session=True)
     try:
         out, err = p.communicate(timeout=timeout)
@@ -73,8 +73,8 @@ def launch(n, sub, timeout):
         return None, out, err, time.time() - t0
 
 
-def must_run(n, sub, what):
-    rc, out, err, dt = launch(n, sub, RUN_TIMEOUT)
+def must_run(n, sub, what, env=None):
+    rc, out, err, dt = launch(n, sub, RUN_TIMEOUT, env)
     cmd = "%s -n %d --oversubscribe %s %s" % (args.mpiexec, n, args.mpillama, " ".join(sub))
     if rc is None:
         c.fail("%s: hung (no exit within %d s)\ncommand: %s\nstderr: %s" % (what, RUN_TIMEOUT, cmd, err[-3000:]))
@@ -273,6 +273,23 @@ for m in models:
         table.append((name, label, n, worst, biggest / m["whole"], dt_s, dt_g,
                       float(dec.group(1)) if dec else float("nan")))
         print(ROW % table[-1], flush=True)
+
+# ---------------------------------------------------------------- the tp all-reduce
+# one node's tp ranks sum through shared memory (dist.c); MPILLAMA_SHM_ALLREDUCE=0 takes
+# MPI_Allreduce instead: at tp 2 both compute a + b, so the log-probs must agree to the bit
+m = next(m for m in models if m["name"] == "big")
+so_mpi = os.path.join(args.work, "big_score_1x2_mpi.jsonl")
+must_run(2, ["score", "--model", m["h5"], "--prompts", m["prompts_file"], "--output", so_mpi, "--pp", "1", "--tp", "2"],
+         "big 1x2 score with MPILLAMA_SHM_ALLREDUCE=0", {"MPILLAMA_SHM_ALLREDUCE": "0"})
+shm = {r["custom_id"]: r["logprobs"] for r in c.read_jsonl(os.path.join(args.work, "big_score_1x2.jsonl"))}
+mpi = {r["custom_id"]: r["logprobs"] for r in c.read_jsonl(so_mpi)}
+if shm != mpi:
+    cid = next(k for k in shm if shm[k] != mpi.get(k))
+    c.fail("big 1x2: log-probs through the shared-memory all-reduce differ from MPI_Allreduce's (prompt %s):\n"
+           "  shared memory: %s\n  MPI: %s" % (cid, shm[cid], mpi.get(cid)))
+print("big 1x2: the shared-memory all-reduce and MPI_Allreduce give the same log-probs, bit for bit (%d prompts)"
+      % len(shm))
+n_checks += 1
 
 # ---------------------------------------------------------------- impossible grids
 def valid_list(cfg, n):
