@@ -52,11 +52,12 @@ int kern_blocks_drive(const kern_blocks *K, float *out, const void *in, const vo
     const char *xb = in, *wb = w;
     for (int cb = c0; cb < c1; cb += bw) {
         const int ce = cb + bw < c1 ? cb + bw : c1;
-        /* the next block's weights go to L2 a little before every tile (when contiguous) */
-        const char *pf = wb + ce * ldw * es;
-        const char *pf_end = ldw == i ? wb + (ce + bw < c1 ? ce + bw : c1) * ldw * es : pf;
+        /* the next block's weights go to L2 a little before every tile: pf counts bytes of its
+         * rows' own elements, so that a column block (ldw > i) is prefetched row by row too */
+        const int64_t rb = (int64_t)i * es, pf_end = (int64_t)((ce + bw < c1 ? ce + bw : c1) - ce) * rb;
         const int64_t calls = (int64_t)((n + rt - 1) / rt) * nk * ((ce - cb + cm - 1) / cm);
-        const int64_t pf_step = ((pf_end - pf) / calls + 63) / 64 * 64;
+        const int64_t pf_step = (pf_end / calls + 63) / 64 * 64;
+        int64_t pf = 0;
         for (int ts = 0; ts < n; ts += ns) {
             const int te = ts + ns < n ? ts + ns : n;
             for (int kb = 0; kb < nk; kb++) {
@@ -73,7 +74,7 @@ int kern_blocks_drive(const kern_blocks *K, float *out, const void *in, const vo
                     }
                     for (int c = cb; c < ce; c += C) {
                         for (int64_t j = 0; j < pf_step && pf < pf_end; j += 64, pf += 64)
-                            __builtin_prefetch(pf, 0, 2);
+                            __builtin_prefetch(wb + (ce + pf / rb) * ldw * es + pf % rb, 0, 2);
                         K->tiles[R][ce - c < C ? ce - c : C](y + c, o, x, ldx, wb + (c * ldw + k0) * es, ldw, kn,
                                                              a ? a + (c - cb) * L : NULL, bw * L, mode);
                     }
