@@ -502,6 +502,7 @@ static void test_dtype(kern_dtype dt) {
             test_invariance_w(dt, 4099, 4096, ns, 6, 2, 1);
             test_invariance_w(dt, 2048, 8192, ns, 6, 1, 2);
             test_invariance_w(dt, 200, 12289 / KERN_Q8_BLOCK * KERN_Q8_BLOCK, ns, 6, 2, 1); /* rows past L2: k block by k block */
+            test_invariance_w(dt, 300, 1056, ns, 6, 1, 2); /* a last single q8 block (1056 = 16 x 64 + 32) */
         }
     }
     kern_matmul_use(NULL);
