@@ -355,9 +355,8 @@ void dist_shared_alloc(const dist_ctx *d, dist_shared *s, size_t bytes) {
     int private_copy = priv && priv[0] == '1';
     s->owner = d->twin == MPI_COMM_NULL || d->twin_rank == 0 || private_copy;
     if (d->twin == MPI_COMM_NULL || d->twin_size == 1 || private_copy) {
-        if (posix_memalign(&s->base, UTIL_HUGE_PAGE, bytes ? bytes : 64) != 0)
+        if (!(s->base = util_alloc_huge(bytes)))
             die("out of memory: cannot allocate %.1f MiB of weights", bytes / 1048576.0);
-        util_advise_huge(s->base, bytes);
         return;
     }
     MPI_Info info;

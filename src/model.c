@@ -8,15 +8,15 @@
 #include "util.h"
 
 /* rows [r0, r0+nr) x cols [c0, c0+nc) of name (cols wide), stored as t, into w when mine (else
- * nothing). A tensor laid out plainly in the file (and for q8 its scales) is either copied into
- * the arena at w (m->copy_weights: the rank's own memory, on huge pages; and always a block of
- * columns, a tp rank's share of wo or w2, packed) or used in place: w points into the file's
- * mapping (page cache, shared by the node's ranks; no copy). A block of columns in place would
- * be read with the whole rows' stride, half a row then a jump: at one sequence, 1.1B bf16 at tp
- * 2 decoded 10-11 tok/s so against 15-21 packed. Otherwise it is read into the arena through
- * HDF5 by the node's owner of this slice. Whether a tensor is laid
- * out plainly depends on the file only, so every rank takes the same path (each path is
- * collective: copies and views open the same datasets in the same order). */
+ * nothing). A tensor laid out plainly in the file (and for q8 its scales) is used in place: w
+ * points into the file's mapping (page cache, shared by the node's ranks; no copy). It is copied
+ * into the arena at w instead with MPILLAMA_WEIGHTS=copy (the rank's own memory, on huge pages),
+ * and always when it is a block of columns (a tp rank's share of wo or w2), packed: in place its
+ * rows would be read with the whole rows' stride, half a row then a jump (at one sequence, 1.1B
+ * bf16 at tp 2 decoded 10-11 tok/s in place against 15-21 packed). Otherwise it is read into the
+ * arena through HDF5 by the node's owner of this slice. Whether a tensor is laid out plainly
+ * depends on the file only, so every rank takes the same path (each path is collective: copies
+ * and views open the same datasets in the same order). */
 static void load_part(model *m, mfile *f, const char *name, int mine, int64_t cols, kern_wmat *w, kern_dtype t,
                       int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     kern_dtype stored = mfile_dtype(f, name);
@@ -27,7 +27,7 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int64_t co
     const int64_t bytes = nr * nc * (int64_t)es + (t == KERN_Q8 ? nr * (nc / KERN_Q8_BLOCK) * 4 : 0);
     char sname[160];
     snprintf(sname, sizeof(sname), "%s.scale", name);
-    if (m->copy_weights || nc != cols) { /* a block of columns is copied packed: its rows read as one stream */
+    if (nc != cols || mfile_weights_mode() == MFILE_WEIGHTS_COPY) {
         const int own = mine && m->shared.owner;
         if (mfile_copy(f, name, r0, own ? nr : 0, c0, nc, es, (void *)w->data) &&
             (t != KERN_Q8 || mfile_copy(f, sname, r0, own ? nr : 0, c0 / KERN_Q8_BLOCK, nc / KERN_Q8_BLOCK,
@@ -37,10 +37,9 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int64_t co
         }
     } else if (mfile_view(f, name, r0, mine ? nr : 0, es, &in_place) &&
                (t != KERN_Q8 || mfile_view(f, sname, r0, mine ? nr : 0, sizeof(float), &scale_in_place))) {
-        if (mine) { /* read-only: the model never writes its weights */
-            w->data = (const char *)in_place + c0 * (int64_t)es;
-            if (t == KERN_Q8) w->scale = (const float *)scale_in_place + c0 / KERN_Q8_BLOCK;
-            w->ld = nc == cols ? 0 : cols;
+        if (mine) { /* whole rows; read-only: the model never writes its weights */
+            w->data = in_place;
+            if (t == KERN_Q8) w->scale = scale_in_place;
         }
         if (mine && m->shared.owner) { /* the node's ranks holding this slice share its pages: counted once */
             m->bytes_read += bytes;
@@ -122,9 +121,6 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local));
     dist_shared_alloc(d, &m->shared, cap);
     arena_init_at(&m->weights, m->shared.base, cap);
-    /* MPILLAMA_WEIGHTS=copy: the rank's own memory, on transparent huge pages (a TLB miss per 2 MiB,
-     * not per 4 KiB of the page cache), at the cost of a copy per rank (mfile_weights_mode) */
-    m->copy_weights = mfile_weights_mode() == MFILE_WEIGHTS_COPY;
     const int *wt = cfg->weight_dtype;
     if (r->has_embedding) m->tok_embeddings = wmat_alloc(&m->weights, wt[CONFIG_W_EMBED], r->vocab_local, dim);
     m->layers = xcalloc(r->n_layers_local > 0 ? r->n_layers_local : 1, sizeof(model_layer));

@@ -64,7 +64,6 @@ typedef struct {
     int64_t bytes_read, kv_bytes;
     int64_t bytes_in_place; /* of bytes_read: weights used in place in the file's mapping */
     int64_t bytes_copied;   /* of bytes_read: weights copied from the file into the rank's own memory */
-    int copy_weights;       /* 1: plainly stored weights are copied into the arena, not used in place */
 } model;
 
 /* collective over the world: every rank reads its own slice of every tensor */

@@ -230,3 +230,10 @@ void util_advise_huge(void *p, size_t bytes) {
     (void)p, (void)bytes;
 #endif
 }
+
+void *util_alloc_huge(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, UTIL_HUGE_PAGE, bytes ? bytes : 1) != 0) return NULL;
+    util_advise_huge(p, bytes);
+    return p;
+}

@@ -43,6 +43,9 @@ int util_try(void (*fn)(void *arg), void *arg);
  * tables, a 2-thread read measured 55 GB/s on huge pages against 31-32 on small ones. */
 #define UTIL_HUGE_PAGE ((size_t)2 << 20)
 void util_advise_huge(void *p, size_t bytes);
+/* bytes (at least one) of such memory, huge-page aligned and advised; NULL when out of memory
+ * (free() releases it) */
+void *util_alloc_huge(size_t bytes);
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);

@@ -60,13 +60,10 @@ static void call(int blas, float *out, const float *x, const kern_wmat *w, int n
 #define COLD_BYTES ((size_t)128 << 20)
 static float *cold_buf;
 
-/* weights' memory: on transparent huge pages (2 MiB-aligned, advised) unless small */
+/* weights' memory: on transparent huge pages (util_alloc_huge) unless small */
 static void *weights_alloc(size_t bytes, int small) {
-    if (small) return xmalloc(bytes);
-    const size_t len = (bytes + UTIL_HUGE_PAGE - 1) / UTIL_HUGE_PAGE * UTIL_HUGE_PAGE;
-    void *p = aligned_alloc(UTIL_HUGE_PAGE, len);
-    if (!p) die("out of memory (%zu bytes)", len);
-    util_advise_huge(p, len);
+    void *p = small ? xmalloc(bytes) : util_alloc_huge(bytes);
+    if (!p) die("out of memory (%zu bytes of weights)", bytes);
     return p;
 }
 static volatile float cold_sink;

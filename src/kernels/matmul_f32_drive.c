@@ -53,11 +53,13 @@ int kern_blocks_drive(const kern_blocks *K, float *out, const void *in, const vo
     for (int cb = c0; cb < c1; cb += bw) {
         const int ce = cb + bw < c1 ? cb + bw : c1;
         /* the next block's weights go to L2 a little before every tile: pf counts bytes of its
-         * rows' own elements, so that a column block (ldw > i) is prefetched row by row too */
+         * rows' own elements, at pf_off in the row at pf_row, so that a column block (ldw > i) is
+         * prefetched row by row too */
         const int64_t rb = (int64_t)i * es, pf_end = (int64_t)((ce + bw < c1 ? ce + bw : c1) - ce) * rb;
         const int64_t calls = (int64_t)((n + rt - 1) / rt) * nk * ((ce - cb + cm - 1) / cm);
         const int64_t pf_step = (pf_end / calls + 63) / 64 * 64;
-        int64_t pf = 0;
+        int64_t pf = 0, pf_off = 0;
+        const char *pf_row = wb + ce * ldw * es;
         for (int ts = 0; ts < n; ts += ns) {
             const int te = ts + ns < n ? ts + ns : n;
             for (int kb = 0; kb < nk; kb++) {
@@ -73,8 +75,10 @@ int kern_blocks_drive(const kern_blocks *K, float *out, const void *in, const vo
                         x = xp;
                     }
                     for (int c = cb; c < ce; c += C) {
-                        for (int64_t j = 0; j < pf_step && pf < pf_end; j += 64, pf += 64)
-                            __builtin_prefetch(wb + (ce + pf / rb) * ldw * es + pf % rb, 0, 2);
+                        for (int64_t j = 0; j < pf_step && pf < pf_end; j += 64, pf += 64) {
+                            __builtin_prefetch(pf_row + pf_off, 0, 2);
+                            if ((pf_off += 64) >= rb) pf_off -= rb, pf_row += ldw * es;
+                        }
                         K->tiles[R][ce - c < C ? ce - c : C](y + c, o, x, ldx, wb + (c * ldw + k0) * es, ldw, kn,
                                                              a ? a + (c - cb) * L : NULL, bw * L, mode);
                     }
