@@ -17,14 +17,41 @@ typedef enum { KERN_F32 = 0, KERN_BF16 = 1, KERN_Q8 = 2 } kern_dtype;
 typedef struct {
     kern_dtype dtype;
     const void *data;   /* (o, i): float | uint16_t (bf16 bits) | int8_t */
-    const float *scale; /* KERN_Q8 only: (o, i / KERN_Q8_BLOCK); w[c][k] = scale[c][k/32] * q[c][k] */
-    int64_t ld;         /* elements from one row to the next (0: i, rows packed); a column block of a
-                         * wider matrix used in place (a tp rank's slice of wo or w2 in the file's
-                         * mapping) has the whole row's length; q8 scales then go by ld / 32 */
+    const float *scale; /* unused (NULL): q8 keeps its scales in its packed layout */
+    int64_t ld;         /* f32, bf16: elements from one row to the next (0: i, rows packed); a column
+                         * block of a wider matrix used in place has the whole row's length. q8: 0 */
 } kern_wmat;
 
 /* the row stride of w for rows of i elements */
 static inline int64_t kern_wmat_ld(const kern_wmat *w, int i) { return w->ld ? w->ld : i; }
+
+/* KERN_Q8 weights are always packed for the kernels (kern_q8_pack): rows in groups of
+ * KERN_Q8_ROWS (the last group padded with zero rows), each group one stream of its blocks in
+ * order; a group's block of 32 inputs is KERN_Q8_GBLOCK bytes: 8 steps of 16 rows x 4 consecutive
+ * inputs (row r's int8 q[r][4s..4s+3] at step s, lane r), each byte stored as q + 128 (unsigned,
+ * the operand vpdpbusd multiplies unsigned), then the 16 rows' f32 scales. w[r][k] =
+ * scale[r][k/32] * q[r][k]. One 64-byte load is then 4 inputs of 16 rows: the kernels sum a
+ * block's products exactly in int32 per row and scale it once, for a whole vector of rows. */
+#define KERN_Q8_ROWS 16
+#define KERN_Q8_GBLOCK (KERN_Q8_ROWS * KERN_Q8_BLOCK + KERN_Q8_ROWS * 4)
+/* bytes of o rows of i inputs (i % 32 == 0) packed */
+size_t kern_q8_packed_bytes(int64_t o, int64_t i);
+/* dst (kern_q8_packed_bytes(o, i)) = the (o, i) matrix of int8 q and f32 scale (o, i / 32): row r
+ * at q + r * ld, its scales at scale + r * (ld / 32) (ld % 32 == 0; a column block of a wider
+ * matrix is packed straight from it) */
+void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, int64_t o, int64_t i);
+/* x (i) = row r of the packed q8 matrix w (i inputs) as f32 (the embedding table's lookup) */
+void kern_q8_row(float *x, const kern_wmat *w, int64_t r, int64_t i);
+/* the int8 q and the scale of element (r, k) of the packed q8 matrix w (i inputs) */
+static inline int8_t kern_q8_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k, float *scale) {
+    const uint8_t *g = (const uint8_t *)w->data + ((r / KERN_Q8_ROWS) * (i / KERN_Q8_BLOCK) + k / KERN_Q8_BLOCK) *
+                                                      (int64_t)KERN_Q8_GBLOCK;
+    const int lane = (int)(r % KERN_Q8_ROWS), kb = (int)(k % KERN_Q8_BLOCK);
+    const float *s = (const float *)(const void *)(g + KERN_Q8_ROWS * KERN_Q8_BLOCK);
+    *scale = s[lane];
+    return (int8_t)(g[(kb / 4) * 64 + lane * 4 + kb % 4] ^ 0x80);
+}
+
 
 /* "f32", "bf16", "q8" */
 const char *kern_dtype_name(kern_dtype dt);
@@ -65,10 +92,10 @@ void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, 
  *   KERN_BF16: the activations are rounded to bf16 (kern_f32_to_bf16) and every product of two
  *     bf16 is exact in f32; the products are summed in f32 in a fixed order of the
  *     implementation (the reference: k = 0, 1, ... in order).
- *   KERN_Q8 (i % 32 == 0): the activations are quantised per block of 32 (kern_quantize_q8); the
- *     int8 products of a block are summed exactly in int32 (by lanes of 4 or more products),
- *     each block's (or lane's) integer sum times scale_w * scale_x is added in f32 in a fixed
- *     order (the reference: block by block). */
+ *   KERN_Q8 (i % 32 == 0, packed: kern_q8_pack): the activations are quantised per block of 32
+ *     (kern_quantize_q8); the int8 products of a block are summed exactly in int32, and the
+ *     blocks in order as s = fmaf((float)sum, scale_w * scale_x, s) from 0: the same bits in
+ *     every implementation (the reference's chain). */
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
 void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
 /* the implementation in use for f32 weights, e.g. "avx2" (for benchmarks and reports) */

@@ -7,40 +7,62 @@
 #include "trace.h"
 #include "util.h"
 
+/* q8 rows [r0, r0+nr) x cols [c0, c0+nc) of name into w, packed for the kernels (kern_q8_pack)
+ * by the node's owner of this slice: read from the file into a temporary buffer (through the page
+ * cache, or through HDF5 where the tensor is not laid out plainly), then packed into the arena.
+ * The q8 weights thus always live in the rank's own memory, one stream per 16 rows. */
+static void load_q8(model *m, mfile *f, const char *name, int mine, kern_wmat *w, int64_t r0, int64_t nr, int64_t c0,
+                    int64_t nc) {
+    const int own = mine && m->shared.owner;
+    const int64_t nb = nc / KERN_Q8_BLOCK;
+    int8_t *q = own ? xmalloc((size_t)(nr * nc) + 1) : NULL;
+    float *sc = own ? xmalloc(sizeof(float) * (size_t)(nr * nb) + 1) : NULL;
+    char sname[160];
+    snprintf(sname, sizeof(sname), "%s.scale", name);
+    if (mfile_weights_mode() != MFILE_WEIGHTS_HDF5 && mfile_copy(f, name, r0, own ? nr : 0, c0, nc, 1, q) &&
+        mfile_copy(f, sname, r0, own ? nr : 0, c0 / KERN_Q8_BLOCK, nb, sizeof(float), sc)) {
+        if (own) m->bytes_read += nr * (nc + 4 * nb);
+    } else {
+        m->bytes_read += mfile_read_tensor(f, name, KERN_Q8, r0, own ? nr : 0, c0, own ? nc : 0, q, sc);
+    }
+    if (own) {
+        kern_q8_pack((void *)w->data, q, sc, nc, nr, nc);
+        m->bytes_copied += nr * (nc + 4 * nb);
+    }
+    free(q);
+    free(sc);
+}
+
 /* rows [r0, r0+nr) x cols [c0, c0+nc) of name (cols wide), stored as t, into w when mine (else
- * nothing). A tensor laid out plainly in the file (and for q8 its scales) is used in place: w
- * points into the file's mapping (page cache, shared by the node's ranks; no copy). It is copied
- * into the arena at w instead with MPILLAMA_WEIGHTS=copy (the rank's own memory, on huge pages),
- * and always when it is a block of columns (a tp rank's share of wo or w2), packed: in place its
- * rows would be read with the whole rows' stride, half a row then a jump (at one sequence, 1.1B
- * bf16 at tp 2 decoded 10-11 tok/s in place against 15-21 packed). Otherwise it is read into the
- * arena through HDF5 by the node's owner of this slice. Whether a tensor is laid out plainly
- * depends on the file only, so every rank takes the same path (each path is collective: copies
- * and views open the same datasets in the same order). */
+ * nothing). q8 goes packed into the arena (load_q8). An f32 or bf16 tensor laid out plainly in
+ * the file is used in place: w points into the file's mapping (page cache, shared by the node's
+ * ranks; no copy). It is copied into the arena at w instead with MPILLAMA_WEIGHTS=copy (the
+ * rank's own memory, on huge pages), and always when it is a block of columns (a tp rank's share
+ * of wo or w2), packed: in place its rows would be read with the whole rows' stride, half a row
+ * then a jump (at one sequence, 1.1B bf16 at tp 2 decoded 10-11 tok/s in place against 15-21
+ * packed). Otherwise it is read into the arena through HDF5 by the node's owner of this slice.
+ * Whether a tensor is laid out plainly depends on the file only, so every rank takes the same
+ * path (each path is collective: copies and views open the same datasets in the same order). */
 static void load_part(model *m, mfile *f, const char *name, int mine, int64_t cols, kern_wmat *w, kern_dtype t,
                       int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     kern_dtype stored = mfile_dtype(f, name);
     if (stored != t) die("'%s': tensor '%s' is stored as %s, expected %s like the other layers' (convert again)",
                          mfile_path(f), name, kern_dtype_name(stored), kern_dtype_name(t));
-    const void *in_place, *scale_in_place = NULL;
+    if (t == KERN_Q8) {
+        load_q8(m, f, name, mine, w, r0, nr, c0, nc);
+        return;
+    }
+    const void *in_place;
     const size_t es = kern_dtype_size(t);
-    const int64_t bytes = nr * nc * (int64_t)es + (t == KERN_Q8 ? nr * (nc / KERN_Q8_BLOCK) * 4 : 0);
-    char sname[160];
-    snprintf(sname, sizeof(sname), "%s.scale", name);
+    const int64_t bytes = nr * nc * (int64_t)es;
     if (nc != cols || mfile_weights_mode() == MFILE_WEIGHTS_COPY) {
         const int own = mine && m->shared.owner;
-        if (mfile_copy(f, name, r0, own ? nr : 0, c0, nc, es, (void *)w->data) &&
-            (t != KERN_Q8 || mfile_copy(f, sname, r0, own ? nr : 0, c0 / KERN_Q8_BLOCK, nc / KERN_Q8_BLOCK,
-                                        sizeof(float), (float *)w->scale))) {
+        if (mfile_copy(f, name, r0, own ? nr : 0, c0, nc, es, (void *)w->data)) {
             if (own) m->bytes_read += bytes, m->bytes_copied += bytes;
             return;
         }
-    } else if (mfile_view(f, name, r0, mine ? nr : 0, es, &in_place) &&
-               (t != KERN_Q8 || mfile_view(f, sname, r0, mine ? nr : 0, sizeof(float), &scale_in_place))) {
-        if (mine) { /* whole rows; read-only: the model never writes its weights */
-            w->data = in_place;
-            if (t == KERN_Q8) w->scale = scale_in_place;
-        }
+    } else if (mfile_view(f, name, r0, mine ? nr : 0, es, &in_place)) {
+        if (mine) w->data = in_place; /* whole rows; read-only: the model never writes its weights */
         if (mine && m->shared.owner) { /* the node's ranks holding this slice share its pages: counted once */
             m->bytes_read += bytes;
             m->bytes_in_place += bytes;
@@ -48,8 +70,7 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int64_t co
         return;
     }
     mine = mine && m->shared.owner;
-    m->bytes_read += mfile_read_tensor(f, name, t, r0, mine ? nr : 0, c0, mine ? nc : 0, (void *)w->data,
-                                       (float *)w->scale);
+    m->bytes_read += mfile_read_tensor(f, name, t, r0, mine ? nr : 0, c0, mine ? nc : 0, (void *)w->data, NULL);
 }
 
 /* elements [r0, r0+nr) of the f32 vector name into *dst when mine (in place when plain) */
@@ -63,8 +84,7 @@ static void load_f32(model *m, mfile *f, const char *name, int mine, float **dst
 static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols) {
     kern_wmat w = {t, NULL, NULL, 0};
     size_t n = (size_t)(rows * cols);
-    w.data = arena_alloc(a, n * kern_dtype_size(t));
-    if (t == KERN_Q8) w.scale = arena_alloc(a, n / KERN_Q8_BLOCK * sizeof(float));
+    w.data = arena_alloc(a, t == KERN_Q8 ? kern_q8_packed_bytes(rows, cols) : n * kern_dtype_size(t));
     return w;
 }
 
@@ -106,6 +126,15 @@ void model_check_file(mfile *f, const model_config *cfg) {
     if (!cfg->tied_classifier) check_shape(f, "output", cfg->vocab_size, dim);
 }
 
+/* bytes that packing q8 matrices adds to the rank's weights: each padded to whole groups of
+ * KERN_Q8_ROWS rows (at most 15 rows more of each; 7 matrices a layer and 2 others) */
+static size_t q8_padding(const model_config *cfg, const plan_rank *r) {
+    int64_t widest = cfg->dim > r->hidden_local ? cfg->dim : r->hidden_local;
+    if (config_q_dim(cfg) > widest) widest = config_q_dim(cfg);
+    const size_t row = (size_t)widest + (size_t)widest / KERN_Q8_BLOCK * 4;
+    return (KERN_Q8_ROWS - 1) * row * (7 * (size_t)r->n_layers_local + 2);
+}
+
 void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d) {
     memset(m, 0, sizeof(*m));
     m->cfg = *cfg;
@@ -118,7 +147,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     model_check_file(f, cfg);
     /* the ranks of this node holding this slice (other replicas') share one copy: the owner reads.
      * 64 bytes of alignment for each of at most 16 arrays per layer and 16 others */
-    size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local));
+    size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local) + q8_padding(cfg, r));
     dist_shared_alloc(d, &m->shared, cap);
     arena_init_at(&m->weights, m->shared.base, cap);
     const int *wt = cfg->weight_dtype;
@@ -288,9 +317,7 @@ static void embed_row(float *x, const kern_wmat *w, int64_t row, int dim) {
         const uint16_t *h = (const uint16_t *)w->data + row * dim;
         for (int k = 0; k < dim; k++) x[k] = kern_bf16_to_f32(h[k]);
     } else {
-        const int8_t *q = (const int8_t *)w->data + row * dim;
-        const float *sc = w->scale + row * (dim / KERN_Q8_BLOCK);
-        for (int k = 0; k < dim; k++) x[k] = sc[k / KERN_Q8_BLOCK] * (float)q[k];
+        kern_q8_row(x, w, row, dim);
     }
 }
 

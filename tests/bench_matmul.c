@@ -169,9 +169,12 @@ int main(int argc, char **argv) {
             if (dt == KERN_BF16) {
                 for (size_t k = 0; k < ow; k++) ((uint16_t *)wq)[k] = kern_f32_to_bf16(w[k]);
                 m.data = wq;
-            } else if (dt == KERN_Q8) {
-                kern_quantize_q8(wq, ws, w, (int64_t)ow);
-                m.data = wq, m.scale = ws;
+            } else if (dt == KERN_Q8) { /* quantised, then packed (its layout for the kernels) */
+                int8_t *q = xmalloc(ow);
+                kern_quantize_q8(q, ws, w, (int64_t)ow);
+                kern_q8_pack(wq, q, ws, i, o, i);
+                free(q);
+                m.data = wq;
             }
             const double bytes = (double)ow * kern_dtype_size(dt) + (dt == KERN_Q8 ? 4.0 * ow / KERN_Q8_BLOCK : 0);
             char name[32];

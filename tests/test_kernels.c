@@ -302,10 +302,13 @@ static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
         for (long k = 0; k < n; k++) d[k] = kern_f32_to_bf16(w[k]);
         m.data = d;
     } else {
-        int8_t *d = xmalloc(n);
+        int8_t *q = xmalloc(n);
         float *sc = xmalloc(sizeof(float) * (n / KERN_Q8_BLOCK));
-        kern_quantize_q8(d, sc, w, n);
-        m.data = d, m.scale = sc;
+        kern_quantize_q8(q, sc, w, n);
+        void *d = xmalloc(kern_q8_packed_bytes(o, i));
+        kern_q8_pack(d, q, sc, i, o, i);
+        m.data = d;
+        free(q), free(sc);
     }
     return m;
 }
@@ -338,8 +341,8 @@ static void test_matmul_w(kern_dtype dt, int n, int i, int o) {
 }
 
 /* a column block [c0, c0 + i) of a wider (o, I) matrix used in place (w.ld = I, as a tp rank's
- * share of wo or w2 in the file's mapping) gives the same bits as the block copied out packed,
- * and matches the twin on the strided matrix */
+ * share of wo or w2 in the file's mapping; q8: packed from the wider matrix) gives the same bits
+ * as the block copied out packed, and matches the twin on the strided matrix */
 static void test_strided_w(kern_dtype dt, int n, int i, int o, int wide, int c0) {
     float *x = xmalloc(sizeof(float) * (size_t)n * i), *w = xmalloc(sizeof(float) * (size_t)o * wide);
     float *blk = xmalloc(sizeof(float) * (size_t)o * i);
@@ -348,10 +351,18 @@ static void test_strided_w(kern_dtype dt, int n, int i, int o, int wide, int c0)
     fill(x, (long)n * i);
     fill(w, (long)o * wide);
     for (int c = 0; c < o; c++) memcpy(blk + (size_t)c * i, w + (size_t)c * wide + c0, sizeof(float) * i);
-    kern_wmat full = wmat_make(dt, w, o, wide), packed = wmat_make(dt, blk, o, i);
+    kern_wmat full = wmat_make(dt, dt == KERN_Q8 ? blk : w, o, dt == KERN_Q8 ? i : wide);
+    kern_wmat packed = wmat_make(dt, blk, o, i);
     const size_t es = kern_dtype_size(dt);
-    kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es,
-                      full.scale ? full.scale + c0 / KERN_Q8_BLOCK : NULL, wide};
+    kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es, NULL, wide};
+    if (dt == KERN_Q8) { /* no strided q8: the block is packed straight from the wider matrix */
+        int8_t *q = xmalloc((size_t)o * wide);
+        float *sc = xmalloc(sizeof(float) * (size_t)o * (wide / KERN_Q8_BLOCK));
+        kern_quantize_q8(q, sc, w, (int64_t)o * wide);
+        kern_q8_pack((void *)full.data, q + c0, sc + c0 / KERN_Q8_BLOCK, wide, o, i);
+        free(q), free(sc);
+        view = full;
+    }
     kern_matmul_w(a, x, &view, n, i, o);
     kern_matmul_w(b, x, &packed, n, i, o);
     kern_matmul_w_ref(r, x, &view, n, i, o);

@@ -53,7 +53,11 @@ void kern_bf16_rows_generic(uint16_t *dst, const float *src, int64_t n) {
 }
 
 void kern_q8_corrections_generic(int32_t *c, const int8_t *q, int i) {
-    for (int k = 0; k < i / 4; k++) c[k] = -128 * (q[4 * k] + q[4 * k + 1] + q[4 * k + 2] + q[4 * k + 3]);
+    for (int b = 0; b < i / KERN_Q8_BLOCK; b++) {
+        int32_t sum = 0;
+        for (int k = 0; k < KERN_Q8_BLOCK; k++) sum += q[b * KERN_Q8_BLOCK + k];
+        c[b] = -128 * sum;
+    }
 }
 
 void kern_store_rows(void *dst, kern_dtype dt, const float *src, int64_t n) {

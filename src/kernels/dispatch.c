@@ -191,7 +191,7 @@ static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     const mm_w_job *J = ctx;
     const int64_t off = (int64_t)t0 * J->i;
     kern_act a = {J->act.x ? J->act.x + off : NULL, J->act.q ? J->act.q + off : NULL,
-                  J->act.qc ? J->act.qc + 2 * off : NULL, J->act.scale ? J->act.scale + off / KERN_Q8_BLOCK : NULL};
+                  J->act.qc ? J->act.qc + (int64_t)t0 * KERN_QC_ROW(J->i) : NULL, J->act.scale ? J->act.scale + off / KERN_Q8_BLOCK : NULL};
     J->range(J->out + (int64_t)t0 * J->o, &a, J->w, tn, J->i, J->o, c0, c1);
 }
 
@@ -215,7 +215,7 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
     if (m->need & KERN_NEED_Q) bytes += (size_t)ni;
     bytes = (bytes + 63) / 64 * 64;
     const size_t qc_at = bytes;
-    if (m->need & KERN_NEED_QC) bytes += 2 * (size_t)ni;
+    if (m->need & KERN_NEED_QC) bytes += (size_t)n * (size_t)KERN_QC_ROW(i);
     const size_t s_at = bytes;
     if (m->need & (KERN_NEED_Q | KERN_NEED_QC)) bytes += sizeof(float) * (size_t)(ni / KERN_Q8_BLOCK);
     char *room = kern_room(KERN_ROOM_ACT, bytes);
@@ -241,7 +241,7 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         if (m->need & KERN_NEED_QC) {
             int8_t *qc = (int8_t *)(room + qc_at);
             for (int t = 0; t < n; t++) {
-                int8_t *q = qc + (int64_t)t * 2 * i;
+                int8_t *q = qc + (int64_t)t * KERN_QC_ROW(i);
                 int32_t *c = (int32_t *)(q + i);
                 rows->q8_rows(q, s + (int64_t)t * (i / KERN_Q8_BLOCK), in + (int64_t)t * i, i);
                 rows->q8_corr(c, q, i);

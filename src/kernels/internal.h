@@ -46,10 +46,13 @@ void kern_f32_avx512_range(float *out, const float *in, const float *w, int64_t 
 typedef struct {
     const uint16_t *x; /* (n, i) bf16 */
     const int8_t *q;   /* (n, i) */
-    const int8_t *qc;  /* (n, 2 i): row t is q's row t (i bytes), then (i / 4) int32 -128 x the
-                          sum of each 4 of its q (vpdpbusd's correction for weights + 128) */
+    const int8_t *qc;  /* (n, KERN_QC_ROW(i)): row t is q's row t (i bytes), then (i / 32) int32
+                          -128 x the sum of each block of its q (vpdpbusd's correction for weights
+                          stored + 128) */
     const float *scale; /* (n, i / 32) */
 } kern_act;
+
+#define KERN_QC_ROW(i) ((int64_t)(i) + (i) / 8) /* bytes of a row of kern_act.qc */
 
 typedef void (*kern_w_range_fn)(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0,
                                 int c1);
@@ -119,7 +122,7 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *
  * for the attention's sums ----
  * dot: q (hs) . row (hs of type dt); axpy: o (hs) += w * row; bf16_rows: dst (n) = src rounded
  * to bf16 (kern_f32_to_bf16 each); q8_rows: x (n, a multiple of 32) quantised per block
- * (kern_quantize_q8); q8_corr: c (i / 4) = -128 x the sum of each 4 of q (i) */
+ * (kern_quantize_q8); q8_corr: c (i / 32) = -128 x the sum of each block of 32 of q (i) */
 typedef struct {
     const char *name;
     float (*dot)(const float *q, const void *row, kern_dtype dt, int hs);

@@ -1,79 +1,120 @@
 /* kernels/matmul_q8_avx512.c: int8 weights by int8 activations with AVX512_VNNI's vpdpbusd
- * (unsigned x signed bytes, 4 products a lane). The weights go in as w + 128 (w xor 0x80,
- * unsigned), the activations q as they are (kern_act.qc: each row's q, then its -128 x the sum of
- * every 4 of q as int32); each lane's sum of (w + 128) * q, started from that correction, is the
- * exact int32 sum of q * w of its 4 columns. The correction depends on the activations only, so
- * it is made once a call, not once per weight row. A 512-bit step covers two blocks of 32 (lanes 0-7 and 8-15); each lane's integer sum
- * times scale_w * scale_x of its block is added to the lane's f32 accumulator by one fused
- * multiply-add, step after step, a last single block in lanes 0-7; the lanes are then summed by
- * one fixed tree (mm_hsum512): one chain per element, whatever R, C, block or thread. */
-#include "matmul_f32_tile.h"
+ * (unsigned x signed bytes, 4 products a lane) on the packed weights (kern_q8_pack): a 64-byte
+ * load is 4 inputs of 16 weight rows (stored + 128, unsigned), multiplied by the token's 4
+ * int8 activations broadcast to every lane. A lane is one output element: its 8 steps sum the
+ * block's 32 products exactly in int32, started from the token's correction for the + 128
+ * (kern_act.qc: -128 x the block's sum of q), then one fused multiply-add adds sum x (scale_w x
+ * scale_x) to the element's f32 sum: block after block, the portable code's chain bit for bit,
+ * whatever R, G, block or thread. No sum across lanes: 16 outputs are stored at once. */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
 
 #define Q8_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define Q8_QBYTES (KERN_Q8_ROWS * KERN_Q8_BLOCK) /* a group block's quants; its scales follow */
+#define Q8_L2 (512 << 10)                        /* bytes of weight groups a block keeps in L2 */
 
-/* lanes 0-7: s[0], lanes 8-15: s[1] (only s[0] and zeros with one = 1) */
-static inline __attribute__((always_inline)) Q8_AVX512 __m512 q8_scales(const float *s, int one) {
-    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    if (one) return _mm512_maskz_permutexvar_ps(0x00ff, idx, _mm512_castps128_ps512(_mm_load_ss(s)));
-    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)s))));
+static inline __attribute__((always_inline)) int32_t q8_ld32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
 }
 
+/* y (R, 16 G; row stride ldy) for R token rows by G groups of weight rows; of the last group only
+ * the first `last` columns are stored. x: the first token row of kern_act.qc (rows KERN_QC_ROW(i)
+ * bytes apart), xs its scales (rows i / 32 apart); w: the first group, groups gb bytes apart. */
 static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, int ldy, const int8_t *x,
-                                                                    const float *xs, const int8_t *w,
-                                                                    const float *ws, int64_t ldw, int i,
-                                                                    const int R, const int C) {
+                                                                    const float *xs, const uint8_t *w, int64_t gb,
+                                                                    int i, int last, const int R, const int G) {
     const int nb = i / KERN_Q8_BLOCK;
-    const int64_t wnb = ldw / KERN_Q8_BLOCK;
-    const __m512i k128 = _mm512_set1_epi8((char)0x80);
-    __m512 a[4][6];
-    _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 6") for (int c = 0; c < C; c++)
-        a[r][c] = _mm512_setzero_ps();
-    for (int k = 0; k < i; k += 64) {
-        const int b = k / KERN_Q8_BLOCK, one = k + 64 > i; /* one: a last single block */
-        const __mmask64 m = one ? 0xffffffffull : ~0ull;
-        __m512i wv[6];
-        __m512 sw[6];
-        _Pragma("GCC unroll 6") for (int c = 0; c < C; c++) {
-            wv[c] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, w + c * ldw + k), k128);
-            if (R == 1) { /* decode: memory latency, not the core, limits a row's stream (see the kern) */
-                _mm_prefetch((const char *)(w + c * ldw + k + KERN_PF_AHEAD), _MM_HINT_T0);
-                if (!(k & 511)) _mm_prefetch((const char *)(ws + c * wnb + b + KERN_PF_AHEAD / 32), _MM_HINT_T0);
-            }
-            sw[c] = q8_scales(ws + c * wnb + b, one);
-        }
+    const int64_t xr = KERN_QC_ROW(i);
+    __m512 acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+        acc[r][g] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *wb = w + (int64_t)b * KERN_Q8_GBLOCK;
+        __m512i s[4][4];
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
-            const int8_t *xr = x + (int64_t)r * 2 * i;
-            const __m512i xv = _mm512_maskz_loadu_epi8(m, xr + k);
-            const __m512i nc = _mm512_maskz_loadu_epi8(m, xr + i + k); /* -128 x (sum of the lane's 4) */
-            const __m512 sx = q8_scales(xs + (int64_t)r * nb + b, one);
-            _Pragma("GCC unroll 6") for (int c = 0; c < C; c++) {
-                const __m512i t = _mm512_dpbusd_epi32(nc, wv[c], xv);
-                a[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(sx, sw[c]), a[r][c]);
+            const __m512i c = _mm512_set1_epi32(q8_ld32(x + r * xr + i + 4 * b));
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) s[r][g] = c;
+        }
+        if (R == 1) /* decode: memory latency, not the core, limits the streams (see KERN_PF_AHEAD) */
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) _Pragma("GCC unroll 9") for (int l = 0; l < 9; l++)
+                _mm_prefetch((const char *)(wb + g * gb + l * 64 + KERN_PF_AHEAD), _MM_HINT_T0);
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            __m512i wv[4];
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) wv[g] = _mm512_loadu_si512(wb + g * gb + j * 64);
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+                const __m512i xv = _mm512_set1_epi32(q8_ld32(x + r * xr + b * KERN_Q8_BLOCK + 4 * j));
+                _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) s[r][g] = _mm512_dpbusd_epi32(s[r][g], wv[g], xv);
             }
+        }
+        __m512 ws[4];
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) ws[g] = _mm512_loadu_ps(wb + g * gb + Q8_QBYTES);
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const __m512 sx = _mm512_set1_ps(xs[r * nb + b]);
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+                acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][g]), _mm512_mul_ps(ws[g], sx), acc[r][g]);
         }
     }
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 6") for (int c = 0; c < C; c++)
-        y[(int64_t)r * ldy + c] = mm_hsum512(a[r][c]);
+    const __mmask16 lm = (__mmask16)((1u << last) - 1);
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+        if (g == G - 1) _mm512_mask_storeu_ps(y + (int64_t)r * ldy + 16 * g, lm, acc[r][g]);
+        else _mm512_storeu_ps(y + (int64_t)r * ldy + 16 * g, acc[r][g]);
+    }
 }
 
-#define Q8_TILE(R, C)                                                                                          \
-    static Q8_AVX512 void q8_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,      \
-                                       const float *ws, int64_t ldw, int i) {                                \
-        q8_tile(y, ldy, x, xs, w, ws, ldw, i, R, C);                                                              \
+typedef void (*q8_tile_fn)(float *y, int ldy, const int8_t *x, const float *xs, const uint8_t *w, int64_t gb, int i,
+                           int last);
+#define Q8_TILE(R, G)                                                                                          \
+    static Q8_AVX512 void q8_##R##x##G(float *y, int ldy, const int8_t *x, const float *xs, const uint8_t *w,  \
+                                       int64_t gb, int i, int last) {                                          \
+        q8_tile(y, ldy, x, xs, w, gb, i, last, R, G);                                                          \
     }
-#define Q8_TILES3(R) Q8_TILE(R, 1) Q8_TILE(R, 2) Q8_TILE(R, 3)
-#define Q8_TILES4(R) Q8_TILES3(R) Q8_TILE(R, 4)
-Q8_TILE(1, 1) Q8_TILE(1, 2) Q8_TILES4(2) Q8_TILES4(3) Q8_TILES3(4)
-#define Q8_ROW3(R) {NULL, q8_##R##x1, q8_##R##x2, q8_##R##x3}
-#define Q8_ROW4(R) {NULL, q8_##R##x1, q8_##R##x2, q8_##R##x3, q8_##R##x4}
+Q8_TILE(1, 1) Q8_TILE(1, 2) Q8_TILE(1, 3) Q8_TILE(1, 4)
+Q8_TILE(2, 1) Q8_TILE(2, 2) Q8_TILE(2, 3)
+Q8_TILE(3, 1) Q8_TILE(3, 2)
+Q8_TILE(4, 1) Q8_TILE(4, 2)
 
-/* 32 registers: R x C accumulators; per weight row its vector and scales; one token row (decode)
- * takes one or two weight rows (KERN_LONG_ROW) */
-static const kern_w_kern q8_kern = {1, 2, 4, {0, 2, 4, 4, 3},
-                                    {{NULL}, {NULL, q8_1x1, q8_1x2}, Q8_ROW4(2),
-                                     Q8_ROW4(3), Q8_ROW3(4)},
-                                    NULL};
+/* tiles[R][G]: 32 registers hold R x G integer sums and as many f32 sums, G weight vectors and
+ * G scale vectors */
+#define Q8_RMAX 4
+static const int q8_gmax[Q8_RMAX + 1] = {0, 4, 3, 2, 2};
+static const q8_tile_fn q8_tiles[Q8_RMAX + 1][5] = {{NULL},
+                                                    {NULL, q8_1x1, q8_1x2, q8_1x3, q8_1x4},
+                                                    {NULL, q8_2x1, q8_2x2, q8_2x3},
+                                                    {NULL, q8_3x1, q8_3x2},
+                                                    {NULL, q8_4x1, q8_4x2}};
 
+/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 48) */
 void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
-    kern_w_drive(&q8_kern, out, a->qc, a->scale, w, n, i, o, c0, c1);
+    const int nb = i / KERN_Q8_BLOCK, g0 = c0 / KERN_Q8_ROWS, g1 = (c1 + KERN_Q8_ROWS - 1) / KERN_Q8_ROWS;
+    const int64_t gb = (int64_t)nb * KERN_Q8_GBLOCK, xr = KERN_QC_ROW(i);
+    const uint8_t *wd = w->data;
+    const int tail = c1 - (g1 - 1) * KERN_Q8_ROWS; /* columns of the last group */
+    if (n <= Q8_RMAX) { /* one tile of token rows: the weights stream once */
+        const int G = q8_gmax[n];
+        for (int g = g0; g < g1; g += G) {
+            const int gn = g1 - g < G ? g1 - g : G;
+            q8_tiles[n][gn](out + g * KERN_Q8_ROWS, o, a->qc, a->scale, wd + g * gb, gb, i,
+                            g + gn == g1 ? tail : KERN_Q8_ROWS);
+        }
+        return;
+    }
+    /* blocks of groups that stay in L2 while every tile of token rows passes over them */
+    int bw = (int)(Q8_L2 / gb) / 2 * 2;
+    if (bw < 2) bw = 2;
+    for (int gs = g0; gs < g1; gs += bw) {
+        const int ge = gs + bw < g1 ? gs + bw : g1;
+        for (int t = 0; t < n; t += Q8_RMAX) {
+            const int R = n - t < Q8_RMAX ? n - t : Q8_RMAX, G = q8_gmax[R];
+            for (int g = gs; g < ge; g += G) {
+                const int gn = ge - g < G ? ge - g : G;
+                q8_tiles[R][gn](out + (int64_t)t * o + g * KERN_Q8_ROWS, o, a->qc + t * xr, a->scale + (int64_t)t * nb,
+                                wd + g * gb, gb, i, g + gn == g1 ? tail : KERN_Q8_ROWS);
+            }
+        }
+    }
 }

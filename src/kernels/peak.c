@@ -26,7 +26,7 @@ __attribute__((target("avx512f,avx2,fma"))) static float peak_f32_512(void) {
     __m512 a[PEAK_ACC], x = _mm512_set1_ps(1.0f + 1e-7f), y = _mm512_set1_ps(0.999999f);
     _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm512_set1_ps((float)k);
     for (int it = 0; it < PEAK_ITERS; it++) {
-        __asm__("" : "+v"(x), "+v"(y));
+        __asm__ volatile("" : "+v"(x), "+v"(y));
         _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm512_fmadd_ps(x, y, a[k]);
     }
     __m512 s = a[0];
@@ -38,7 +38,7 @@ __attribute__((target("avx2,fma"))) static float peak_f32_256(void) {
     __m256 a[PEAK_ACC], x = _mm256_set1_ps(1.0f + 1e-7f), y = _mm256_set1_ps(0.999999f);
     _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm256_set1_ps((float)k);
     for (int it = 0; it < PEAK_ITERS; it++) {
-        __asm__("" : "+v"(x), "+v"(y));
+        __asm__ volatile("" : "+v"(x), "+v"(y));
         _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm256_fmadd_ps(x, y, a[k]);
     }
     __m256 s = a[0];
@@ -53,7 +53,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static float pea
     __m512i x = _mm512_set1_epi16(0x3f80), y = _mm512_set1_epi16(0x3f7f);
     _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm512_set1_ps((float)k);
     for (int it = 0; it < PEAK_ITERS; it++) {
-        __asm__("" : "+v"(x), "+v"(y));
+        __asm__ volatile("" : "+v"(x), "+v"(y));
         _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm512_dpbf16_ps(a[k], (__m512bh)x, (__m512bh)y);
     }
     __m512 s = a[0];
@@ -65,7 +65,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static float pea
     __m512i a[PEAK_ACC], x = _mm512_set1_epi8(3), y = _mm512_set1_epi8(-2);
     _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm512_set1_epi32(k);
     for (int it = 0; it < PEAK_ITERS; it++) {
-        __asm__("" : "+v"(x), "+v"(y));
+        __asm__ volatile("" : "+v"(x), "+v"(y));
         _Pragma("GCC unroll 12") for (int k = 0; k < PEAK_ACC; k++) a[k] = _mm512_dpbusd_epi32(a[k], x, y);
     }
     __m512i s = a[0];

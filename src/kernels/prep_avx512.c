@@ -51,9 +51,14 @@ PR_AVX512 void kern_q8_rows_avx512(int8_t *q, float *scale, const float *x, int6
 PR_AVX512 void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i) {
     const __m512i ones8 = _mm512_set1_epi8(1), ones16 = _mm512_set1_epi16(1);
     int k = 0;
-    for (; k + 64 <= i; k += 64) { /* 64 q: 16 sums of 4 (pairs, then pairs of pairs) */
+    for (; k + 64 <= i; k += 64) { /* 64 q: 16 sums of 4, then each block's 8 of them */
         const __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(ones8, _mm512_loadu_si512(q + k)), ones16);
-        _mm512_storeu_si512(c + k / 4, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s, 7)));
+        c[k / 32] = -128 * _mm512_mask_reduce_add_epi32(0x00ff, s);
+        c[k / 32 + 1] = -128 * _mm512_mask_reduce_add_epi32(0xff00, s);
     }
-    for (; k < i; k += 4) c[k / 4] = -128 * (q[k] + q[k + 1] + q[k + 2] + q[k + 3]);
+    for (; k < i; k += KERN_Q8_BLOCK) {
+        int32_t sum = 0;
+        for (int j = 0; j < KERN_Q8_BLOCK; j++) sum += q[k + j];
+        c[k / 32] = -128 * sum;
+    }
 }

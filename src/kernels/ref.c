@@ -23,16 +23,17 @@ static float ref_dot_bf16(const float *x, const uint16_t *w, int i) {
     return s;
 }
 
-/* q8: activations quantised per block of 32, each block's integer sum scaled, blocks in order */
-static float ref_dot_q8(const float *x, const int8_t *w, const float *ws, int i) {
+/* q8: activations quantised per block of 32, each block's integer sum scaled and added by one
+ * fused multiply-add, blocks in order (w: row r of the packed matrix) */
+static float ref_dot_q8(const float *x, const kern_wmat *w, int64_t r, int i) {
     float s = 0.0f;
     for (int b = 0; b < i / KERN_Q8_BLOCK; b++) {
         int8_t q[KERN_Q8_BLOCK];
-        float xs;
+        float xs, ws = 0.0f;
         kern_quantize_q8(q, &xs, x + b * KERN_Q8_BLOCK, KERN_Q8_BLOCK);
         int32_t sum = 0;
-        for (int k = 0; k < KERN_Q8_BLOCK; k++) sum += (int32_t)q[k] * w[b * KERN_Q8_BLOCK + k];
-        s += ws[b] * xs * (float)sum;
+        for (int k = 0; k < KERN_Q8_BLOCK; k++) sum += (int32_t)q[k] * kern_q8_at(w, i, r, b * KERN_Q8_BLOCK + k, &ws);
+        s = fmaf((float)sum, ws * xs, s);
     }
     return s;
 }
@@ -49,8 +50,7 @@ void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, i
             out[(int64_t)t * o + r] =
                 w->dtype == KERN_F32    ? ref_dot_f32(x, (const float *)w->data + r * ld, i)
                 : w->dtype == KERN_BF16 ? ref_dot_bf16(x, (const uint16_t *)w->data + r * ld, i)
-                                        : ref_dot_q8(x, (const int8_t *)w->data + r * ld,
-                                                     w->scale + r * (ld / KERN_Q8_BLOCK), i);
+                                        : ref_dot_q8(x, w, r, i);
         }
 }
 
