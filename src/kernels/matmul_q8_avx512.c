@@ -30,13 +30,13 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
                                                                     int i, int last, const int R, const int G) {
     const int nb = i / KERN_Q8_BLOCK;
     const int64_t xr = KERN_QC_ROW(i);
-    __m512 acc[4][4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+    __m512 acc[6][4];
+    _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
         acc[r][g] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t *wb = w + (int64_t)b * KERN_Q8_GBLOCK;
-        __m512i s[4][4];
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+        __m512i s[6][4];
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
             const __m512i c = _mm512_set1_epi32(q8_ld32(x + r * xr + i + 4 * b));
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) s[r][g] = c;
         }
@@ -46,21 +46,21 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             __m512i wv[4];
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) wv[g] = _mm512_loadu_si512(wb + g * gb + j * 64);
-            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
                 const __m512i xv = _mm512_set1_epi32(q8_ld32(x + r * xr + b * KERN_Q8_BLOCK + 4 * j));
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) s[r][g] = _mm512_dpbusd_epi32(s[r][g], wv[g], xv);
             }
         }
         __m512 ws[4];
         _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) ws[g] = _mm512_loadu_ps(wb + g * gb + Q8_QBYTES);
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
             const __m512 sx = _mm512_set1_ps(xs[r * nb + b]);
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
                 acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[r][g]), _mm512_mul_ps(ws[g], sx), acc[r][g]);
         }
     }
     const __mmask16 lm = (__mmask16)((1u << last) - 1);
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+    _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
         if (g == G - 1) _mm512_mask_storeu_ps(y + (int64_t)r * ldy + 16 * g, lm, acc[r][g]);
         else _mm512_storeu_ps(y + (int64_t)r * ldy + 16 * g, acc[r][g]);
     }
@@ -77,16 +77,23 @@ Q8_TILE(1, 1) Q8_TILE(1, 2) Q8_TILE(1, 3) Q8_TILE(1, 4)
 Q8_TILE(2, 1) Q8_TILE(2, 2) Q8_TILE(2, 3)
 Q8_TILE(3, 1) Q8_TILE(3, 2)
 Q8_TILE(4, 1) Q8_TILE(4, 2)
+Q8_TILE(5, 1) Q8_TILE(5, 2)
+Q8_TILE(6, 1) Q8_TILE(6, 2)
 
 /* tiles[R][G]: 32 registers hold R x G integer sums and as many f32 sums, G weight vectors and
- * G scale vectors */
-#define Q8_RMAX 4
-static const int q8_gmax[Q8_RMAX + 1] = {0, 4, 3, 2, 2};
+ * G scale vectors. bench_matmul q8 n 32 and 128, 2048x2048 and 2048x8192, alternated runs:
+ * 6 x 2 0.97-1.10 TOP/s, 4 x 2 0.88-1.01, 10 x 1 0.87-0.95. One token row takes 4 groups (4
+ * streams): --cold n 1, GB/s of weights, G 1 / 2 / 4: 32000x2048 42-43 / 47 / 47-48, 2048x8192
+ * 45-46 / 49-50 / 50-52 */
+#define Q8_RMAX 6
+static const int q8_gmax[Q8_RMAX + 1] = {0, 4, 3, 2, 2, 2, 2};
 static const q8_tile_fn q8_tiles[Q8_RMAX + 1][5] = {{NULL},
                                                     {NULL, q8_1x1, q8_1x2, q8_1x3, q8_1x4},
                                                     {NULL, q8_2x1, q8_2x2, q8_2x3},
                                                     {NULL, q8_3x1, q8_3x2},
-                                                    {NULL, q8_4x1, q8_4x2}};
+                                                    {NULL, q8_4x1, q8_4x2},
+                                                    {NULL, q8_5x1, q8_5x2},
+                                                    {NULL, q8_6x1, q8_6x2}};
 
 /* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 48) */
 void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
