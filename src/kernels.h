@@ -16,8 +16,7 @@ typedef enum { KERN_F32 = 0, KERN_BF16 = 1, KERN_Q8 = 2 } kern_dtype;
 /* a weight matrix of o rows (outputs) by i columns (inputs), row-major */
 typedef struct {
     kern_dtype dtype;
-    const void *data;   /* (o, i): float | uint16_t (bf16 bits) | int8_t */
-    const float *scale; /* unused (NULL): q8 keeps its scales in its packed layout */
+    const void *data;   /* (o, i): float | uint16_t (bf16 bits) | q8 packed (kern_q8_pack, scales inside) */
     int64_t ld;         /* f32, bf16: elements from one row to the next (0: i, rows packed); a column
                          * block of a wider matrix used in place has the whole row's length. q8: 0 */
 } kern_wmat;

@@ -75,14 +75,14 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int64_t co
 
 /* elements [r0, r0+nr) of the f32 vector name into *dst when mine (in place when plain) */
 static void load_f32(model *m, mfile *f, const char *name, int mine, float **dst, int64_t r0, int64_t nr) {
-    kern_wmat w = {KERN_F32, *dst, NULL, 0};
+    kern_wmat w = {KERN_F32, *dst, 0};
     load_part(m, f, name, mine, 1, &w, KERN_F32, r0, nr, 0, 1);
     if (mine) *dst = (float *)w.data;
 }
 
 /* a (rows, cols) matrix of type t in the arena */
 static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols) {
-    kern_wmat w = {t, NULL, NULL, 0};
+    kern_wmat w = {t, NULL, 0};
     size_t n = (size_t)(rows * cols);
     w.data = arena_alloc(a, t == KERN_Q8 ? kern_q8_packed_bytes(rows, cols) : n * kern_dtype_size(t));
     return w;

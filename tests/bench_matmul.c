@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
         for (int s = 0; s < nshapes; s++) {
             const int o = shapes[s][0], i = shapes[s][1];
             if (dt == KERN_Q8 && i % KERN_Q8_BLOCK) continue;
-            kern_wmat m = {dt, w, NULL, 0};
+            kern_wmat m = {dt, w, 0};
             const size_t ow = (size_t)o * i;
             if (dt == KERN_BF16) {
                 for (size_t k = 0; k < ow; k++) ((uint16_t *)wq)[k] = kern_f32_to_bf16(w[k]);

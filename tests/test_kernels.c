@@ -291,7 +291,7 @@ static void test_misc(void) {
 
 /* w (o, i) f32 made into dtype dt (data and scale malloc'ed; free with wmat_free) */
 static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
-    kern_wmat m = {dt, NULL, NULL, 0};
+    kern_wmat m = {dt, NULL, 0};
     const long n = (long)o * i;
     if (dt == KERN_F32) {
         float *d = xmalloc(sizeof(float) * n);
@@ -315,7 +315,6 @@ static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
 
 static void wmat_free(kern_wmat *m) {
     free((void *)m->data);
-    free((void *)m->scale);
 }
 
 /* kern_matmul_w against its twin (tight: the same math, summed in another order), and against
@@ -354,7 +353,7 @@ static void test_strided_w(kern_dtype dt, int n, int i, int o, int wide, int c0)
     kern_wmat full = wmat_make(dt, dt == KERN_Q8 ? blk : w, o, dt == KERN_Q8 ? i : wide);
     kern_wmat packed = wmat_make(dt, blk, o, i);
     const size_t es = kern_dtype_size(dt);
-    kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es, NULL, wide};
+    kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es, wide};
     if (dt == KERN_Q8) { /* no strided q8: the block is packed straight from the wider matrix */
         int8_t *q = xmalloc((size_t)o * wide);
         float *sc = xmalloc(sizeof(float) * (size_t)o * (wide / KERN_Q8_BLOCK));

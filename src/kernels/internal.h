@@ -69,13 +69,11 @@ void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, i
 void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 #endif
 
-/* Vector bf16 and q8 matmuls share one driver (matmul_w_drive.c) over tiles of R token rows by C
- * weight rows, each tile computing its R x C elements over the whole input dimension (a fixed
- * chain per element: no k blocks). x: the tile's first activation row (row stride i elements of
- * esize bytes), xs its q8 scales (row stride i / 32; NULL for bf16); w the first weight row (row
- * stride ldw elements), ws its scales (row stride ldw / 32). */
-typedef void (*kern_w_tile_fn)(float *y, int ldy, const void *x, const float *xs, const void *w, const float *ws,
-                               int64_t ldw, int i);
+/* The vector bf16 matmuls' driver (matmul_w_drive.c) goes over tiles of R token rows by C weight
+ * rows, each tile computing its R x C elements over the whole input dimension (a fixed chain per
+ * element: no k blocks). x: the tile's first activation row (row stride i elements of esize
+ * bytes); w the first weight row (row stride ldw elements). */
+typedef void (*kern_w_tile_fn)(float *y, int ldy, const void *x, const void *w, int64_t ldw, int i);
 /* ---- the blocked driver (matmul_f32_drive.c) for tiles that take k blocks (f32, bf16) ----
  * A k-block tile computes the chains of R token rows (x, row stride ldx elements) by C weight
  * rows (w, row stride ldw elements) over k = 0..kn, x and w pointing at the block's first k; kn
@@ -108,13 +106,12 @@ int kern_blocks_cut(int i, int esize);
 
 typedef struct {
     int esize;            /* bytes of an activation and of a weight element */
-    int xmul;             /* an activation row is i x esize x xmul bytes (q8's qc: 2) */
     int rows;             /* R at most */
     int cols[9];          /* C at most for each R */
     kern_w_tile_fn tiles[9][9];
     const kern_blocks *blocks; /* its tiles that take k blocks, for long rows (NULL: none) */
 } kern_w_kern;
-void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *xs, const kern_wmat *w, int n, int i,
+void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const kern_wmat *w, int n, int i,
                   int o, int c0, int c1);
 
 /* ---- row operations: attention's (attention.c; attention_avx512.c) and the activations'

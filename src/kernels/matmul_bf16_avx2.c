@@ -41,9 +41,8 @@ static inline __attribute__((always_inline)) BF_AVX2 void bf2_tile(float *y, int
 }
 
 #define BF2_TILE(R, C)                                                                                         \
-    static BF_AVX2 void bf2_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,       \
-                                      const float *ws, int64_t ldw, int i) {                                 \
-        (void)xs, (void)ws;                                                                                    \
+    static BF_AVX2 void bf2_##R##x##C(float *y, int ldy, const void *x, const void *w, int64_t ldw,       \
+                                      int i) {                                                               \
         bf2_tile(y, ldy, x, w, ldw, i, R, C);                                                                      \
     }
 #define BF2_TILES4(R) BF2_TILE(R, 1) BF2_TILE(R, 2) BF2_TILE(R, 3) BF2_TILE(R, 4)
@@ -52,8 +51,8 @@ BF2_TILES4(1) BF2_TILES4(2) BF2_TILE(3, 1) BF2_TILE(3, 2) BF2_TILE(3, 3)
 
 /* 16 registers: R x C accumulators, C weight vectors, the input vector */
 static const kern_w_kern bf2_kern = {
-    2, 1, 3, {0, 4, 4, 3}, {{NULL}, BF2_ROW4(1), BF2_ROW4(2), {NULL, bf2_3x1, bf2_3x2, bf2_3x3}}, NULL};
+    2, 3, {0, 4, 4, 3}, {{NULL}, BF2_ROW4(1), BF2_ROW4(2), {NULL, bf2_3x1, bf2_3x2, bf2_3x3}}, NULL};
 
 void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
-    kern_w_drive(&bf2_kern, out, a->x, NULL, w, n, i, o, c0, c1);
+    kern_w_drive(&bf2_kern, out, a->x, w, n, i, o, c0, c1);
 }

@@ -50,9 +50,8 @@ static inline __attribute__((always_inline)) BF_AVX512 void bf_tile(float *y, in
 }
 
 #define BF_TILE(R, C)                                                                                          \
-    static BF_AVX512 void bf_##R##x##C(float *y, int ldy, const void *x, const float *xs, const void *w,       \
-                                       const float *ws, int64_t ldw, int i) {                                \
-        (void)xs, (void)ws;                                                                                    \
+    static BF_AVX512 void bf_##R##x##C(float *y, int ldy, const void *x, const void *w, int64_t ldw,       \
+                                       int i) {                                                              \
         bf_tile(y, ldy, x, i, w, ldw, i, NULL, 0, MM_OUT, R, C);                                               \
     }                                                                                                          \
     static BF_AVX512 void bfk_##R##x##C(float *y, int ldy, const void *x, int ldx, const void *w, int64_t ldw, \
@@ -71,9 +70,9 @@ BF_TILE(1, 1) BF_TILE(1, 2) BF_TILES8(2) BF_TILES6(3) BF_TILES6(4)
  * (decode) takes one or two weight rows (KERN_LONG_ROW) */
 static const kern_blocks bf_blocks = {2, 16, 4, 512 << 10, {0, 2, 8, 6, 6},
                                       {{NULL}, {NULL, bfk_1x1, bfk_1x2}, BFK_ROW8(2), BFK_ROW6(3), BFK_ROW6(4)}};
-static const kern_w_kern bf_kern = {2, 1, 4, {0, 2, 8, 6, 6},
+static const kern_w_kern bf_kern = {2, 4, {0, 2, 8, 6, 6},
                                     {{NULL}, {NULL, bf_1x1, bf_1x2}, BF_ROW8(2), BF_ROW6(3), BF_ROW6(4)}, &bf_blocks};
 
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
-    kern_w_drive(&bf_kern, out, a->x, NULL, w, n, i, o, c0, c1);
+    kern_w_drive(&bf_kern, out, a->x, w, n, i, o, c0, c1);
 }

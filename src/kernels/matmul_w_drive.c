@@ -1,5 +1,5 @@
-/* kernels/matmul_w_drive.c: the driver of the vector bf16 and q8 matmuls (ISA-neutral: it calls
- * the tiles of matmul_bf16_*.c and matmul_q8_*.c). Few token rows (one tile) stream the weights
+/* kernels/matmul_w_drive.c: the driver of the vector bf16 matmuls (ISA-neutral: it calls the
+ * tiles of matmul_bf16_*.c; q8 has its own layout and driver, matmul_q8_avx512.c). Few token rows (one tile) stream the weights
  * once, tile after tile; more go by blocks of weight rows that stay in L2 while every tile of
  * token rows passes over them. Tiles compute whole elements, so the blocking changes speed,
  * never results. */
@@ -9,16 +9,15 @@
 
 #define W_L2 (512 << 10) /* bytes of weight rows a block keeps in L2 */
 
-void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *xs, const kern_wmat *w, int n, int i,
+void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const kern_wmat *w, int n, int i,
                   int o, int c0, int c1) {
-    const int rt = K->rows, cm = K->cols[rt], es = K->esize, nb = i / KERN_Q8_BLOCK;
+    const int rt = K->rows, cm = K->cols[rt], es = K->esize;
     const char *xb = x, *wb = w->data;
-    const int64_t row = (int64_t)i * es * K->xmul, ldw = kern_wmat_ld(w, i), wrow = ldw * es, wnb = ldw / KERN_Q8_BLOCK;
+    const int64_t row = (int64_t)i * es, ldw = kern_wmat_ld(w, i), wrow = ldw * es;
     if (n <= rt) {
         const int C = n == 1 && (int64_t)i * es < KERN_LONG_ROW ? 1 : K->cols[n];
         for (int c = c0; c < c1; c += C)
-            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, xb, xs, wb + c * wrow, w->scale ? w->scale + c * wnb : NULL,
-                                                 ldw, i);
+            K->tiles[n][c1 - c < C ? c1 - c : C](out + c, o, xb, wb + c * wrow, ldw, i);
         return;
     }
     /* long rows, where the kernel has k-block tiles: kern_blocks_drive (k blocks in L1) */
@@ -31,9 +30,8 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const float *
         for (int t = 0; t < n; t += rt) {
             const int R = n - t < rt ? n - t : rt, C = K->cols[R];
             for (int c = cb; c < ce; c += C)
-                K->tiles[R][ce - c < C ? ce - c : C](out + (int64_t)t * o + c, o, xb + t * row,
-                                                     xs ? xs + (int64_t)t * nb : NULL, wb + c * wrow,
-                                                     w->scale ? w->scale + c * wnb : NULL, ldw, i);
+                K->tiles[R][ce - c < C ? ce - c : C](out + (int64_t)t * o + c, o, xb + t * row, wb + c * wrow, ldw,
+                                                     i);
         }
     }
 }
