@@ -502,6 +502,7 @@ static void test_dtype(kern_dtype dt) {
         test_matmul_w(dt, 1, 64, 172);
         test_matmul_w(dt, 7, 96, 172);
         test_matmul_w(dt, 33, 160, 64);
+        test_matmul_w(dt, 48, 96, 172); /* q8: 6-row tiles, odd blocks, a partial group */
         test_matmul_w(dt, 128, 256, 512);
         test_matmul_w(dt, 5, 4096, 99);
         test_matmul_w(dt, 300, 1024, 1100);
