@@ -489,6 +489,36 @@ static void test_prep(void) {
     kern_matmul_use(NULL);
 }
 
+/* the AVX-512 bf16 code's two ways (vdpbf16ps, and f32 FMAs on the widened operands) give the
+ * same bits: which one runs is a matter of speed, measured per CPU (kern_bf16_fma_faster) */
+static void test_bf16_fma(void) {
+    if (kern_matmul_use("avx512") != 0 || strcmp(kern_matmul_impl_w(KERN_BF16), "avx512") != 0) {
+        printf("SKIP (part): matmul_w bf16 avx512: not supported by this CPU\n");
+        kern_matmul_use(NULL);
+        return;
+    }
+    const int shapes[][3] = {{1, 64, 172}, {7, 96, 99}, {37, 4093, 300}, {150, 1056, 200}, {70, 12288, 100}};
+    for (int s = 0; s < 5; s++) {
+        const int n = shapes[s][0], i = shapes[s][1], o = shapes[s][2];
+        float *x = xmalloc(sizeof(float) * (size_t)n * i), *w = xmalloc(sizeof(float) * (size_t)o * i);
+        float *a = xmalloc(sizeof(float) * (size_t)n * o), *b = xmalloc(sizeof(float) * (size_t)n * o);
+        fill(x, (long)n * i);
+        fill(w, (long)o * i);
+        kern_wmat m = wmat_make(KERN_BF16, w, o, i);
+        kern_bf16_fma_use(0);
+        kern_matmul_w(a, x, &m, n, i, o);
+        kern_bf16_fma_use(1);
+        kern_matmul_w(b, x, &m, n, i, o);
+        const int same = memcmp(a, b, sizeof(float) * (size_t)n * o) == 0;
+        printf("matmul_w bf16 avx512 n=%d %dx%d: vdpbf16ps %s widened FMAs\n", n, o, i, same ? "==" : "!= FAIL");
+        same ? passes++ : failures++;
+        wmat_free(&m);
+        free(x), free(w), free(a), free(b);
+    }
+    kern_bf16_fma_use(-1);
+    kern_matmul_use(NULL);
+}
+
 /* every implementation of weights of type dt this CPU runs, against the twin and for invariance */
 static void test_dtype(kern_dtype dt) {
     const char *impls[] = {"generic", "avx2", "avx512"};
@@ -557,6 +587,7 @@ int main(void) {
     test_conversions();
     test_prep();
     test_dtype(KERN_BF16);
+    test_bf16_fma();
     test_dtype(KERN_Q8);
     openblas_set_num_threads(threads);
     test_invariance_big(14336, 4096, ns_small, 3, 1, 2);

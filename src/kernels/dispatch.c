@@ -206,6 +206,7 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         return;
     }
     const mm_impl *m = mm_get(w->dtype);
+    if (w->dtype == KERN_BF16) (void)kern_bf16_fma_faster(); /* measured here, not by the threads */
     const int64_t ni = (int64_t)n * i;
     /* the prepared activations, in the calling thread's room: bf16 x | int8 q | qc | scales */
     size_t bytes = 0;

@@ -66,6 +66,13 @@ void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, in
 #ifdef KERN_X86
 void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+/* whether the AVX-512 bf16 code's tiles of several token rows emulate vdpbf16ps with f32 FMAs on
+ * the widened operands (the same bits: vdpbf16ps adds a lane's odd product, then its even one,
+ * each exact and rounded once, as an FMA does): where the CPU runs FMAs over twice as fast as
+ * vdpbf16ps (measured once a process, peak.c; MPILLAMA_BF16_FMA=0|1 overrides). kern_bf16_fma_use
+ * forces it for tests (-1: measure) */
+int kern_bf16_fma_faster(void);
+void kern_bf16_fma_use(int on);
 void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 #endif
 

@@ -1,6 +1,7 @@
 /* kernels/peak.c: this CPU's limits as the kernels see them, for benchmarks: the throughput of a
  * register-only loop of the widest multiply-add of each type, and a multi-threaded read of
  * memory, both on the kernels' thread pool */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -114,6 +115,32 @@ double kern_peak_gops(kern_dtype dt, int threads) {
     (void)dt, (void)threads;
     return 0;
 #endif
+}
+
+int kern_bf16_fma_faster(void) {
+    static _Atomic int faster = -1; /* measured once a process (kern_matmul_w asks before its threads
+                                       do): the choice changes speed, never bits */
+    if (faster >= 0) return faster;
+    const char *env = getenv("MPILLAMA_BF16_FMA");
+    if (env && (*env == '0' || *env == '1')) return faster = *env == '1';
+#ifdef KERN_X86
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16")) return faster = 0;
+    double best[2] = {1e9, 1e9}; /* seconds of 100 trips of the bf16 loop, of the f32 one */
+    for (int rep = 0; rep < 5; rep++)
+        for (int which = 0; which < 2; which++) {
+            const double t0 = kern_now();
+            for (int u = 0; u < 10; u++) (void)(which ? peak_f32_512() : peak_bf16_512());
+            const double t = kern_now() - t0;
+            if (t < best[which]) best[which] = t;
+        }
+    /* a vdpbf16ps is 32 multiply-adds, an FMA 16; the widened code needs 2 FMAs a vdpbf16ps and
+     * about a quarter more for the widening: worth it only well past twice the rate */
+    faster = best[1] * 2.5 < best[0];
+#else
+    faster = 0;
+#endif
+    return faster;
 }
 
 typedef struct {
