@@ -108,7 +108,8 @@ const char *kern_matmul_impl_w(kern_dtype dt);
 int kern_matmul_use(const char *name);
 /* this CPU's limits as the kernels see them (for benchmarks), measured on `threads` threads of
  * the kernels' pool: the operations per second (2 per multiply-add, in billions) of a register-only
- * loop of the widest multiply-add for dt (f32: FMA, AVX-512 where present; bf16: vdpbf16ps;
+ * loop of the widest multiply-add for dt (f32: FMA, AVX-512 where present; bf16: vdpbf16ps, or
+ * FMA where the bf16 kernels emulate vdpbf16ps with FMAs, CPUs whose FMAs are over 2.5x as fast;
  * q8: vpdpbusd), 0 where the CPU has none; and the GB/s of reading `bytes` of memory */
 double kern_peak_gops(kern_dtype dt, int threads);
 double kern_read_gbs(size_t bytes, int threads);

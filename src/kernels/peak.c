@@ -101,6 +101,8 @@ double kern_peak_gops(kern_dtype dt, int threads) {
     if (dt == KERN_F32 && !__builtin_cpu_supports("fma")) return 0;
     if (dt == KERN_BF16 && !(bw && __builtin_cpu_supports("avx512bf16"))) return 0;
     if (dt == KERN_Q8 && !(bw && __builtin_cpu_supports("avx512vnni"))) return 0;
+    /* bf16 where the kernels run it as FMAs on widened operands: the FMA loop is their limit */
+    if (dt == KERN_BF16 && kern_bf16_fma_faster()) dt = KERN_F32;
     peak_job J = {dt, dt != KERN_F32 || f512, 0};
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
