@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* element types of weights and of the KV cache */
 typedef enum { KERN_F32 = 0, KERN_BF16 = 1, KERN_Q8 = 2 } kern_dtype;
@@ -19,6 +20,7 @@ typedef struct {
     const void *data;   /* (o, i): float | uint16_t (bf16 bits) | q8 packed (kern_q8_pack, scales inside) */
     int64_t ld;         /* f32, bf16: elements from one row to the next (0: i, rows packed); a column
                          * block of a wider matrix used in place has the whole row's length. q8: 0 */
+    int packed;         /* bf16 only: data is kern_bf16_pack's layout (for AMX tiles; ld 0) */
 } kern_wmat;
 
 /* the row stride of w for rows of i elements */
@@ -41,6 +43,27 @@ size_t kern_q8_packed_bytes(int64_t o, int64_t i);
 void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, int64_t o, int64_t i);
 /* x (i) = row r of the packed q8 matrix w (i inputs) as f32 (the embedding table's lookup) */
 void kern_q8_row(float *x, const kern_wmat *w, int64_t r, int64_t i);
+/* bf16 weights where the CPU multiplies them on AMX tiles (kern_bf16_packs): packed at load in
+ * groups of 16 rows (the last padded with zero rows), each group one stream of its chunks of 32
+ * inputs in order; a chunk is 1 KiB, AMX's B layout: pair row p (0..15) holds, for each of the 16
+ * rows n, the bf16 of inputs 2p and 2p + 1 (4 bytes at p * 64 + n * 4). */
+#define KERN_BF16_CHUNK 1024
+/* whether bf16 matrices of i inputs are packed on this machine (the bf16 kernels in use take AMX
+ * tiles, and i % 32 == 0); the same answer for every matrix of a process (kern_matmul_use changes
+ * it: pack after choosing) */
+int kern_bf16_packs(int64_t i);
+size_t kern_bf16_packed_bytes(int64_t o, int64_t i);
+/* dst = the (o, i) bf16 matrix src (row r at src + r * ld) packed */
+void kern_bf16_pack(void *dst, const uint16_t *src, int64_t ld, int64_t o, int64_t i);
+/* element (r, k) of the packed bf16 matrix w (i inputs) */
+static inline uint16_t kern_bf16_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k) {
+    const uint8_t *c = (const uint8_t *)w->data +
+                       ((r / 16) * (i / 32) + k / 32) * (int64_t)KERN_BF16_CHUNK + (k % 32 / 2) * 64 + (r % 16) * 4;
+    uint16_t h;
+    memcpy(&h, c + (k % 2) * 2, 2);
+    return h;
+}
+
 /* the int8 q and the scale of element (r, k) of the packed q8 matrix w (i inputs) */
 static inline int8_t kern_q8_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k, float *scale) {
     const uint8_t *g = (const uint8_t *)w->data + ((r / KERN_Q8_ROWS) * (i / KERN_Q8_BLOCK) + k / KERN_Q8_BLOCK) *
@@ -108,8 +131,9 @@ const char *kern_matmul_impl_w(kern_dtype dt);
 int kern_matmul_use(const char *name);
 /* this CPU's limits as the kernels see them (for benchmarks), measured on `threads` threads of
  * the kernels' pool: the operations per second (2 per multiply-add, in billions) of a register-only
- * loop of the widest multiply-add for dt (f32: FMA, AVX-512 where present; bf16: vdpbf16ps, or
- * FMA where the bf16 kernels emulate vdpbf16ps with FMAs, CPUs whose FMAs are over 2.5x as fast;
+ * loop of the widest multiply-add for dt (f32: FMA, AVX-512 where present; bf16: AMX's
+ * tdpbf16ps where the bf16 kernels take AMX tiles, else vdpbf16ps, or FMA where the bf16 kernels
+ * emulate vdpbf16ps with FMAs, CPUs whose FMAs are over 2.5x as fast;
  * q8: vpdpbusd), 0 where the CPU has none; and the GB/s of reading `bytes` of memory */
 double kern_peak_gops(kern_dtype dt, int threads);
 double kern_read_gbs(size_t bytes, int threads);

@@ -7,34 +7,38 @@
 #include "trace.h"
 #include "util.h"
 
-/* q8 rows [r0, r0+nr) x cols [c0, c0+nc) of name into w, packed for the kernels (kern_q8_pack)
- * by the node's owner of this slice: read from the file into a temporary buffer (through the page
- * cache, or through HDF5 where the tensor is not laid out plainly), then packed into the arena.
- * The q8 weights thus always live in the rank's own memory, one stream per 16 rows. */
-static void load_q8(model *m, mfile *f, const char *name, int mine, kern_wmat *w, int64_t r0, int64_t nr, int64_t c0,
-                    int64_t nc) {
-    const int own = mine && m->shared.owner;
-    const int64_t nb = nc / KERN_Q8_BLOCK;
-    int8_t *q = own ? xmalloc((size_t)(nr * nc) + 1) : NULL;
-    float *sc = own ? xmalloc(sizeof(float) * (size_t)(nr * nb) + 1) : NULL;
+/* q8 (always) and bf16 (where the kernels take AMX tiles: kern_bf16_packs) rows [r0, r0+nr) x
+ * cols [c0, c0+nc) of name into w, packed for the kernels (kern_q8_pack, kern_bf16_pack) by the
+ * node's owner of this slice: read from the file into a temporary buffer (through the page cache,
+ * or through HDF5 where the tensor is not laid out plainly or MPILLAMA_WEIGHTS=hdf5), then packed
+ * into the arena, so these weights always live in the rank's own memory (one copy per node) */
+static void load_packed(model *m, mfile *f, const char *name, int mine, kern_wmat *w, kern_dtype t, int64_t r0,
+                        int64_t nr, int64_t c0, int64_t nc) {
+    const int own = mine && m->shared.owner, q8 = t == KERN_Q8;
+    const size_t es = kern_dtype_size(t);
+    const int64_t nb = q8 ? nc / KERN_Q8_BLOCK : 0, bytes = nr * (nc * (int64_t)es + 4 * nb);
+    void *raw = own ? xmalloc((size_t)(nr * nc) * es + 1) : NULL;
+    float *sc = own && q8 ? xmalloc(sizeof(float) * (size_t)(nr * nb) + 1) : NULL;
     char sname[160];
     snprintf(sname, sizeof(sname), "%s.scale", name);
-    if (mfile_weights_mode() != MFILE_WEIGHTS_HDF5 && mfile_copy(f, name, r0, own ? nr : 0, c0, nc, 1, q) &&
-        mfile_copy(f, sname, r0, own ? nr : 0, c0 / KERN_Q8_BLOCK, nb, sizeof(float), sc)) {
-        if (own) m->bytes_read += nr * (nc + 4 * nb);
+    if (mfile_weights_mode() != MFILE_WEIGHTS_HDF5 && mfile_copy(f, name, r0, own ? nr : 0, c0, nc, es, raw) &&
+        (!q8 || mfile_copy(f, sname, r0, own ? nr : 0, c0 / KERN_Q8_BLOCK, nb, sizeof(float), sc))) {
+        if (own) m->bytes_read += bytes;
     } else {
-        m->bytes_read += mfile_read_tensor(f, name, KERN_Q8, r0, own ? nr : 0, c0, own ? nc : 0, q, sc);
+        m->bytes_read += mfile_read_tensor(f, name, t, r0, own ? nr : 0, c0, own ? nc : 0, raw, sc);
     }
     if (own) {
-        kern_q8_pack((void *)w->data, q, sc, nc, nr, nc);
-        m->bytes_copied += nr * (nc + 4 * nb);
+        if (q8) kern_q8_pack((void *)w->data, raw, sc, nc, nr, nc);
+        else if (w->packed) kern_bf16_pack((void *)w->data, raw, nc, nr, nc);
+        else memcpy((void *)w->data, raw, (size_t)(nr * nc) * es); /* a share of columns AMX can't tile */
+        m->bytes_copied += bytes;
     }
-    free(q);
+    free(raw);
     free(sc);
 }
 
 /* rows [r0, r0+nr) x cols [c0, c0+nc) of name (cols wide), stored as t, into w when mine (else
- * nothing). q8 goes packed into the arena (load_q8). An f32 or bf16 tensor laid out plainly in
+ * nothing). q8, and bf16 for AMX, go packed into the arena (load_packed). Another tensor laid out plainly in
  * the file is used in place: w points into the file's mapping (page cache, shared by the node's
  * ranks; no copy). It is copied into the arena at w instead with MPILLAMA_WEIGHTS=copy (the
  * rank's own memory, on huge pages), and always when it is a block of columns (a tp rank's share
@@ -48,8 +52,8 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int64_t co
     kern_dtype stored = mfile_dtype(f, name);
     if (stored != t) die("'%s': tensor '%s' is stored as %s, expected %s like the other layers' (convert again)",
                          mfile_path(f), name, kern_dtype_name(stored), kern_dtype_name(t));
-    if (t == KERN_Q8) {
-        load_q8(m, f, name, mine, w, r0, nr, c0, nc);
+    if (t == KERN_Q8 || (t == KERN_BF16 && kern_bf16_packs(cols))) { /* the file decides: every rank alike */
+        load_packed(m, f, name, mine, w, t, r0, nr, c0, nc);
         return;
     }
     const void *in_place;
@@ -75,16 +79,19 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int64_t co
 
 /* elements [r0, r0+nr) of the f32 vector name into *dst when mine (in place when plain) */
 static void load_f32(model *m, mfile *f, const char *name, int mine, float **dst, int64_t r0, int64_t nr) {
-    kern_wmat w = {KERN_F32, *dst, 0};
+    kern_wmat w = {KERN_F32, *dst, 0, 0};
     load_part(m, f, name, mine, 1, &w, KERN_F32, r0, nr, 0, 1);
     if (mine) *dst = (float *)w.data;
 }
 
 /* a (rows, cols) matrix of type t in the arena */
 static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols) {
-    kern_wmat w = {t, NULL, 0};
+    kern_wmat w = {t, NULL, 0, 0};
     size_t n = (size_t)(rows * cols);
-    w.data = arena_alloc(a, t == KERN_Q8 ? kern_q8_packed_bytes(rows, cols) : n * kern_dtype_size(t));
+    w.packed = t == KERN_BF16 && kern_bf16_packs(cols);
+    w.data = arena_alloc(a, t == KERN_Q8 ? kern_q8_packed_bytes(rows, cols)
+                            : w.packed ? kern_bf16_packed_bytes(rows, cols)
+                                       : n * kern_dtype_size(t));
     return w;
 }
 
@@ -126,13 +133,13 @@ void model_check_file(mfile *f, const model_config *cfg) {
     if (!cfg->tied_classifier) check_shape(f, "output", cfg->vocab_size, dim);
 }
 
-/* bytes that packing q8 matrices adds to the rank's weights: each padded to whole groups of
- * KERN_Q8_ROWS rows (at most 15 rows more of each; 7 matrices a layer and 2 others) */
-static size_t q8_padding(const model_config *cfg, const plan_rank *r) {
+/* bytes that packing q8 and bf16 matrices adds to the rank's weights: each padded to whole groups
+ * of 16 rows (at most 15 rows more of each, of at most 2 bytes an input; 7 matrices a layer and 2
+ * others) */
+static size_t pack_padding(const model_config *cfg, const plan_rank *r) {
     int64_t widest = cfg->dim > r->hidden_local ? cfg->dim : r->hidden_local;
     if (config_q_dim(cfg) > widest) widest = config_q_dim(cfg);
-    const size_t row = (size_t)widest + (size_t)widest / KERN_Q8_BLOCK * 4;
-    return (KERN_Q8_ROWS - 1) * row * (7 * (size_t)r->n_layers_local + 2);
+    return 15 * 2 * (size_t)widest * (7 * (size_t)r->n_layers_local + 2);
 }
 
 void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d) {
@@ -147,7 +154,7 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     model_check_file(f, cfg);
     /* the ranks of this node holding this slice (other replicas') share one copy: the owner reads.
      * 64 bytes of alignment for each of at most 16 arrays per layer and 16 others */
-    size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local) + q8_padding(cfg, r));
+    size_t cap = arena_round((size_t)r->weight_bytes + 64 * (16 + 16 * (size_t)r->n_layers_local) + pack_padding(cfg, r));
     dist_shared_alloc(d, &m->shared, cap);
     arena_init_at(&m->weights, m->shared.base, cap);
     const int *wt = cfg->weight_dtype;
@@ -313,6 +320,8 @@ void model_free(model *m) {
 static void embed_row(float *x, const kern_wmat *w, int64_t row, int dim) {
     if (w->dtype == KERN_F32) {
         memcpy(x, (const float *)w->data + row * dim, sizeof(float) * dim);
+    } else if (w->dtype == KERN_BF16 && w->packed) {
+        for (int k = 0; k < dim; k++) x[k] = kern_bf16_to_f32(kern_bf16_at(w, dim, row, k));
     } else if (w->dtype == KERN_BF16) {
         const uint16_t *h = (const uint16_t *)w->data + row * dim;
         for (int k = 0; k < dim; k++) x[k] = kern_bf16_to_f32(h[k]);

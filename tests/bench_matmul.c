@@ -164,11 +164,18 @@ int main(int argc, char **argv) {
         for (int s = 0; s < nshapes; s++) {
             const int o = shapes[s][0], i = shapes[s][1];
             if (dt == KERN_Q8 && i % KERN_Q8_BLOCK) continue;
-            kern_wmat m = {dt, w, 0};
+            kern_wmat m = {dt, w, 0, 0};
             const size_t ow = (size_t)o * i;
             if (dt == KERN_BF16) {
                 for (size_t k = 0; k < ow; k++) ((uint16_t *)wq)[k] = kern_f32_to_bf16(w[k]);
                 m.data = wq;
+                if (kern_bf16_packs(i)) { /* packed for AMX tiles, as the model does */
+                    uint16_t *h = xmalloc(ow * sizeof(uint16_t));
+                    memcpy(h, wq, ow * sizeof(uint16_t));
+                    kern_bf16_pack(wq, h, i, o, i);
+                    free(h);
+                    m.packed = 1;
+                }
             } else if (dt == KERN_Q8) { /* quantised, then packed (its layout for the kernels) */
                 int8_t *q = xmalloc(ow);
                 kern_quantize_q8(q, ws, w, (int64_t)ow);

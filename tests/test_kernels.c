@@ -291,7 +291,7 @@ static void test_misc(void) {
 
 /* w (o, i) f32 made into dtype dt (data and scale malloc'ed; free with wmat_free) */
 static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
-    kern_wmat m = {dt, NULL, 0};
+    kern_wmat m = {dt, NULL, 0, 0};
     const long n = (long)o * i;
     if (dt == KERN_F32) {
         float *d = xmalloc(sizeof(float) * n);
@@ -301,6 +301,12 @@ static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
         uint16_t *d = xmalloc(sizeof(uint16_t) * n);
         for (long k = 0; k < n; k++) d[k] = kern_f32_to_bf16(w[k]);
         m.data = d;
+        if (kern_bf16_packs(i)) { /* packed for AMX, as the model does on such a CPU */
+            void *p = xmalloc(kern_bf16_packed_bytes(o, i));
+            kern_bf16_pack(p, d, i, o, i);
+            free(d);
+            m.data = p, m.packed = 1;
+        }
     } else {
         int8_t *q = xmalloc(n);
         float *sc = xmalloc(sizeof(float) * (n / KERN_Q8_BLOCK));
@@ -350,10 +356,18 @@ static void test_strided_w(kern_dtype dt, int n, int i, int o, int wide, int c0)
     fill(x, (long)n * i);
     fill(w, (long)o * wide);
     for (int c = 0; c < o; c++) memcpy(blk + (size_t)c * i, w + (size_t)c * wide + c0, sizeof(float) * i);
-    kern_wmat full = wmat_make(dt, dt == KERN_Q8 ? blk : w, o, dt == KERN_Q8 ? i : wide);
+    const int pack_bf16 = dt == KERN_BF16 && kern_bf16_packs(i) && kern_bf16_packs(wide);
+    kern_wmat full = wmat_make(dt, dt == KERN_Q8 || pack_bf16 ? blk : w, o, dt == KERN_Q8 || pack_bf16 ? i : wide);
     kern_wmat packed = wmat_make(dt, blk, o, i);
     const size_t es = kern_dtype_size(dt);
-    kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es, wide};
+    kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es, wide, 0};
+    if (pack_bf16) { /* packed for AMX straight from the wider matrix */
+        uint16_t *h = xmalloc(sizeof(uint16_t) * (size_t)o * wide);
+        for (size_t k = 0; k < (size_t)o * wide; k++) h[k] = kern_f32_to_bf16(w[k]);
+        kern_bf16_pack((void *)full.data, h + c0, wide, o, i);
+        free(h);
+        view = full;
+    }
     if (dt == KERN_Q8) { /* no strided q8: the block is packed straight from the wider matrix */
         int8_t *q = xmalloc((size_t)o * wide);
         float *sc = xmalloc(sizeof(float) * (size_t)o * (wide / KERN_Q8_BLOCK));
@@ -521,9 +535,10 @@ static void test_bf16_fma(void) {
 
 /* every implementation of weights of type dt this CPU runs, against the twin and for invariance */
 static void test_dtype(kern_dtype dt) {
-    const char *impls[] = {"generic", "avx2", "avx512"};
+    const char *impls[] = {"generic", "avx2", "avx512", "amx"};
     const int ns[] = {1, 7, 8, 9, 37, 150};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
+        if (!strcmp(impls[k], "amx") && dt != KERN_BF16) continue; /* AMX: bf16 only */
         kern_matmul_use(impls[k]);
         if (strcmp(kern_matmul_impl_w(dt), impls[k]) != 0) {
             printf("SKIP (part): matmul_w %s %s: not supported by this CPU\n", kern_dtype_name(dt), impls[k]);

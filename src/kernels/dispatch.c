@@ -38,6 +38,7 @@ static int mm_has_avx512bw(void) {
 
 static int mm_has_avx512bf16(void) { return mm_has_avx512bw() && __builtin_cpu_supports("avx512bf16"); }
 static int mm_has_avx512vnni(void) { return mm_has_avx512bw() && __builtin_cpu_supports("avx512vnni"); }
+static int mm_has_amx_bf16(void) { return mm_has_avx512bf16() && kern_amx_bf16_ok(); }
 #endif
 
 /* per dtype, in order of preference (the default: the first this CPU runs) */
@@ -51,6 +52,7 @@ static const mm_impl mm_f32_impls[] = {
 };
 static const mm_impl mm_bf16_impls[] = {
 #ifdef KERN_X86
+    {"amx", NULL, kern_bf16_amx_range, KERN_NEED_BF16, mm_has_amx_bf16},
     {"avx512", NULL, kern_bf16_avx512_range, KERN_NEED_BF16, mm_has_avx512bf16},
     {"avx2", NULL, kern_bf16_avx2_range, KERN_NEED_BF16, mm_has_avx2},
 #endif
@@ -134,6 +136,8 @@ static const mm_impl *mm_get(kern_dtype dt) {
 }
 
 const char *kern_matmul_impl(void) { return mm_get(KERN_F32)->name; }
+
+int kern_bf16_packs(int64_t i) { return i > 0 && i % 32 == 0 && !strcmp(mm_get(KERN_BF16)->name, "amx"); }
 const char *kern_matmul_impl_w(kern_dtype dt) { return mm_get(dt)->name; }
 
 /* threads worth waking: the work must pay for it (a wake-up costs some 10-50 us) */
@@ -206,6 +210,10 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         return;
     }
     const mm_impl *m = mm_get(w->dtype);
+    if (w->packed && strcmp(m->name, "amx") != 0) { /* packed for AMX, then another code chosen (tests) */
+        kern_matmul_w_ref(out, in, w, n, i, o);
+        return;
+    }
     if (w->dtype == KERN_BF16) (void)kern_bf16_fma_faster(); /* measured here, not by the threads */
     const int64_t ni = (int64_t)n * i;
     /* the prepared activations, in the calling thread's room: bf16 x | int8 q | qc | scales */

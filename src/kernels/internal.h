@@ -66,6 +66,13 @@ void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, in
 #ifdef KERN_X86
 void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+/* AMX-BF16 tiles on packed matrices (the vdpbf16ps code on the others); kern_amx_bf16_ok: the CPU
+ * has AMX-BF16 and the kernel lets this process use it */
+void kern_bf16_amx_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+int kern_amx_bf16_ok(void);
+/* kern_peak_gops's loop for AMX-BF16: KERN_AMX_PEAK_TRIPS x 4 tdpbf16ps of 16 x 16 x 32 */
+#define KERN_AMX_PEAK_TRIPS 2000
+float kern_amx_bf16_peak(void);
 /* whether the AVX-512 bf16 code's tiles of several token rows emulate vdpbf16ps with f32 FMAs on
  * the widened operands (the same bits: vdpbf16ps adds a lane's odd product, then its even one,
  * each exact and rounded once, as an FMA does): where the CPU runs FMAs over twice as fast as

@@ -18,6 +18,7 @@
 typedef struct {
     kern_dtype dt;
     int wide; /* 512-bit */
+    int amx;  /* AMX-BF16 tiles */
     volatile float sink;
 } peak_job;
 
@@ -80,7 +81,8 @@ static void peak_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     peak_job *J = (peak_job *)ctx;
     for (int c = c0; c < c1; c++) {
 #ifdef KERN_X86
-        float s = J->dt == KERN_BF16 ? peak_bf16_512() : J->dt == KERN_Q8 ? peak_int8_512()
+        float s = J->amx ? kern_amx_bf16_peak()
+                  : J->dt == KERN_BF16 ? peak_bf16_512() : J->dt == KERN_Q8 ? peak_int8_512()
                   : J->wide          ? peak_f32_512()
                                      : peak_f32_256();
         J->sink = s;
@@ -102,14 +104,16 @@ double kern_peak_gops(kern_dtype dt, int threads) {
     if (dt == KERN_BF16 && !(bw && __builtin_cpu_supports("avx512bf16"))) return 0;
     if (dt == KERN_Q8 && !(bw && __builtin_cpu_supports("avx512vnni"))) return 0;
     /* bf16 where the kernels run it as FMAs on widened operands: the FMA loop is their limit */
-    if (dt == KERN_BF16 && kern_bf16_fma_faster()) dt = KERN_F32;
-    peak_job J = {dt, dt != KERN_F32 || f512, 0};
+    const int amx = dt == KERN_BF16 && !strcmp(kern_matmul_impl_w(KERN_BF16), "amx"); /* AMX tiles' loop */
+    if (dt == KERN_BF16 && !amx && kern_bf16_fma_faster()) dt = KERN_F32;
+    peak_job J = {dt, dt != KERN_F32 || f512, amx, 0};
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
         const double t0 = kern_now();
         kern_pool_run(peak_unit, &J, 1, 1, PEAK_UNITS, 1, threads);
         const double dt_s = kern_now() - t0;
-        const double ops = (double)PEAK_UNITS * PEAK_ITERS * PEAK_ACC * peak_ops(dt, J.wide);
+        const double ops = amx ? (double)PEAK_UNITS * KERN_AMX_PEAK_TRIPS * 4 * 16 * 16 * 32 * 2
+                               : (double)PEAK_UNITS * PEAK_ITERS * PEAK_ACC * peak_ops(dt, J.wide);
         if (ops / dt_s / 1e9 > best) best = ops / dt_s / 1e9;
     }
     return best;

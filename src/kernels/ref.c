@@ -23,6 +23,12 @@ static float ref_dot_bf16(const float *x, const uint16_t *w, int i) {
     return s;
 }
 
+static float ref_dot_bf16_packed(const float *x, const kern_wmat *w, int64_t r, int i) {
+    float s = 0.0f;
+    for (int j = 0; j < i; j++) s += kern_bf16_to_f32(kern_f32_to_bf16(x[j])) * kern_bf16_to_f32(kern_bf16_at(w, i, r, j));
+    return s;
+}
+
 /* q8: activations quantised per block of 32, each block's integer sum scaled and added by one
  * fused multiply-add, blocks in order (w: row r of the packed matrix) */
 static float ref_dot_q8(const float *x, const kern_wmat *w, int64_t r, int i) {
@@ -49,6 +55,7 @@ void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, i
             const float *x = in + (int64_t)t * i;
             out[(int64_t)t * o + r] =
                 w->dtype == KERN_F32    ? ref_dot_f32(x, (const float *)w->data + r * ld, i)
+                : w->dtype == KERN_BF16 && w->packed ? ref_dot_bf16_packed(x, w, r, i)
                 : w->dtype == KERN_BF16 ? ref_dot_bf16(x, (const uint16_t *)w->data + r * ld, i)
                                         : ref_dot_q8(x, w, r, i);
         }
