@@ -315,7 +315,7 @@ static void map_file(mfile *m) {
 
 mfile_weights mfile_weights_mode(void) {
     const char *w = getenv("MPILLAMA_WEIGHTS"), *map = getenv("MPILLAMA_MAP");
-    if (!w || !*w) return map && strcmp(map, "0") == 0 ? MFILE_WEIGHTS_HDF5 : MFILE_WEIGHTS_MAP; /* the old switch */
+    if (!w || !*w) return map && strcmp(map, "0") == 0 ? MFILE_WEIGHTS_HDF5 : MFILE_WEIGHTS_COPY; /* the old switch */
     static const char *const names[] = {"map", "copy", "hdf5"};
     for (int i = 0; i < 3; i++)
         if (strcmp(w, names[i]) == 0) return (mfile_weights)i;

@@ -106,10 +106,11 @@ int mfile_view(mfile *f, const char *name, int64_t row0, int64_t nrows, size_t e
  * the page cache), and keeps no view */
 int mfile_copy(mfile *f, const char *name, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, size_t elem,
                void *out);
-/* where the weights live, from MPILLAMA_WEIGHTS (map, the default; copy; hdf5, also
- * MPILLAMA_MAP=0): in place in the file's mapping (the page cache, one copy per node), copied from
- * the file into the rank's own memory (on transparent huge pages), or read through parallel HDF5
- * into it (the file not mapped). Dies naming an unknown value. */
+/* where the weights live, from MPILLAMA_WEIGHTS (copy, the default; map; hdf5, also
+ * MPILLAMA_MAP=0): copied from the file into the rank's own memory (on transparent huge pages; one
+ * copy per node, shared by the node's ranks holding the same slice), in place in the file's mapping
+ * (the page cache), or read through parallel HDF5 into own memory (the file not mapped). Dies
+ * naming an unknown value. */
 typedef enum { MFILE_WEIGHTS_MAP, MFILE_WEIGHTS_COPY, MFILE_WEIGHTS_HDF5 } mfile_weights;
 mfile_weights mfile_weights_mode(void);
 /* not collective: brings every range viewed since the last call into memory. Called after the

@@ -15,12 +15,15 @@ void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, in
     uint8_t *d = dst;
     for (int64_t g = 0; g < groups; g++)
         for (int64_t b = 0; b < nb; b++, d += KERN_Q8_GBLOCK) {
+            uint32_t *d4 = (uint32_t *)(void *)d; /* step s, lane r: 4 bytes at (s * 16 + r) * 4 */
             float *s = (float *)(void *)(d + KERN_Q8_ROWS * KERN_Q8_BLOCK);
             for (int lane = 0; lane < KERN_Q8_ROWS; lane++) {
                 const int64_t r = g * KERN_Q8_ROWS + lane;
-                const int8_t *src = r < o ? q + r * ld + b * KERN_Q8_BLOCK : NULL;
-                for (int k = 0; k < KERN_Q8_BLOCK; k++)
-                    d[(k / 4) * 64 + lane * 4 + k % 4] = (uint8_t)((src ? src[k] : 0) ^ 0x80);
+                for (int st = 0; st < KERN_Q8_BLOCK / 4; st++) {
+                    uint32_t v = 0;
+                    if (r < o) memcpy(&v, q + r * ld + b * KERN_Q8_BLOCK + 4 * st, 4);
+                    d4[st * KERN_Q8_ROWS + lane] = v ^ 0x80808080u;
+                }
                 s[lane] = r < o ? scale[r * (ld / KERN_Q8_BLOCK) + b] : 0.0f;
             }
         }
@@ -41,11 +44,16 @@ size_t kern_bf16_packed_bytes(int64_t o, int64_t i) {
 
 void kern_bf16_pack(void *dst, const uint16_t *src, int64_t ld, int64_t o, int64_t i) {
     const int64_t nc = i / 32, groups = (o + 15) / 16;
-    uint16_t *d = dst;
+    uint32_t *d = dst; /* pair p of row n of a chunk: 4 bytes at (p * 16 + n) * 4 */
     for (int64_t g = 0; g < groups; g++)
-        for (int64_t c = 0; c < nc; c++, d += KERN_BF16_CHUNK / 2)
+        for (int64_t c = 0; c < nc; c++, d += KERN_BF16_CHUNK / 4)
             for (int n = 0; n < 16; n++) {
                 const int64_t r = g * 16 + n;
-                for (int k = 0; k < 32; k++) d[(k / 2) * 32 + n * 2 + k % 2] = r < o ? src[r * ld + c * 32 + k] : 0;
+                const uint16_t *row = r < o ? src + r * ld + c * 32 : NULL;
+                for (int p = 0; p < 16; p++) {
+                    uint32_t v = 0;
+                    if (row) memcpy(&v, row + 2 * p, 4);
+                    d[p * 16 + n] = v;
+                }
             }
 }
