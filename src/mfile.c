@@ -675,6 +675,15 @@ int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t e
     return 1;
 }
 
+int mfile_map_rows(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
+    size_t rb = 0;
+    *out = NULL;
+    const char *p = view_rows(m, name, row0, nrows, elem, &rb);
+    if (!p) return 0;
+    if (nrows > 0) *out = p;
+    return 1;
+}
+
 /* n bytes at file offset off into out (the kernel copies from the page cache, reading what it
  * does not hold) */
 static void pread_all(mfile *m, char *out, size_t n, off_t off, const char *name) {

@@ -106,6 +106,9 @@ int mfile_view(mfile *f, const char *name, int64_t row0, int64_t nrows, size_t e
  * the page cache), and keeps no view */
 int mfile_copy(mfile *f, const char *name, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, size_t elem,
                void *out);
+/* like mfile_view (collective, 0 in the same cases), but only points *out at the rows in the
+ * file's mapping, for one pass over them (nothing to populate; packing reads them once) */
+int mfile_map_rows(mfile *f, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out);
 /* where the weights live, from MPILLAMA_WEIGHTS (copy, the default; map; hdf5, also
  * MPILLAMA_MAP=0): copied from the file into the rank's own memory (on transparent huge pages; one
  * copy per node, shared by the node's ranks holding the same slice), in place in the file's mapping

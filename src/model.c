@@ -7,31 +7,45 @@
 #include "trace.h"
 #include "util.h"
 
-/* q8 (always) and bf16 (where the kernels take AMX tiles: kern_bf16_packs) rows [r0, r0+nr) x
- * cols [c0, c0+nc) of name into w, packed for the kernels (kern_q8_pack, kern_bf16_pack) by the
- * node's owner of this slice: read from the file into a temporary buffer (through the page cache,
- * or through HDF5 where the tensor is not laid out plainly or MPILLAMA_WEIGHTS=hdf5), then packed
- * into the arena, so these weights always live in the rank's own memory (one copy per node) */
-static void load_packed(model *m, mfile *f, const char *name, int mine, kern_wmat *w, kern_dtype t, int64_t r0,
-                        int64_t nr, int64_t c0, int64_t nc) {
+/* q8 (always) and bf16 (where the kernels take AMX tiles: kern_bf16_packs of the tensor's whole
+ * width) rows [r0, r0+nr) x cols [c0, c0+nc) of name (cols wide) into w, packed for the kernels
+ * (kern_q8_pack, kern_bf16_pack; a bf16 share whose width is no multiple of 32 stays plain) by the
+ * node's owner of this slice, into the arena: these weights always live in the rank's own memory,
+ * one copy per node. They are read straight from the file's mapping (one pass, no buffer), or
+ * where the tensor is not laid out plainly or the file is not mapped (MPILLAMA_WEIGHTS=hdf5)
+ * through HDF5 into a temporary buffer. The calls that reach HDF5 are the plain path's (one
+ * dataset open, then the same collective read where it fails), so ranks that pack and ranks that
+ * don't (other CPUs, MPILLAMA_MATMUL) still walk the file together. */
+static void load_packed(model *m, mfile *f, const char *name, int mine, int64_t cols, kern_wmat *w, kern_dtype t,
+                        int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     const int own = mine && m->shared.owner, q8 = t == KERN_Q8;
     const size_t es = kern_dtype_size(t);
     const int64_t nb = q8 ? nc / KERN_Q8_BLOCK : 0, bytes = nr * (nc * (int64_t)es + 4 * nb);
-    void *raw = own ? xmalloc((size_t)(nr * nc) * es + 1) : NULL;
-    float *sc = own && q8 ? xmalloc(sizeof(float) * (size_t)(nr * nb) + 1) : NULL;
+    const void *src = NULL, *ssrc = NULL;
+    void *raw = NULL;
+    float *sc = NULL;
+    int64_t ld = cols;
     char sname[160];
     snprintf(sname, sizeof(sname), "%s.scale", name);
-    if (mfile_weights_mode() != MFILE_WEIGHTS_HDF5 && mfile_copy(f, name, r0, own ? nr : 0, c0, nc, es, raw) &&
-        (!q8 || mfile_copy(f, sname, r0, own ? nr : 0, c0 / KERN_Q8_BLOCK, nb, sizeof(float), sc))) {
-        if (own) m->bytes_read += bytes;
+    if (mfile_map_rows(f, name, r0, own ? nr : 0, es, &src) &&
+        (!q8 || mfile_map_rows(f, sname, r0, own ? nr : 0, sizeof(float), &ssrc))) {
+        if (own) {
+            src = (const char *)src + c0 * (int64_t)es;
+            if (q8) ssrc = (const float *)ssrc + c0 / KERN_Q8_BLOCK;
+            m->bytes_read += bytes, m->bytes_copied += bytes;
+        }
     } else {
+        raw = own ? xmalloc((size_t)(nr * nc) * es + 1) : NULL;
+        sc = own && q8 ? xmalloc(sizeof(float) * (size_t)(nr * nb) + 1) : NULL;
         m->bytes_read += mfile_read_tensor(f, name, t, r0, own ? nr : 0, c0, own ? nc : 0, raw, sc);
+        src = raw, ssrc = sc, ld = nc;
     }
     if (own) {
-        if (q8) kern_q8_pack((void *)w->data, raw, sc, nc, nr, nc);
-        else if (w->packed) kern_bf16_pack((void *)w->data, raw, nc, nr, nc);
-        else memcpy((void *)w->data, raw, (size_t)(nr * nc) * es); /* a share of columns AMX can't tile */
-        m->bytes_copied += bytes;
+        if (q8) kern_q8_pack((void *)w->data, src, ssrc, ld, nr, nc);
+        else if (w->packed) kern_bf16_pack((void *)w->data, src, ld, nr, nc);
+        else /* a share of columns AMX can't tile: plain rows */
+            for (int64_t r = 0; r < nr; r++)
+                memcpy((char *)w->data + r * nc * (int64_t)es, (const char *)src + r * ld * (int64_t)es, (size_t)nc * es);
     }
     free(raw);
     free(sc);
@@ -54,8 +68,8 @@ static void load_part(model *m, mfile *f, const char *name, int mine, int64_t co
     kern_dtype stored = mfile_dtype(f, name);
     if (stored != t) die("'%s': tensor '%s' is stored as %s, expected %s like the other layers' (convert again)",
                          mfile_path(f), name, kern_dtype_name(stored), kern_dtype_name(t));
-    if (t == KERN_Q8 || (t == KERN_BF16 && kern_bf16_packs(cols))) { /* the file decides: every rank alike */
-        load_packed(m, f, name, mine, w, t, r0, nr, c0, nc);
+    if (t == KERN_Q8 || (t == KERN_BF16 && kern_bf16_packs(cols))) {
+        load_packed(m, f, name, mine, cols, w, t, r0, nr, c0, nc);
         return;
     }
     const void *in_place;
@@ -86,11 +100,12 @@ static void load_f32(model *m, mfile *f, const char *name, int mine, float **dst
     if (mine) *dst = (float *)w.data;
 }
 
-/* a (rows, cols) matrix of type t in the arena */
-static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols) {
+/* a (rows, cols) matrix of type t in the arena, a share of a tensor `full` columns wide (bf16 is
+ * packed when the whole tensor goes the packed way, load_part, and the share can be) */
+static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols, int64_t full) {
     kern_wmat w = {t, NULL, 0, 0};
     size_t n = (size_t)(rows * cols);
-    w.packed = t == KERN_BF16 && kern_bf16_packs(cols);
+    w.packed = t == KERN_BF16 && kern_bf16_packs(full) && kern_bf16_packs(cols);
     w.data = arena_alloc(a, t == KERN_Q8 ? kern_q8_packed_bytes(rows, cols)
                             : w.packed ? kern_bf16_packed_bytes(rows, cols)
                                        : n * kern_dtype_size(t));
@@ -160,14 +175,14 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
     dist_shared_alloc(d, &m->shared, cap);
     arena_init_at(&m->weights, m->shared.base, cap);
     const int *wt = cfg->weight_dtype;
-    if (r->has_embedding) m->tok_embeddings = wmat_alloc(&m->weights, wt[CONFIG_W_EMBED], r->vocab_local, dim);
+    if (r->has_embedding) m->tok_embeddings = wmat_alloc(&m->weights, wt[CONFIG_W_EMBED], r->vocab_local, dim, dim);
     m->layers = xcalloc(r->n_layers_local > 0 ? r->n_layers_local : 1, sizeof(model_layer));
     for (int l = 0; l < r->n_layers_local; l++) {
         model_layer *L = &m->layers[l];
         L->attention_norm = arena_floats(&m->weights, dim);
-        L->wq = wmat_alloc(&m->weights, wt[CONFIG_W_Q], qd, dim);
-        L->wk = wmat_alloc(&m->weights, wt[CONFIG_W_K], kvd, dim);
-        L->wv = wmat_alloc(&m->weights, wt[CONFIG_W_V], kvd, dim);
+        L->wq = wmat_alloc(&m->weights, wt[CONFIG_W_Q], qd, dim, dim);
+        L->wk = wmat_alloc(&m->weights, wt[CONFIG_W_K], kvd, dim, dim);
+        L->wv = wmat_alloc(&m->weights, wt[CONFIG_W_V], kvd, dim, dim);
         if (cfg->attn_qkv_bias) {
             L->bq = arena_floats(&m->weights, qd);
             L->bk = arena_floats(&m->weights, kvd);
@@ -177,17 +192,17 @@ void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g,
             L->q_norm = arena_floats(&m->weights, hs);
             L->k_norm = arena_floats(&m->weights, hs);
         }
-        L->wo = wmat_alloc(&m->weights, wt[CONFIG_W_O], dim, qd);
+        L->wo = wmat_alloc(&m->weights, wt[CONFIG_W_O], dim, qd, config_q_dim(cfg));
         L->ffn_norm = arena_floats(&m->weights, dim);
-        L->w1 = wmat_alloc(&m->weights, wt[CONFIG_W_1], hl, dim);
-        L->w2 = wmat_alloc(&m->weights, wt[CONFIG_W_2], dim, hl);
-        L->w3 = wmat_alloc(&m->weights, wt[CONFIG_W_3], hl, dim);
+        L->w1 = wmat_alloc(&m->weights, wt[CONFIG_W_1], hl, dim, dim);
+        L->w2 = wmat_alloc(&m->weights, wt[CONFIG_W_2], dim, hl, cfg->hidden_dim);
+        L->w3 = wmat_alloc(&m->weights, wt[CONFIG_W_3], hl, dim, dim);
     }
     if (r->has_classifier) {
         m->norm = arena_floats(&m->weights, dim);
         if (tied_shared) m->classifier = m->tok_embeddings;
-        else if (cfg->tied_classifier) m->classifier = wmat_alloc(&m->weights, wt[CONFIG_W_EMBED], r->vocab_local, dim);
-        else m->classifier = wmat_alloc(&m->weights, wt[CONFIG_W_OUT], r->vocab_local, dim);
+        else if (cfg->tied_classifier) m->classifier = wmat_alloc(&m->weights, wt[CONFIG_W_EMBED], r->vocab_local, dim, dim);
+        else m->classifier = wmat_alloc(&m->weights, wt[CONFIG_W_OUT], r->vocab_local, dim, dim);
     }
 
     /* every rank walks every tensor in the same order (collective metadata and reads) */

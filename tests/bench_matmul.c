@@ -144,7 +144,14 @@ int main(int argc, char **argv) {
     }
     float *w = weights_alloc(sizeof(float) * wmax, small), *x = xcalloc((size_t)nmax * imax, sizeof(float));
     float *out = xcalloc((size_t)nmax * omax, sizeof(float));
-    void *wq = weights_alloc(sizeof(float) * wmax, small);
+    size_t wqmax = sizeof(float) * wmax; /* packed layouts pad to whole groups of 16 rows */
+    for (int s = 0; s < nshapes; s++) {
+        const size_t q8 = kern_q8_packed_bytes(shapes[s][0], shapes[s][1] / KERN_Q8_BLOCK * KERN_Q8_BLOCK);
+        const size_t bf = kern_bf16_packed_bytes(shapes[s][0], shapes[s][1] / 32 * 32);
+        wqmax = q8 > wqmax ? q8 : wqmax;
+        wqmax = bf > wqmax ? bf : wqmax;
+    }
+    void *wq = weights_alloc(wqmax, small);
     float *ws = weights_alloc(sizeof(float) * (wmax / KERN_Q8_BLOCK + 1), small);
     unsigned long long r = 0x9E3779B97F4A7C15ULL;
     for (size_t k = 0; k < wmax; k++) {

@@ -6,6 +6,7 @@
  * every call on a packed matrix takes this code, one token row included (batch invariance). */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -17,12 +18,14 @@
 #define AMXB_AHEAD 4 /* chunks a weight stream is prefetched ahead (one token tile: decode) */
 
 int kern_amx_bf16_ok(void) {
-    static int ok = -1; /* the kernel must grant the tile data state once per process */
-    if (ok >= 0) return ok;
+    static _Atomic int ok = -1; /* the kernel must grant the tile data state once per process */
+    const int seen = ok;
+    if (seen >= 0) return seen;
     unsigned a, b, c, d;
-    ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1) &&
-         syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
-    return ok;
+    const int v = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1) &&
+                  syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    ok = v;
+    return v;
 }
 
 typedef struct {
@@ -40,6 +43,9 @@ static AMXB_T void amxb_configure(int m) {
     c.palette = 1;
     for (int t = 0; t < 6; t++) c.rows[t] = (uint8_t)m, c.colsb[t] = 64;
     for (int t = 6; t < 8; t++) c.rows[t] = 16, c.colsb[t] = 64;
+    /* GCC 12 does not see ldtilecfg read c and drops the stores at -O2 (then ldtilecfg faults):
+     * an asm that reads c keeps them */
+    __asm__ volatile("" : : "m"(c));
     _tile_loadconfig(&c);
 }
 
@@ -57,7 +63,8 @@ static inline __attribute__((always_inline)) AMXB_T void amxb_block(float *out, 
     for (int c = 0; c < nc; c++) {
         const uint8_t *wc = w + (int64_t)c * KERN_BF16_CHUNK;
         /* one token tile (decode): a tile load that misses stalls the in-order tile unit, and the
-         * weights come from memory; with two, prefetching (L2 to L1) measured 10-20% slower */
+         * weights come from memory; with two, prefetching (L2 to L1) measured 10-20% slower, and
+         * loading the next chunk's tiles between this chunk's products gained nothing */
         if (TR == 1 && c + AMXB_AHEAD < nc)
             for (int g = 0; g < TG; g++)
                 for (int l = 0; l < KERN_BF16_CHUNK / 64; l++)

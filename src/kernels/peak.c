@@ -128,10 +128,17 @@ int kern_bf16_fma_faster(void) {
                                        do): the choice changes speed, never bits */
     if (faster >= 0) return faster;
     const char *env = getenv("MPILLAMA_BF16_FMA");
-    if (env && (*env == '0' || *env == '1')) return faster = *env == '1';
+    if (env && (*env == '0' || *env == '1')) {
+        const int v = *env == '1';
+        faster = v;
+        return v;
+    }
 #ifdef KERN_X86
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bf16")) return faster = 0;
+    if (!__builtin_cpu_supports("avx512bf16")) {
+        faster = 0;
+        return 0;
+    }
     double best[2] = {1e9, 1e9}; /* seconds of 100 trips of the bf16 loop, of the f32 one */
     for (int rep = 0; rep < 5; rep++)
         for (int which = 0; which < 2; which++) {
@@ -142,11 +149,12 @@ int kern_bf16_fma_faster(void) {
         }
     /* a vdpbf16ps is 32 multiply-adds, an FMA 16; the widened code needs 2 FMAs a vdpbf16ps and
      * about a quarter more for the widening: worth it only well past twice the rate */
-    faster = best[1] * 2.5 < best[0];
+    const int v = best[1] * 2.5 < best[0];
 #else
-    faster = 0;
+    const int v = 0;
 #endif
-    return faster;
+    faster = v;
+    return v;
 }
 
 typedef struct {
