@@ -87,6 +87,13 @@ if [ -f "$SHARED/models/stories260K.bin" ]; then
     --prompts "$W/gen.jsonl" --output "$W/gen_dp.jsonl" --dp 2 --output-format openai
   step "score, 2 ranks" mpirun -n 2 "$BUILD/mpillama" score --model "$M" \
     --prompts "$W/prompts.jsonl" --output "$W/score.jsonl" --pp 2
+  # the packed weights: q8 always, bf16 on AMX tiles where the CPU has them
+  for t in bf16 q8; do
+    step "convert stories260K --dtype $t" "$BUILD/mpillama" convert "$SHARED/models/stories260K.bin" \
+      --tokenizer "$SHARED/models/tok512.bin" --dtype $t -o "$W/stories260K_$t.h5"
+    step "generate $t, 2 ranks --tp 2" mpirun -n 2 "$BUILD/mpillama" generate --model "$W/stories260K_$t.h5" \
+      --prompts "$W/prompts.jsonl" --output "$W/gen_$t.jsonl" --tp 2 --temperature 0
+  done
   step "same completions on both grids" /usr/bin/python3 -c '
 import json, sys
 def strip(r):  # log-probs may differ in the last digits between tp splits

@@ -17,28 +17,13 @@
 #define AMXB_T __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx2,fma")))
 #define AMXB_AHEAD 4 /* chunks a weight stream is prefetched ahead (one token tile: decode) */
 
-/* AddressSanitizer builds go without AMX: LeakSanitizer stops the world at exit by reading every
- * thread's registers, and crashes once the process holds AMX's 8 KiB of tile state (seen with
- * GCC 12's runtime: "Tracer caught signal 11") */
-#if defined(__SANITIZE_ADDRESS__)
-#define AMXB_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define AMXB_SANITIZED 1
-#endif
-#endif
-
 int kern_amx_bf16_ok(void) {
     static _Atomic int ok = -1; /* the kernel must grant the tile data state once per process */
     const int seen = ok;
     if (seen >= 0) return seen;
-#ifdef AMXB_SANITIZED
-    const int v = 0;
-#else
     unsigned a, b, c, d;
     const int v = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1) &&
                   syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
-#endif
     ok = v;
     return v;
 }
