@@ -41,8 +41,8 @@ size_t kern_q8_packed_bytes(int64_t o, int64_t i);
  * at q + r * ld, its scales at scale + r * (ld / 32) (ld % 32 == 0; a column block of a wider
  * matrix is packed straight from it) */
 void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, int64_t o, int64_t i);
-/* x (i) = row r of the packed q8 matrix w (i inputs) as f32 (the embedding table's lookup) */
-void kern_q8_row(float *x, const kern_wmat *w, int64_t r, int64_t i);
+/* x (i) = row r of w (i inputs, any dtype or layout) as f32 (the embedding table's lookup) */
+void kern_wmat_row(float *x, const kern_wmat *w, int64_t r, int64_t i);
 /* bf16 weights where the CPU multiplies them on AMX tiles (kern_bf16_packs): packed at load in
  * groups of 16 rows (the last padded with zero rows), each group one stream of its chunks of 32
  * inputs in order; a chunk is 1 KiB, AMX's B layout: pair row p (0..15) holds, for each of the 16
@@ -64,14 +64,21 @@ static inline uint16_t kern_bf16_at(const kern_wmat *w, int64_t i, int64_t r, in
     return h;
 }
 
+/* in one group's block of a packed q8 matrix (blk): lane's int8 q of input kb (0..31), and its scale */
+static inline int8_t kern_q8_blk_q(const uint8_t *blk, int lane, int kb) {
+    return (int8_t)(blk[(kb / 4) * 64 + lane * 4 + kb % 4] ^ 0x80);
+}
+static inline float kern_q8_blk_scale(const uint8_t *blk, int lane) {
+    float s;
+    memcpy(&s, blk + KERN_Q8_ROWS * KERN_Q8_BLOCK + lane * 4, 4);
+    return s;
+}
 /* the int8 q and the scale of element (r, k) of the packed q8 matrix w (i inputs) */
 static inline int8_t kern_q8_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k, float *scale) {
     const uint8_t *g = (const uint8_t *)w->data + ((r / KERN_Q8_ROWS) * (i / KERN_Q8_BLOCK) + k / KERN_Q8_BLOCK) *
                                                       (int64_t)KERN_Q8_GBLOCK;
-    const int lane = (int)(r % KERN_Q8_ROWS), kb = (int)(k % KERN_Q8_BLOCK);
-    const float *s = (const float *)(const void *)(g + KERN_Q8_ROWS * KERN_Q8_BLOCK);
-    *scale = s[lane];
-    return (int8_t)(g[(kb / 4) * 64 + lane * 4 + kb % 4] ^ 0x80);
+    *scale = kern_q8_blk_scale(g, (int)(r % KERN_Q8_ROWS));
+    return kern_q8_blk_q(g, (int)(r % KERN_Q8_ROWS), (int)(k % KERN_Q8_BLOCK));
 }
 
 

@@ -659,28 +659,32 @@ static const char *view_rows(mfile *m, const char *name, int64_t row0, int64_t n
     return base + (size_t)(nrows > 0 ? row0 : 0) * dims[1] * elem;
 }
 
-int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
+/* *out = rows [row0, row0+nrows) in the mapping (NULL for no rows), *rb = a row's bytes; 0 when
+ * the dataset is not laid out plainly */
+static int map_rows(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out,
+                    size_t *rb) {
     *out = NULL;
-    size_t rb = 0;
-    const char *p = view_rows(m, name, row0, nrows, elem, &rb);
+    const char *p = view_rows(m, name, row0, nrows, elem, rb);
     if (!p) return 0;
-    if (nrows <= 0) return 1;
-    if (m->n_views == m->cap_views) {
-        m->cap_views = m->cap_views ? 2 * m->cap_views : 64;
-        m->views = xrealloc(m->views, sizeof(*m->views) * (size_t)m->cap_views);
-    }
-    m->views[m->n_views].p = p;
-    m->views[m->n_views++].n = (size_t)nrows * rb;
-    *out = p;
+    if (nrows > 0) *out = p;
     return 1;
 }
 
 int mfile_map_rows(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
     size_t rb = 0;
-    *out = NULL;
-    const char *p = view_rows(m, name, row0, nrows, elem, &rb);
-    if (!p) return 0;
-    if (nrows > 0) *out = p;
+    return map_rows(m, name, row0, nrows, elem, out, &rb);
+}
+
+int mfile_view(mfile *m, const char *name, int64_t row0, int64_t nrows, size_t elem, const void **out) {
+    size_t rb = 0;
+    if (!map_rows(m, name, row0, nrows, elem, out, &rb)) return 0;
+    if (nrows <= 0) return 1;
+    if (m->n_views == m->cap_views) {
+        m->cap_views = m->cap_views ? 2 * m->cap_views : 64;
+        m->views = xrealloc(m->views, sizeof(*m->views) * (size_t)m->cap_views);
+    }
+    m->views[m->n_views].p = *out;
+    m->views[m->n_views++].n = (size_t)nrows * rb;
     return 1;
 }
 

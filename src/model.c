@@ -333,20 +333,6 @@ void model_free(model *m) {
     memset(m, 0, sizeof(*m));
 }
 
-/* x (dim) = row of w (rows, dim) as f32, whatever its type */
-static void embed_row(float *x, const kern_wmat *w, int64_t row, int dim) {
-    if (w->dtype == KERN_F32) {
-        memcpy(x, (const float *)w->data + row * dim, sizeof(float) * dim);
-    } else if (w->dtype == KERN_BF16 && w->packed) {
-        for (int k = 0; k < dim; k++) x[k] = kern_bf16_to_f32(kern_bf16_at(w, dim, row, k));
-    } else if (w->dtype == KERN_BF16) {
-        const uint16_t *h = (const uint16_t *)w->data + row * dim;
-        for (int k = 0; k < dim; k++) x[k] = kern_bf16_to_f32(h[k]);
-    } else {
-        kern_q8_row(x, w, row, dim);
-    }
-}
-
 void model_embed(model *m, dist_ctx *d, const model_batch *b) {
     const plan_rank *r = &m->share;
     const int n = b->n, dim = m->cfg.dim;
@@ -354,7 +340,7 @@ void model_embed(model *m, dist_ctx *d, const model_batch *b) {
     for (int t = 0; t < n; t++) {
         int tok = b->token[t] - r->vocab0;
         float *x = m->x + (int64_t)t * dim;
-        if (tok >= 0 && tok < r->vocab_local) embed_row(x, &m->tok_embeddings, tok, dim);
+        if (tok >= 0 && tok < r->vocab_local) kern_wmat_row(x, &m->tok_embeddings, tok, dim);
         else memset(x, 0, sizeof(float) * dim);
     }
     trace_end(TN_EMBED, TRACE_COMPUTE, t0, n);

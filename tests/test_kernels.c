@@ -289,35 +289,40 @@ static void test_misc(void) {
 
 /* ---- weights of other types ---- */
 
-/* w (o, i) f32 made into dtype dt (data and scale malloc'ed; free with wmat_free) */
-static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) {
+/* the (o, i) block at w (f32 rows ld apart: a column block of a wider matrix when ld > i) made
+ * into dtype dt, malloc'ed (free with wmat_free): f32 and plain bf16 copied out packed; q8, and
+ * bf16 for AMX, packed for the kernels straight from the converted wider rows, as the model packs
+ * a tp rank's share */
+static kern_wmat wmat_make_ld(kern_dtype dt, const float *w, int o, int i, int ld) {
     kern_wmat m = {dt, NULL, 0, 0};
-    const long n = (long)o * i;
+    const long n = (long)o * ld;
     if (dt == KERN_F32) {
-        float *d = xmalloc(sizeof(float) * n);
-        memcpy(d, w, sizeof(float) * n);
+        float *d = xmalloc(sizeof(float) * (size_t)o * i);
+        for (int r = 0; r < o; r++) memcpy(d + (long)r * i, w + (long)r * ld, sizeof(float) * i);
         m.data = d;
     } else if (dt == KERN_BF16) {
-        uint16_t *d = xmalloc(sizeof(uint16_t) * n);
-        for (long k = 0; k < n; k++) d[k] = kern_f32_to_bf16(w[k]);
+        uint16_t *h = xmalloc(sizeof(uint16_t) * n);
+        for (long k = 0; k < n; k++) h[k] = kern_f32_to_bf16(k % ld < i ? w[k] : 0.0f);
+        m.packed = kern_bf16_packs(i); /* packed for AMX, as the model does on such a CPU */
+        uint16_t *d = xmalloc(m.packed ? kern_bf16_packed_bytes(o, i) : sizeof(uint16_t) * (size_t)o * i);
+        if (m.packed) kern_bf16_pack(d, h, ld, o, i);
+        else
+            for (int r = 0; r < o; r++) memcpy(d + (long)r * i, h + (long)r * ld, sizeof(uint16_t) * i);
         m.data = d;
-        if (kern_bf16_packs(i)) { /* packed for AMX, as the model does on such a CPU */
-            void *p = xmalloc(kern_bf16_packed_bytes(o, i));
-            kern_bf16_pack(p, d, i, o, i);
-            free(d);
-            m.data = p, m.packed = 1;
-        }
+        free(h);
     } else {
         int8_t *q = xmalloc(n);
         float *sc = xmalloc(sizeof(float) * (n / KERN_Q8_BLOCK));
-        kern_quantize_q8(q, sc, w, n);
+        for (int r = 0; r < o; r++) kern_quantize_q8(q + (long)r * ld, sc + (long)r * (ld / KERN_Q8_BLOCK), w + (long)r * ld, i);
         void *d = xmalloc(kern_q8_packed_bytes(o, i));
-        kern_q8_pack(d, q, sc, i, o, i);
+        kern_q8_pack(d, q, sc, ld, o, i);
         m.data = d;
         free(q), free(sc);
     }
     return m;
 }
+
+static kern_wmat wmat_make(kern_dtype dt, const float *w, int o, int i) { return wmat_make_ld(dt, w, o, i, i); }
 
 static void wmat_free(kern_wmat *m) {
     free((void *)m->data);
@@ -356,25 +361,12 @@ static void test_strided_w(kern_dtype dt, int n, int i, int o, int wide, int c0)
     fill(x, (long)n * i);
     fill(w, (long)o * wide);
     for (int c = 0; c < o; c++) memcpy(blk + (size_t)c * i, w + (size_t)c * wide + c0, sizeof(float) * i);
-    const int pack_bf16 = dt == KERN_BF16 && kern_bf16_packs(i) && kern_bf16_packs(wide);
-    kern_wmat full = wmat_make(dt, dt == KERN_Q8 || pack_bf16 ? blk : w, o, dt == KERN_Q8 || pack_bf16 ? i : wide);
-    kern_wmat packed = wmat_make(dt, blk, o, i);
+    kern_wmat full = wmat_make(dt, w, o, wide), packed = wmat_make(dt, blk, o, i);
     const size_t es = kern_dtype_size(dt);
     kern_wmat view = {dt, (const char *)full.data + (size_t)c0 * es, wide, 0};
-    if (pack_bf16) { /* packed for AMX straight from the wider matrix */
-        uint16_t *h = xmalloc(sizeof(uint16_t) * (size_t)o * wide);
-        for (size_t k = 0; k < (size_t)o * wide; k++) h[k] = kern_f32_to_bf16(w[k]);
-        kern_bf16_pack((void *)full.data, h + c0, wide, o, i);
-        free(h);
-        view = full;
-    }
-    if (dt == KERN_Q8) { /* no strided q8: the block is packed straight from the wider matrix */
-        int8_t *q = xmalloc((size_t)o * wide);
-        float *sc = xmalloc(sizeof(float) * (size_t)o * (wide / KERN_Q8_BLOCK));
-        kern_quantize_q8(q, sc, w, (int64_t)o * wide);
-        kern_q8_pack((void *)full.data, q + c0, sc + c0 / KERN_Q8_BLOCK, wide, o, i);
-        free(q), free(sc);
-        view = full;
+    if (dt == KERN_Q8 || full.packed) { /* no strided packed layout: the block packed from the wider rows */
+        wmat_free(&full);
+        full = view = wmat_make_ld(dt, w + c0, o, i, wide);
     }
     kern_matmul_w(a, x, &view, n, i, o);
     kern_matmul_w(b, x, &packed, n, i, o);
@@ -511,7 +503,8 @@ static void test_bf16_fma(void) {
         kern_matmul_use(NULL);
         return;
     }
-    const int shapes[][3] = {{1, 64, 172}, {7, 96, 99}, {37, 4093, 300}, {150, 1056, 200}, {70, 12288, 100}};
+    /* two token rows and more: a single one takes the vdpbf16ps tiles either way */
+    const int shapes[][3] = {{2, 64, 172}, {7, 96, 99}, {37, 4093, 300}, {150, 1056, 200}, {70, 12288, 100}};
     for (int s = 0; s < 5; s++) {
         const int n = shapes[s][0], i = shapes[s][1], o = shapes[s][2];
         float *x = xmalloc(sizeof(float) * (size_t)n * i), *w = xmalloc(sizeof(float) * (size_t)o * i);

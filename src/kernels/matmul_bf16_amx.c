@@ -101,22 +101,16 @@ static inline __attribute__((always_inline)) AMXB_T void amxb_block(float *out, 
 #undef AMXB_STORE
 }
 
-static AMXB_T void amxb_1x1(float *out, int o, const uint16_t *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
-                            int m, int cols) {
-    amxb_block(out, o, x, xs, w, gb, nc, m, cols, 1, 1);
-}
-static AMXB_T void amxb_1x2(float *out, int o, const uint16_t *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
-                            int m, int cols) {
-    amxb_block(out, o, x, xs, w, gb, nc, m, cols, 1, 2);
-}
-static AMXB_T void amxb_2x1(float *out, int o, const uint16_t *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
-                            int m, int cols) {
-    amxb_block(out, o, x, xs, w, gb, nc, m, cols, 2, 1);
-}
-static AMXB_T void amxb_2x2(float *out, int o, const uint16_t *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
-                            int m, int cols) {
-    amxb_block(out, o, x, xs, w, gb, nc, m, cols, 2, 2);
-}
+typedef void (*amxb_fn)(float *out, int o, const uint16_t *x, int64_t xs, const uint8_t *w, int64_t gb, int nc, int m,
+                        int cols);
+#define AMXB_BLOCK(TR, TG)                                                                                     \
+    static AMXB_T void amxb_##TR##x##TG(float *out, int o, const uint16_t *x, int64_t xs, const uint8_t *w,      \
+                                        int64_t gb, int nc, int m, int cols) {                                \
+        amxb_block(out, o, x, xs, w, gb, nc, m, cols, TR, TG);                                                 \
+    }
+AMXB_BLOCK(1, 1) AMXB_BLOCK(1, 2) AMXB_BLOCK(2, 1) AMXB_BLOCK(2, 2)
+/* [token tiles - 1][groups - 1] */
+static const amxb_fn amxb_blocks[2][2] = {{amxb_1x1, amxb_1x2}, {amxb_2x1, amxb_2x2}};
 
 /* token rows [t0, t1) in tiles of m rows (m = 16, or the one short tile), by groups in pairs */
 static AMXB_T void amxb_rows(float *out, const uint16_t *x, const uint8_t *w, int i, int o, int c0, int c1, int t0,
@@ -130,11 +124,7 @@ static AMXB_T void amxb_rows(float *out, const uint16_t *x, const uint8_t *w, in
         for (int t = t0; t < t1;) {
             const int tt = t + 32 <= t1 && m == 16;
             float *ot = out + (int64_t)t * o + g * 16;
-            const uint16_t *xt = x + (int64_t)t * i;
-            if (tt) two ? amxb_2x2(ot, o, xt, xs, w + g * gb, gb, nc, m, cols)
-                        : amxb_2x1(ot, o, xt, xs, w + g * gb, gb, nc, m, cols);
-            else two ? amxb_1x2(ot, o, xt, xs, w + g * gb, gb, nc, m, cols)
-                     : amxb_1x1(ot, o, xt, xs, w + g * gb, gb, nc, m, cols);
+            amxb_blocks[tt][two](ot, o, x + (int64_t)t * i, xs, w + g * gb, gb, nc, m, cols);
             t += tt ? 32 : m;
         }
     }

@@ -13,10 +13,8 @@ __attribute__((noinline)) static float q8_dot_generic(const int8_t *x, const flo
     float s = 0.0f;
     for (int b = 0; b < i / KERN_Q8_BLOCK; b++, g += KERN_Q8_GBLOCK) {
         int32_t sum = 0;
-        for (int k = 0; k < KERN_Q8_BLOCK; k++)
-            sum += (int32_t)x[b * KERN_Q8_BLOCK + k] * (int8_t)(g[(k / 4) * 64 + lane * 4 + k % 4] ^ 0x80);
-        const float *ws = (const float *)(const void *)(g + KERN_Q8_ROWS * KERN_Q8_BLOCK);
-        s = fmaf((float)sum, ws[lane] * xs[b], s);
+        for (int k = 0; k < KERN_Q8_BLOCK; k++) sum += (int32_t)x[b * KERN_Q8_BLOCK + k] * kern_q8_blk_q(g, lane, k);
+        s = fmaf((float)sum, kern_q8_blk_scale(g, lane) * xs[b], s);
     }
     return s;
 }

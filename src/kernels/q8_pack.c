@@ -1,5 +1,6 @@
 /* kernels/q8_pack.c: the packed layouts of q8 weights (kernels.h: kern_q8_pack), made once at
- * load and read by every q8 matmul, and of bf16 weights for AMX tiles (kern_bf16_pack) */
+ * load and read by every q8 matmul, and of bf16 weights for AMX tiles (kern_bf16_pack); a row of
+ * any weight matrix as f32 (kern_wmat_row) */
 #include <stdint.h>
 #include <string.h>
 
@@ -29,11 +30,20 @@ void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, in
         }
 }
 
-void kern_q8_row(float *x, const kern_wmat *w, int64_t r, int64_t i) {
+void kern_wmat_row(float *x, const kern_wmat *w, int64_t r, int64_t i) {
+    const int64_t ld = kern_wmat_ld(w, (int)i);
+    if (w->dtype == KERN_F32) {
+        memcpy(x, (const float *)w->data + r * ld, sizeof(float) * (size_t)i);
+        return;
+    }
     for (int64_t k = 0; k < i; k++) {
-        float s;
-        const int8_t q = kern_q8_at(w, i, r, k, &s);
-        x[k] = s * (float)q;
+        if (w->dtype == KERN_Q8) {
+            float s;
+            const int8_t q = kern_q8_at(w, i, r, k, &s);
+            x[k] = s * (float)q;
+        } else {
+            x[k] = kern_bf16_to_f32(w->packed ? kern_bf16_at(w, i, r, k) : ((const uint16_t *)w->data)[r * ld + k]);
+        }
     }
 }
 
