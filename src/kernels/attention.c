@@ -37,6 +37,18 @@ void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, i
     for (int j = 0; j < hs; j++) o[j] += w * attn_load(row, dt, j);
 }
 
+void kern_attn_scores_generic(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs,
+                              int len, float scale) {
+    const size_t es = kern_dtype_size(dt);
+    for (int p = 0; p < len; p++) a[p] = kern_attn_dot_generic(q, (const char *)rows + p * stride * es, dt, hs) * scale;
+}
+
+void kern_attn_mix_generic(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len) {
+    const size_t es = kern_dtype_size(dt);
+    for (int j = 0; j < hs; j++) o[j] = 0.0f;
+    for (int p = 0; p < len; p++) kern_attn_axpy_generic(o, a[p], (const char *)rows + p * stride * es, dt, hs);
+}
+
 static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
     const attn_job *J = ctx;
     const kern_attn_dims *d = J->d;
@@ -60,11 +72,9 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
             const int g = (d->head0 + h) / d->kv_mul - d->kv_head0;
             if (g < g0 || g >= g1) continue;
             const float *qh = J->q + ((int64_t)t * d->n_heads + h) * hs;
-            for (int p = 0; p < len; p++) a[p] = ops->dot(qh, kb + ((int64_t)p * kvd + g * hs) * es, dt, hs) * scale;
+            ops->scores(a, qh, kb + (int64_t)g * hs * es, kvd, dt, hs, len, scale);
             kern_softmax(a, len);
-            float *o = J->out + ((int64_t)t * d->n_heads + h) * hs;
-            for (int j = 0; j < hs; j++) o[j] = 0.0f;
-            for (int p = 0; p < len; p++) ops->axpy(o, a[p], vb + ((int64_t)p * kvd + g * hs) * es, dt, hs);
+            ops->mix(J->out + ((int64_t)t * d->n_heads + h) * hs, a, vb + (int64_t)g * hs * es, kvd, dt, hs, len);
         }
     }
 }

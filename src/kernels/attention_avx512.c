@@ -1,6 +1,8 @@
-/* kernels/attention_avx512.c: the attention's row operations with AVX-512 (16 lanes): a dot
- * product of a query head with a cache row, and a cache row added to an output row times a
- * weight; f32 or bf16 rows (widened exactly), the last partial vector masked */
+/* kernels/attention_avx512.c: the attention's operations with AVX-512 (16 lanes): a dot product
+ * of a query head with a cache row, and a cache row added to an output row times a weight; f32 or
+ * bf16 rows (widened exactly), the last partial vector masked. A head's scores and its mix of
+ * values go over all its positions in one call (no call per position; the output row stays in
+ * registers while the values are added, in position order: the same sums as row by row). */
 #include <stdint.h>
 
 #include "internal.h"
@@ -35,5 +37,39 @@ AT_AVX512 void kern_attn_axpy_avx512(float *o, float w, const void *row, kern_dt
     for (int j = 0; j < hs; j += 16) {
         const __mmask16 m = hs - j >= 16 ? 0xffff : (__mmask16)((1u << (hs - j)) - 1);
         _mm512_mask_storeu_ps(o + j, m, _mm512_fmadd_ps(wv, at_load(row, dt, j, m), _mm512_maskz_loadu_ps(m, o + j)));
+    }
+}
+
+AT_AVX512 void kern_attn_scores_avx512(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt,
+                                       int hs, int len, float scale) {
+    const size_t es = kern_dtype_size(dt);
+    for (int p = 0; p < len; p++) a[p] = kern_attn_dot_avx512(q, (const char *)rows + p * stride * es, dt, hs) * scale;
+}
+
+/* o (16 NV) = the sum over positions of a[p] x row p, each lane's FMAs in position order */
+static inline __attribute__((always_inline)) AT_AVX512 void at_mix(float *o, const float *a, const void *rows,
+                                                                   int64_t stride, kern_dtype dt, int len, const int NV) {
+    __m512 acc[8];
+    _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[v] = _mm512_setzero_ps();
+    const size_t es = kern_dtype_size(dt);
+    for (int p = 0; p < len; p++) {
+        const void *row = (const char *)rows + p * stride * es;
+        const __m512 wv = _mm512_set1_ps(a[p]);
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)
+            acc[v] = _mm512_fmadd_ps(wv, at_load(row, dt, 16 * v, 0xffff), acc[v]);
+    }
+    _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) _mm512_storeu_ps(o + 16 * v, acc[v]);
+}
+
+AT_AVX512 void kern_attn_mix_avx512(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs,
+                                    int len) {
+    if (hs == 64) {
+        at_mix(o, a, rows, stride, dt, len, 4);
+    } else if (hs == 128) {
+        at_mix(o, a, rows, stride, dt, len, 8);
+    } else {
+        const size_t es = kern_dtype_size(dt);
+        for (int j = 0; j < hs; j++) o[j] = 0.0f;
+        for (int p = 0; p < len; p++) kern_attn_axpy_avx512(o, a[p], (const char *)rows + p * stride * es, dt, hs);
     }
 }

@@ -80,16 +80,16 @@ static const mm_impl *mm_find(int dt, const char *name) {
  * same names */
 static const kern_row_ops mm_row_impls[] = {
 #ifdef KERN_X86
-    {"avx512", kern_attn_dot_avx512, kern_attn_axpy_avx512, kern_bf16_rows_avx512, kern_q8_rows_avx512,
+    {"avx512", kern_attn_scores_avx512, kern_attn_mix_avx512, kern_bf16_rows_avx512, kern_q8_rows_avx512,
      kern_q8_corrections_avx512},
 #endif
-    {"generic", kern_attn_dot_generic, kern_attn_axpy_generic, kern_bf16_rows_generic, kern_quantize_q8,
+    {"generic", kern_attn_scores_generic, kern_attn_mix_generic, kern_bf16_rows_generic, kern_quantize_q8,
      kern_q8_corrections_generic},
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 static int mm_rows_supported(const kern_row_ops *a) {
 #ifdef KERN_X86
-    if (a->dot == kern_attn_dot_avx512) return mm_has_avx512bw();
+    if (a->scores == kern_attn_scores_avx512) return mm_has_avx512bw();
 #endif
     (void)a;
     return 1;
@@ -137,7 +137,9 @@ static const mm_impl *mm_get(kern_dtype dt) {
 
 const char *kern_matmul_impl(void) { return mm_get(KERN_F32)->name; }
 
-int kern_bf16_packs(int64_t i) { return i > 0 && i % 32 == 0 && !strcmp(mm_get(KERN_BF16)->name, "amx"); }
+/* the AMX tiles and the AVX-512 vdpbf16ps code take packed matrices */
+static int mm_takes_packed(const mm_impl *m) { return !strcmp(m->name, "amx") || !strcmp(m->name, "avx512"); }
+int kern_bf16_packs(int64_t i) { return i > 0 && i % 32 == 0 && mm_takes_packed(mm_get(KERN_BF16)); }
 const char *kern_matmul_impl_w(kern_dtype dt) { return mm_get(dt)->name; }
 
 /* threads worth waking: the work must pay for it (a wake-up costs some 10-50 us) */
@@ -210,7 +212,7 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         return;
     }
     const mm_impl *m = mm_get(w->dtype);
-    if (w->packed && strcmp(m->name, "amx") != 0) { /* packed for AMX, then another code chosen (tests) */
+    if (w->packed && !mm_takes_packed(m)) { /* packed, then another code chosen (tests) */
         kern_matmul_w_ref(out, in, w, n, i, o);
         return;
     }
@@ -260,6 +262,8 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         J.act.scale = s;
     }
     const double rate = w->dtype == KERN_BF16 ? 160e9 : 200e9;
-    kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, 2), o, 48,
+    /* column ranges of whole tiles: packed bf16 takes 4 groups of 16 rows a tile, q8 2 */
+    const int align = w->packed ? 64 : w->dtype == KERN_Q8 ? 32 : 48;
+    kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, 2), o, align,
                   mm_threads(n, i, o, (double)kern_dtype_size(w->dtype), rate));
 }

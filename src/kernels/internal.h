@@ -66,6 +66,10 @@ void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, in
 #ifdef KERN_X86
 void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+/* the vdpbf16ps code on matrices packed at load (kern_bf16_pack; matmul_bf16p_avx512.c): x the
+ * bf16 activations, fma: the widened FMAs in place of vdpbf16ps (the caller sets DAZ | FTZ) */
+void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, int n, int i, int o, int c0, int c1,
+                             int fma);
 /* AMX-BF16 tiles on packed matrices (the vdpbf16ps code on the others); kern_amx_bf16_ok: the CPU
  * has AMX-BF16 and the kernel lets this process use it */
 void kern_bf16_amx_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
@@ -133,13 +137,17 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const kern_wm
 /* ---- row operations: attention's (attention.c; attention_avx512.c) and the activations'
  * preparation (common.c; prep_avx512.c), every implementation bit for bit the portable one's but
  * for the attention's sums ----
- * dot: q (hs) . row (hs of type dt); axpy: o (hs) += w * row; bf16_rows: dst (n) = src rounded
+ * scores: a head's scaled dot products with its cache rows (dot: q (hs) . row (hs of type dt)); mix: the
+ * sum of its value rows by weight (axpy: o (hs) += w * row); bf16_rows: dst (n) = src rounded
  * to bf16 (kern_f32_to_bf16 each); q8_rows: x (n, a multiple of 32) quantised per block
  * (kern_quantize_q8); q8_corr: c (i / 32) = -128 x the sum of each block of 32 of q (i) */
 typedef struct {
     const char *name;
-    float (*dot)(const float *q, const void *row, kern_dtype dt, int hs);
-    void (*axpy)(float *o, float w, const void *row, kern_dtype dt, int hs);
+    /* a (len) = scale x q (hs) . row p, rows `stride` elements apart (dot, row by row) */
+    void (*scores)(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs, int len,
+                   float scale);
+    /* o (hs) = the sum of a[p] x row p over p < len, from zero in position order (axpy, row by row) */
+    void (*mix)(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len);
     void (*bf16_rows)(uint16_t *dst, const float *src, int64_t n);
     void (*q8_rows)(int8_t *q, float *scale, const float *x, int64_t n);
     void (*q8_corr)(int32_t *c, const int8_t *q, int i);
@@ -147,12 +155,18 @@ typedef struct {
 #ifdef KERN_X86
 float kern_attn_dot_avx512(const float *q, const void *row, kern_dtype dt, int hs);
 void kern_attn_axpy_avx512(float *o, float w, const void *row, kern_dtype dt, int hs);
+void kern_attn_scores_avx512(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs,
+                             int len, float scale);
+void kern_attn_mix_avx512(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len);
 void kern_bf16_rows_avx512(uint16_t *dst, const float *src, int64_t n);
 void kern_q8_rows_avx512(int8_t *q, float *scale, const float *x, int64_t n);
 void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i);
 #endif
 float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs);
 void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs);
+void kern_attn_scores_generic(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs,
+                              int len, float scale);
+void kern_attn_mix_generic(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len);
 void kern_bf16_rows_generic(uint16_t *dst, const float *src, int64_t n);
 void kern_q8_corrections_generic(int32_t *c, const int8_t *q, int i);
 /* the row operations in use (dispatch.c: chosen with the matmuls) */

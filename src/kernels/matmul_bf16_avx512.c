@@ -118,13 +118,15 @@ void kern_bf16_fma_use(int on) { bf_fma_forced = on; }
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     const int fma = bf_fma_forced >= 0 ? bf_fma_forced : kern_bf16_fma_faster();
     if (!fma) {
-        kern_w_drive(&bf_kern, out, a->x, w, n, i, o, c0, c1);
+        if (w->packed) kern_bf16p_avx512_range(out, a->x, w, n, i, o, c0, c1, 0);
+        else kern_w_drive(&bf_kern, out, a->x, w, n, i, o, c0, c1);
         return;
     }
     /* vdpbf16ps treats denormal inputs as zero and flushes denormal results whatever MXCSR says:
      * the FMAs do so too while they stand in for it (DAZ | FTZ), on this thread, for this call */
     const unsigned csr = _mm_getcsr();
     _mm_setcsr(csr | 0x8040);
-    kern_w_drive(&bff_kern, out, a->x, w, n, i, o, c0, c1);
+    if (w->packed) kern_bf16p_avx512_range(out, a->x, w, n, i, o, c0, c1, 1);
+    else kern_w_drive(&bff_kern, out, a->x, w, n, i, o, c0, c1);
     _mm_setcsr(csr);
 }

@@ -95,7 +95,7 @@ static const q8_tile_fn q8_tiles[Q8_RMAX + 1][5] = {{NULL},
                                                     {NULL, q8_5x1, q8_5x2},
                                                     {NULL, q8_6x1, q8_6x2}};
 
-/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 48) */
+/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 32) */
 void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
     const int nb = i / KERN_Q8_BLOCK, g0 = c0 / KERN_Q8_ROWS, g1 = (c1 + KERN_Q8_ROWS - 1) / KERN_Q8_ROWS;
     const int64_t gb = (int64_t)nb * KERN_Q8_GBLOCK, xr = KERN_QC_ROW(i);

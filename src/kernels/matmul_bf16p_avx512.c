@@ -1,0 +1,148 @@
+/* kernels/matmul_bf16p_avx512.c: bf16 weights packed at load (kern_bf16_pack: per 16 rows, 1 KiB
+ * chunks of 32 inputs, a 64-byte line = one pair of inputs of the 16 rows) by bf16 activations
+ * with AVX512_BF16's vdpbf16ps, on CPUs without AMX (AMD Zen 4 and 5). One line is multiplied by
+ * the token's pair of inputs broadcast to every lane: a lane is one output element, adding pair
+ * after pair in input order (vdpbf16ps: the odd product, then the even one). No sums across lanes:
+ * 16 outputs are stored at once, and the tile's weight and activation loads are shared by R x G
+ * accumulators (the dot-product form of matmul_bf16_avx512.c needs a load per accumulator and a
+ * sum across lanes per element). k blocks save the sums in the output and take them back exactly,
+ * so every element is one fixed chain whatever n, tile, block or thread; where vdpbf16ps is slow
+ * the widened FMAs give the same bits (kern_bf16_fma_faster). */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BP_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+#define BP_RMAX 6         /* token rows a tile */
+#define BP_L2 (512 << 10) /* bytes of weights a block keeps in L2 */
+#define BP_KC 64          /* chunks a k block (2048 inputs) when a group's whole row is longer */
+
+static inline __attribute__((always_inline)) uint32_t bp_ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* y (R token rows, ldy apart; 16 G columns, of the last group only `last`) over nc chunks: x the
+ * first token row's first pair (rows xs elements apart), w the first group's first chunk (groups
+ * gb bytes apart); acc_in: start from y (the sums of the k blocks before), else from zero */
+static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, int ldy, const uint16_t *x, int64_t xs,
+                                                                    const uint8_t *w, int64_t gb, int nc, int acc_in,
+                                                                    int last, int pf, const int R, const int G,
+                                                                    const int FMA) {
+    const __mmask16 lm = (__mmask16)((1u << last) - 1);
+    __m512 acc[BP_RMAX][4];
+    _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+        float *p = y + (int64_t)r * ldy + 16 * g;
+        acc[r][g] = !acc_in ? _mm512_setzero_ps() : g == G - 1 ? _mm512_maskz_loadu_ps(lm, p) : _mm512_loadu_ps(p);
+    }
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    for (int c = 0; c < nc; c++) {
+        const uint8_t *wc = w + (int64_t)c * KERN_BF16_CHUNK;
+        const uint16_t *xc = x + (int64_t)c * 32;
+        _Pragma("GCC unroll 16") for (int p = 0; p < 16; p++) {
+            if (R == 1 || pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
+                _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+                    _mm_prefetch((const char *)(wc + g * gb + p * 64 + KERN_PF_AHEAD), _MM_HINT_T0);
+            __m512i wv[4];
+            __m512 wo[4], we[4];
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+                wv[g] = _mm512_loadu_si512(wc + g * gb + p * 64);
+                if (FMA) {
+                    wo[g] = _mm512_castsi512_ps(_mm512_and_si512(wv[g], hi));
+                    we[g] = _mm512_castsi512_ps(_mm512_slli_epi32(wv[g], 16));
+                }
+            }
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
+                const __m512i xv = _mm512_set1_epi32((int)bp_ld32(xc + r * xs + 2 * p));
+                if (FMA) {
+                    const __m512 xo = _mm512_castsi512_ps(_mm512_and_si512(xv, hi));
+                    const __m512 xe = _mm512_castsi512_ps(_mm512_slli_epi32(xv, 16));
+                    _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+                        acc[r][g] = _mm512_fmadd_ps(xo, wo[g], acc[r][g]);
+                        acc[r][g] = _mm512_fmadd_ps(xe, we[g], acc[r][g]);
+                    }
+                } else {
+                    _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+                        acc[r][g] = _mm512_dpbf16_ps(acc[r][g], (__m512bh)xv, (__m512bh)wv[g]);
+                }
+            }
+        }
+    }
+    _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+        float *p = y + (int64_t)r * ldy + 16 * g;
+        if (g == G - 1) _mm512_mask_storeu_ps(p, lm, acc[r][g]);
+        else _mm512_storeu_ps(p, acc[r][g]);
+    }
+}
+
+typedef void (*bp_tile_fn)(float *y, int ldy, const uint16_t *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
+                           int acc_in, int last, int pf);
+#define BP_TILE_F(R, G, F, P)                                                                                   \
+    static BP_AVX512 void P##_##R##x##G(float *y, int ldy, const uint16_t *x, int64_t xs, const uint8_t *w,       \
+                                        int64_t gb, int nc, int acc_in, int last, int pf) {                       \
+        bp_tile(y, ldy, x, xs, w, gb, nc, acc_in, last, pf, R, G, F);                                             \
+    }
+#define BP_TILE(R, G) BP_TILE_F(R, G, 0, bp)
+#define BPF_TILE(R, G) BP_TILE_F(R, G, 1, bpf)
+#define BP_TILES4(R) BP_TILE(R, 1) BP_TILE(R, 2) BP_TILE(R, 3) BP_TILE(R, 4)
+#define BPF_TILES2(R) BPF_TILE(R, 1) BPF_TILE(R, 2)
+BP_TILES4(1) BP_TILES4(2) BP_TILES4(3) BP_TILES4(4) BP_TILES4(5) BP_TILES4(6)
+BPF_TILES2(1) BPF_TILES2(2) BPF_TILES2(3) BPF_TILES2(4) BPF_TILES2(5) BPF_TILES2(6)
+BPF_TILE(1, 3) BPF_TILE(1, 4)
+#define BP_ROW4(P, R) {NULL, P##_##R##x1, P##_##R##x2, P##_##R##x3, P##_##R##x4}
+#define BPF_ROW2(R) {NULL, bpf_##R##x1, bpf_##R##x2}
+
+typedef struct {
+    int gmax[BP_RMAX + 1]; /* groups a tile of R token rows */
+    bp_tile_fn tiles[BP_RMAX + 1][5];
+} bp_kern;
+
+/* vdpbf16ps: 32 registers hold R x G sums, G weight lines and the broadcast pair; one token row
+ * takes 4 groups (4 streams, as q8) */
+static const bp_kern bp_dp = {{0, 4, 4, 4, 4, 4, 4},
+                              {{NULL}, BP_ROW4(bp, 1), BP_ROW4(bp, 2), BP_ROW4(bp, 3), BP_ROW4(bp, 4), BP_ROW4(bp, 5),
+                               BP_ROW4(bp, 6)}};
+/* the widened FMAs: R x G sums, 2 G widened weights, the pair's two halves */
+static const bp_kern bp_fma = {{0, 4, 2, 2, 2, 2, 2},
+                               {{NULL}, BP_ROW4(bpf, 1), BPF_ROW2(2), BPF_ROW2(3), BPF_ROW2(4), BPF_ROW2(5), BPF_ROW2(6)}};
+
+/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 64) */
+void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, int n, int i, int o, int c0, int c1,
+                             int fma) {
+    const bp_kern *K = fma ? &bp_fma : &bp_dp;
+    const int nc = i / 32, g0 = c0 / 16, g1 = (c1 + 15) / 16;
+    const int64_t gb = (int64_t)nc * KERN_BF16_CHUNK;
+    const uint8_t *wd = w->data;
+    const int tail = c1 - (g1 - 1) * 16; /* columns of the last group */
+    if (n <= BP_RMAX) { /* one tile of token rows: the weights stream once */
+        const int G = K->gmax[n];
+        for (int g = g0; g < g1; g += G) {
+            const int gn = g1 - g < G ? g1 - g : G;
+            K->tiles[n][gn](out + g * 16, o, x, i, wd + g * gb, gb, nc, 0, g + gn == g1 ? tail : 16, 1);
+        }
+        return;
+    }
+    /* blocks of groups x k blocks that stay in L2 while every tile of token rows passes over them;
+     * the first tile of token rows brings them from memory, prefetching ahead in each stream */
+    const int kc = nc > BP_KC + BP_KC / 2 ? BP_KC : nc, G = K->gmax[BP_RMAX];
+    int bw = (int)(BP_L2 / ((int64_t)kc * KERN_BF16_CHUNK)) / G * G;
+    if (bw < G) bw = G;
+    for (int gs = g0; gs < g1; gs += bw) {
+        const int ge = gs + bw < g1 ? gs + bw : g1;
+        for (int k0 = 0; k0 < nc; k0 += kc) {
+            const int kn = nc - k0 < kc ? nc - k0 : kc;
+            for (int t = 0; t < n; t += BP_RMAX) {
+                const int R = n - t < BP_RMAX ? n - t : BP_RMAX, GR = K->gmax[R];
+                for (int g = gs; g < ge; g += GR) {
+                    const int gn = ge - g < GR ? ge - g : GR;
+                    K->tiles[R][gn](out + (int64_t)t * o + g * 16, o, x + (int64_t)t * i + k0 * 32, i,
+                                    wd + g * gb + (int64_t)k0 * KERN_BF16_CHUNK, gb, kn, k0 > 0,
+                                    g + gn == g1 ? tail : 16, t == 0);
+                }
+            }
+        }
+    }
+}
