@@ -270,6 +270,49 @@ static void test_rope_llama3(void) {
     }
 }
 
+/* every implementation's SwiGLU (the AVX-512 code has its own e^x) within a few ulp of the exact
+ * value, element by element, over [-110, 110] and the edges (overflow of e^-g, zeros, NaN) */
+static void test_swiglu_rows(void) {
+    const char *impls[] = {"generic", "avx512"};
+    enum { N = 20011 };
+    float *g = xmalloc(sizeof(float) * N), *u = xmalloc(sizeof(float) * N);
+    for (int k = 0; k < 2; k++) {
+        kern_matmul_use(impls[k]);
+        if (strcmp(kern_attention_impl(), impls[k]) != 0) {
+            printf("SKIP (part): swiglu %s: not supported by this CPU\n", impls[k]);
+            continue;
+        }
+        for (int i = 0; i < N; i++) g[i] = -110.0f + 220.0f * i / (N - 1), u[i] = 1.0f + (i % 7) * 0.25f;
+        const float edge[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 88.7f, -88.7f, 89.0f, -89.0f, 104.0f, -104.0f, 1e30f, -1e30f};
+        for (int e = 0; e < 12; e++) g[e * 1000 + 7] = edge[e];
+        g[N - 2] = NAN;
+        float *g0 = xmalloc(sizeof(float) * N);
+        memcpy(g0, g, sizeof(float) * N);
+        kern_swiglu(g + 1, u + 1, N - 1); /* an odd start and length: a masked last vector */
+        double worst = 0;
+        int bad = 0;
+        for (int i = 1; i < N; i++) {
+            const double gi = g0[i], want = gi / (1.0 + exp(-gi)) * u[i];
+            if (i == N - 2) {
+                bad += !isnan(g[i]);
+                continue;
+            }
+            const double err = fabs(g[i] - want) / (fabs(want) > 1e-30 ? fabs(want) : 1e-30);
+            if (!(err <= 4e-7) && !(fabs(want) < 1e-30 && fabs(g[i]) < 1e-30)) {
+                if (!bad) printf("  element %d: g %.9g got %.9g want %.9g\n", i, gi, g[i], want);
+                bad++;
+            }
+            if (err > worst && fabs(want) > 1e-30) worst = err;
+        }
+        free(g0);
+        printf("swiglu %-8s %d elements: worst relative error %.2e (bound 4e-7)  %s\n", impls[k], N - 1, worst,
+               bad ? "FAIL" : "ok");
+        bad ? failures++ : passes++;
+    }
+    kern_matmul_use(NULL);
+    free(g), free(u);
+}
+
 static void test_misc(void) {
     float x[6] = {1, 2, 3, -1, 0, 5}, w[3] = {1, 0.5f, 2}, o[6];
     kern_rmsnorm(o, x, w, 2, 3, 0);
@@ -280,6 +323,7 @@ static void test_misc(void) {
     for (int i = 0; i < 3; i++) sw[i] = g[i] / (1 + expf(-g[i])) * u[i];
     kern_swiglu(g, u, 3);
     compare("swiglu", g, sw, 3, 1e-12);
+    test_swiglu_rows();
     float l[4] = {1, 2, 3, 4};
     float lsm = kern_log_softmax_at(l, 4, 2);
     float want_l = 3 - logf(expf(1) + expf(2) + expf(3) + expf(4));

@@ -110,14 +110,18 @@ typedef struct {
 static void swiglu_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     (void)t0, (void)tn;
     const swiglu_job *J = ctx;
-    for (int i = c0; i < c1; i++) {
-        float g = J->gate[i];
-        J->gate[i] = g / (1.0f + expf(-g)) * J->up[i];
+    kern_rows_get()->swiglu(J->gate + c0, J->up + c0, c1 - c0);
+}
+
+void kern_swiglu_generic(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
     }
 }
 
 /* element by element, so the threads (the matmuls' pool, when the work pays for waking them:
- * a batch's prefill, ~4 ns an element) change nothing but the time */
+ * a batch's prefill, ~4 ns an element with expf, under 1 vectorised) change nothing but the time */
 void kern_swiglu(float *gate, const float *up, int64_t len) {
     for (int64_t at = 0; at < len; at += 1 << 30) {
         const int part = len - at < (1 << 30) ? (int)(len - at) : 1 << 30;

@@ -136,7 +136,7 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const kern_wm
 
 /* ---- row operations: attention's (attention.c; attention_avx512.c) and the activations'
  * preparation (common.c; prep_avx512.c), every implementation bit for bit the portable one's but
- * for the attention's sums ----
+ * for the attention's sums and SwiGLU's exponential ----
  * scores: a head's scaled dot products with its cache rows (dot: q (hs) . row (hs of type dt)); mix: the
  * sum of its value rows by weight (axpy: o (hs) += w * row); bf16_rows: dst (n) = src rounded
  * to bf16 (kern_f32_to_bf16 each); q8_rows: x (n, a multiple of 32) quantised per block
@@ -151,6 +151,8 @@ typedef struct {
     void (*bf16_rows)(uint16_t *dst, const float *src, int64_t n);
     void (*q8_rows)(int8_t *q, float *scale, const float *x, int64_t n);
     void (*q8_corr)(int32_t *c, const int8_t *q, int i);
+    /* gate (n) = silu(gate) x up (kern_swiglu's rows: the AVX-512 code's own e^x, within 2 ulp of expf) */
+    void (*swiglu)(float *gate, const float *up, int64_t n);
 } kern_row_ops;
 #ifdef KERN_X86
 float kern_attn_dot_avx512(const float *q, const void *row, kern_dtype dt, int hs);
@@ -161,6 +163,7 @@ void kern_attn_mix_avx512(float *o, const float *a, const void *rows, int64_t st
 void kern_bf16_rows_avx512(uint16_t *dst, const float *src, int64_t n);
 void kern_q8_rows_avx512(int8_t *q, float *scale, const float *x, int64_t n);
 void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i);
+void kern_swiglu_avx512(float *gate, const float *up, int64_t n);
 #endif
 float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs);
 void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs);
@@ -168,6 +171,7 @@ void kern_attn_scores_generic(float *a, const float *q, const void *rows, int64_
                               int len, float scale);
 void kern_attn_mix_generic(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len);
 void kern_bf16_rows_generic(uint16_t *dst, const float *src, int64_t n);
+void kern_swiglu_generic(float *gate, const float *up, int64_t n);
 void kern_q8_corrections_generic(int32_t *c, const int8_t *q, int i);
 /* the row operations in use (dispatch.c: chosen with the matmuls) */
 const kern_row_ops *kern_rows_get(void);

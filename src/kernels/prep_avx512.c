@@ -62,3 +62,36 @@ PR_AVX512 void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i) {
         c[k / 32] = -128 * sum;
     }
 }
+
+/* e^y for 16 floats: y = k ln 2 + r (k nearest, r within ln 2 / 2, ln 2 in two parts), e^r by
+ * its Taylor polynomial to r^7 (Horner, FMAs), times 2^k by vscalefps (infinity past the top,
+ * zero past the bottom): within 2 ulp of expf */
+static inline __attribute__((always_inline)) PR_AVX512 __m512 pr_exp(__m512 y) {
+    /* y within [-104, 89] (e^y 0 below, infinity above, as expf's): r stays small; NaN kept (the
+     * constant first: max and min return their second operand when one is NaN) */
+    y = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), y));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), y);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+/* every element through the same vector code (the last partial vector masked): an element's
+ * value never depends on where a range of the pool's cut falls */
+PR_AVX512 void kern_swiglu_avx512(float *gate, const float *up, int64_t n) {
+    for (int64_t k = 0; k < n; k += 16) {
+        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        const __m512 g = _mm512_maskz_loadu_ps(m, gate + k), u = _mm512_maskz_loadu_ps(m, up + k);
+        const __m512 e = pr_exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        _mm512_mask_storeu_ps(gate + k, m, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u));
+    }
+}
