@@ -262,8 +262,9 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         J.act.scale = s;
     }
     const double rate = w->dtype == KERN_BF16 ? 160e9 : 200e9;
-    /* column ranges of whole tiles: packed bf16 takes 4 groups of 16 rows a tile, q8 2 */
-    const int align = w->packed ? 64 : w->dtype == KERN_Q8 ? 32 : 48;
+    /* column ranges of whole tiles: packed bf16 takes 4 groups of 16 rows a tile up to 4 token
+     * rows, 3 from 5, q8 2 */
+    const int align = w->packed ? (n <= 4 ? 64 : 48) : w->dtype == KERN_Q8 ? 32 : 48;
     kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, 2), o, align,
                   mm_threads(n, i, o, (double)kern_dtype_size(w->dtype), rate));
 }

@@ -15,7 +15,7 @@
 #include "internal.h"
 
 #define BP_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
-#define BP_RMAX 6         /* token rows a tile */
+#define BP_RMAX 8         /* token rows a tile */
 #define BP_L2 (512 << 10) /* bytes of weights a block keeps in L2 */
 #define BP_KC 64          /* chunks a k block (2048 inputs) when a group's whole row is longer */
 
@@ -34,7 +34,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
                                                                     const int FMA) {
     const __mmask16 lm = (__mmask16)((1u << last) - 1);
     __m512 acc[BP_RMAX][4];
-    _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
         float *p = y + (int64_t)r * ldy + 16 * g;
         acc[r][g] = !acc_in ? _mm512_setzero_ps() : g == G - 1 ? _mm512_maskz_loadu_ps(lm, p) : _mm512_loadu_ps(p);
     }
@@ -55,7 +55,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
                     we[g] = _mm512_castsi512_ps(_mm512_slli_epi32(wv[g], 16));
                 }
             }
-            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
                 const __m512i xv = _mm512_set1_epi32((int)bp_ld32(xc + r * xs + 2 * p));
                 if (FMA) {
                     const __m512 xo = _mm512_castsi512_ps(_mm512_and_si512(xv, hi));
@@ -71,7 +71,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
             }
         }
     }
-    _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
         float *p = y + (int64_t)r * ldy + 16 * g;
         if (g == G - 1) _mm512_mask_storeu_ps(p, lm, acc[r][g]);
         else _mm512_storeu_ps(p, acc[r][g]);
@@ -87,11 +87,13 @@ typedef void (*bp_tile_fn)(float *y, int ldy, const uint16_t *x, int64_t xs, con
     }
 #define BP_TILE(R, G) BP_TILE_F(R, G, 0, bp)
 #define BPF_TILE(R, G) BP_TILE_F(R, G, 1, bpf)
-#define BP_TILES4(R) BP_TILE(R, 1) BP_TILE(R, 2) BP_TILE(R, 3) BP_TILE(R, 4)
+#define BP_TILES3(R) BP_TILE(R, 1) BP_TILE(R, 2) BP_TILE(R, 3)
+#define BP_TILES4(R) BP_TILES3(R) BP_TILE(R, 4)
 #define BPF_TILES2(R) BPF_TILE(R, 1) BPF_TILE(R, 2)
-BP_TILES4(1) BP_TILES4(2) BP_TILES4(3) BP_TILES4(4) BP_TILES4(5) BP_TILES4(6)
-BPF_TILES2(1) BPF_TILES2(2) BPF_TILES2(3) BPF_TILES2(4) BPF_TILES2(5) BPF_TILES2(6)
+BP_TILES4(1) BP_TILES4(2) BP_TILES4(3) BP_TILES4(4) BP_TILES3(5) BP_TILES3(6) BP_TILES3(7) BP_TILES3(8)
+BPF_TILES2(1) BPF_TILES2(2) BPF_TILES2(3) BPF_TILES2(4) BPF_TILES2(5) BPF_TILES2(6) BPF_TILES2(7) BPF_TILES2(8)
 BPF_TILE(1, 3) BPF_TILE(1, 4)
+#define BP_ROW3(P, R) {NULL, P##_##R##x1, P##_##R##x2, P##_##R##x3}
 #define BP_ROW4(P, R) {NULL, P##_##R##x1, P##_##R##x2, P##_##R##x3, P##_##R##x4}
 #define BPF_ROW2(R) {NULL, bpf_##R##x1, bpf_##R##x2}
 
@@ -100,16 +102,19 @@ typedef struct {
     bp_tile_fn tiles[BP_RMAX + 1][5];
 } bp_kern;
 
-/* vdpbf16ps: 32 registers hold R x G sums, G weight lines and the broadcast pair; one token row
- * takes 4 groups (4 streams, as q8) */
-static const bp_kern bp_dp = {{0, 4, 4, 4, 4, 4, 4},
-                              {{NULL}, BP_ROW4(bp, 1), BP_ROW4(bp, 2), BP_ROW4(bp, 3), BP_ROW4(bp, 4), BP_ROW4(bp, 5),
-                               BP_ROW4(bp, 6)}};
+/* vdpbf16ps: 32 registers hold R x G sums, G weight lines and the broadcast pair: 8 x 3 (bench_matmul
+ * n 32 / 128, weights from memory, alternated: 570-680 / 680-760 GFLOP/s against 6 x 4's 530-620 /
+ * 680-730; 32 and 128 token rows are whole 8-row tiles); up to 4 rows take 4 groups, one token row
+ * 4 streams as q8 (the pool's ranges: 64 columns up to 4 token rows, else 48) */
+static const bp_kern bp_dp = {{0, 4, 4, 4, 4, 3, 3, 3, 3},
+                              {{NULL}, BP_ROW4(bp, 1), BP_ROW4(bp, 2), BP_ROW4(bp, 3), BP_ROW4(bp, 4), BP_ROW3(bp, 5),
+                               BP_ROW3(bp, 6), BP_ROW3(bp, 7), BP_ROW3(bp, 8)}};
 /* the widened FMAs: R x G sums, 2 G widened weights, the pair's two halves */
-static const bp_kern bp_fma = {{0, 4, 2, 2, 2, 2, 2},
-                               {{NULL}, BP_ROW4(bpf, 1), BPF_ROW2(2), BPF_ROW2(3), BPF_ROW2(4), BPF_ROW2(5), BPF_ROW2(6)}};
+static const bp_kern bp_fma = {{0, 4, 2, 2, 2, 2, 2, 2, 2},
+                               {{NULL}, BP_ROW4(bpf, 1), BPF_ROW2(2), BPF_ROW2(3), BPF_ROW2(4), BPF_ROW2(5), BPF_ROW2(6),
+                                BPF_ROW2(7), BPF_ROW2(8)}};
 
-/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 64) */
+/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 64 or 48) */
 void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, int n, int i, int o, int c0, int c1,
                              int fma) {
     const bp_kern *K = fma ? &bp_fma : &bp_dp;
