@@ -20,7 +20,7 @@ typedef struct {
     const void *data;   /* (o, i): float | uint16_t (bf16 bits) | q8 packed (kern_q8_pack, scales inside) */
     int64_t ld;         /* f32, bf16: elements from one row to the next (0: i, rows packed); a column
                          * block of a wider matrix used in place has the whole row's length. q8: 0 */
-    int packed;         /* bf16 only: data is kern_bf16_pack's layout (for AMX tiles; ld 0) */
+    int packed;         /* bf16: data is kern_bf16_pack's layout, f32: kern_f32_pack's (ld 0) */
 } kern_wmat;
 
 /* the row stride of w for rows of i elements */
@@ -62,6 +62,22 @@ static inline uint16_t kern_bf16_at(const kern_wmat *w, int64_t i, int64_t r, in
     uint16_t h;
     memcpy(&h, c + (k % 2) * 2, 2);
     return h;
+}
+
+/* f32 weights where the CPU's f32 kernels take them packed (kern_f32_packs: AVX-512, i % 16 ==
+ * 0): groups of 16 rows (the last padded with zero rows), each group one stream of its chunks of
+ * 16 inputs in order; a chunk is 1 KiB: line p (0..15) holds input p of the 16 rows (4 bytes at
+ * p * 64 + n * 4), one FMA's weights for 16 outputs */
+#define KERN_F32_CHUNK 1024
+int kern_f32_packs(int64_t i);
+size_t kern_f32_packed_bytes(int64_t o, int64_t i);
+/* dst = the (o, i) f32 matrix src (row r at src + r * ld) packed */
+void kern_f32_pack(void *dst, const float *src, int64_t ld, int64_t o, int64_t i);
+static inline float kern_f32_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k) {
+    float v;
+    memcpy(&v, (const uint8_t *)w->data + ((r / 16) * (i / 16) + k / 16) * (int64_t)KERN_F32_CHUNK + (k % 16) * 64 +
+                   (r % 16) * 4, 4);
+    return v;
 }
 
 /* in one group's block of a packed q8 matrix (blk): lane's int8 q of input kb (0..31), and its scale */

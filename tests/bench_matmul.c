@@ -150,6 +150,8 @@ int main(int argc, char **argv) {
         const size_t bf = kern_bf16_packed_bytes(shapes[s][0], shapes[s][1] / 32 * 32);
         wqmax = q8 > wqmax ? q8 : wqmax;
         wqmax = bf > wqmax ? bf : wqmax;
+        const size_t f = kern_f32_packed_bytes(shapes[s][0], shapes[s][1] / 16 * 16);
+        wqmax = f > wqmax ? f : wqmax;
     }
     void *wq = weights_alloc(wqmax, small);
     float *ws = weights_alloc(sizeof(float) * (wmax / KERN_Q8_BLOCK + 1), small);
@@ -173,7 +175,11 @@ int main(int argc, char **argv) {
             if (dt == KERN_Q8 && i % KERN_Q8_BLOCK) continue;
             kern_wmat m = {dt, w, 0, 0};
             const size_t ow = (size_t)o * i;
-            if (dt == KERN_BF16) {
+            if (dt == KERN_F32 && kern_f32_packs(i)) { /* packed for AVX-512, as the model does */
+                kern_f32_pack(wq, w, i, o, i);
+                m.data = wq;
+                m.packed = 1;
+            } else if (dt == KERN_BF16) {
                 for (size_t k = 0; k < ow; k++) ((uint16_t *)wq)[k] = kern_f32_to_bf16(w[k]);
                 m.data = wq;
                 if (kern_bf16_packs(i)) { /* packed for AMX tiles, as the model does */
@@ -204,7 +210,8 @@ int main(int argc, char **argv) {
                        peak[dt] > 0 ? 100 * gf / peak[dt] : 0, gbs, bw > 0 ? 100 * gbs / bw : 0,
                        100 * (tm > tc ? tm : tc) / tk.best);
                 if (blas && dt == KERN_F32) {
-                    timing tg = measure(1, out, x, &m, n, i, o, budget);
+                    const kern_wmat plain = {KERN_F32, w, 0, 0}; /* OpenBLAS takes the rows as they are */
+                    timing tg = measure(1, out, x, &plain, n, i, o, budget);
                     printf(" | %9.3f %7.2f", tg.best * 1e3, tg.best / tk.best);
                 }
                 printf("\n");

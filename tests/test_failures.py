@@ -205,7 +205,14 @@ def finish_resume(outp, what):
 
 # ---- a second run on the same output is refused by the lock
 lk = os.path.join(W, "locked.jsonl")
-p = start(1, lk)
+# a run far longer than the check (it is stopped right after): the long set finishes in about a
+# second with the packed kernels, within a second run's start-up
+lock_in = os.path.join(W, "lock_prompts.jsonl")
+c.write_jsonl(lock_in, [{"custom_id": "K%04d" % i, "prompt": "Once upon a time %d" % i, "max_tokens": 250,
+                         "ignore_eos": True} for i in range(2000)])
+p = subprocess.Popen([args.mpiexec, "-n", "1", "--oversubscribe", args.mpillama, "generate", "--model", model,
+                      "--prompts", lock_in, "--output", lk, "--seed", "5", "--batch", "4"], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True, env=c.mpi_env(), start_new_session=True)
 wait_lines(lk, 1, p)
 r = gen(1, lk, lin, ["--batch", "4", "--resume"])
 expect(r, 1, "being written by another mpillama run", "a second run on a locked output")

@@ -341,8 +341,11 @@ static kern_wmat wmat_make_ld(kern_dtype dt, const float *w, int o, int i, int l
     kern_wmat m = {dt, NULL, 0, 0};
     const long n = (long)o * ld;
     if (dt == KERN_F32) {
-        float *d = xmalloc(sizeof(float) * (size_t)o * i);
-        for (int r = 0; r < o; r++) memcpy(d + (long)r * i, w + (long)r * ld, sizeof(float) * i);
+        m.packed = kern_f32_packs(i); /* packed for AVX-512, as the model does on such a CPU */
+        float *d = xmalloc(m.packed ? kern_f32_packed_bytes(o, i) : sizeof(float) * (size_t)o * i);
+        if (m.packed) kern_f32_pack(d, w, ld, o, i);
+        else
+            for (int r = 0; r < o; r++) memcpy(d + (long)r * i, w + (long)r * ld, sizeof(float) * i);
         m.data = d;
     } else if (dt == KERN_BF16) {
         uint16_t *h = xmalloc(sizeof(uint16_t) * n);
@@ -638,6 +641,7 @@ int main(void) {
     openblas_set_num_threads(threads);
     test_conversions();
     test_prep();
+    test_dtype(KERN_F32); /* kern_matmul_w: packed f32 where the kernels take it */
     test_dtype(KERN_BF16);
     test_bf16_fma();
     test_dtype(KERN_Q8);

@@ -1,8 +1,9 @@
 """Weight loading and the binding warning.
 
-1. Tensors used in place (MPILLAMA_WEIGHTS=map; mfile_view: straight from the file's mapping) give
-   the same log-probs and greedy ids, bit for bit, as tensors copied from the file into the rank's
-   own memory (the default) and as tensors read through HDF5 (MPILLAMA_MAP=0), on 1x1, 1x2 (column
+1. Tensors copied from the file into the rank's own memory (the default) give the same log-probs
+   and greedy ids, bit for bit, as tensors read through HDF5 (MPILLAMA_MAP=0), and tensors used in
+   place (MPILLAMA_WEIGHTS=map; mfile_view: straight from the file's mapping) the same greedy ids
+   and log-probs within 1e-4 (f32 packed for AVX-512 when copied, not in place), on 1x1, 1x2 (column
    blocks copied packed, row blocks in place) and 2x1; the first log line and summary.json say how much was
    used in place and copied, the load's GB/s and the time to the first token. An unknown
    MPILLAMA_WEIGHTS is refused in one line naming it.
@@ -78,10 +79,15 @@ for pp, tp in [(1, 1), (1, 2), (2, 1)]:
                     {r["custom_id"]: r["completion_ids"] for r in c.read_jsonl(go)})
         print("%s: %d%% in place, %d%% copied, load %.2f GB/s, first token after %.3f s"
               % (tag, in_place, copied, s["load_gbs"], s["first_token_s"]))
-    for how in ("copy", "read"):
-        if res["map"] != res[how]:
-            c.fail("%dx%d: log-probs or greedy ids differ between weights in place and weights %s" % (pp, tp, how))
-    print("%dx%d: in place, copied and read agree bit for bit" % (pp, tp))
+    if res["copy"] != res["read"]:
+        c.fail("%dx%d: log-probs or greedy ids differ between weights copied and weights read" % (pp, tp))
+    # in place, f32 matrices keep the file's rows: where the kernels pack f32 (AVX-512) the others
+    # take them, whose sums round in another order; the same greedy ids, log-probs within 1e-4
+    worst = max(abs(a - b) for k in res["copy"][0] for a, b in zip(res["map"][0][k], res["copy"][0][k]))
+    if res["map"][1] != res["copy"][1] or worst > 1e-4:
+        c.fail("%dx%d: weights in place and weights copied differ: greedy ids %s, log-probs by up to %.2e (bound 1e-4)"
+               % (pp, tp, "equal" if res["map"][1] == res["copy"][1] else "differ", worst))
+    print("%dx%d: copied and read agree bit for bit, in place within %.1e" % (pp, tp, worst))
 
 bad = os.path.join(args.work, "bad_weights.jsonl")
 env = c.mpi_env()

@@ -140,6 +140,7 @@ const char *kern_matmul_impl(void) { return mm_get(KERN_F32)->name; }
 /* the AMX tiles and the AVX-512 vdpbf16ps code take packed matrices */
 static int mm_takes_packed(const mm_impl *m) { return !strcmp(m->name, "amx") || !strcmp(m->name, "avx512"); }
 int kern_bf16_packs(int64_t i) { return i > 0 && i % 32 == 0 && mm_takes_packed(mm_get(KERN_BF16)); }
+int kern_f32_packs(int64_t i) { return i > 0 && i % 16 == 0 && !strcmp(mm_get(KERN_F32)->name, "avx512"); }
 const char *kern_matmul_impl_w(kern_dtype dt) { return mm_get(dt)->name; }
 
 /* threads worth waking: the work must pay for it (a wake-up costs some 10-50 us) */
@@ -201,7 +202,33 @@ static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     J->range(J->out + (int64_t)t0 * J->o, &a, J->w, tn, J->i, J->o, c0, c1);
 }
 
+typedef struct {
+    float *out;
+    const float *in;
+    const kern_wmat *w;
+    int i, o;
+} mm_f32p_job;
+
+static void mm_f32p_unit(const void *ctx, int t0, int tn, int c0, int c1) {
+    const mm_f32p_job *J = ctx;
+#ifdef KERN_X86
+    kern_f32p_avx512_range(J->out + (int64_t)t0 * J->o, J->in + (int64_t)t0 * J->i, J->w, tn, J->i, J->o, c0, c1);
+#else
+    (void)J, (void)t0, (void)tn, (void)c0, (void)c1;
+#endif
+}
+
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
+    if (w->dtype == KERN_F32 && w->packed) {
+        if (n <= 0 || o <= 0) return;
+        if (strcmp(mm_get(KERN_F32)->name, "avx512") != 0) { /* packed, then another code chosen (tests) */
+            kern_matmul_w_ref(out, in, w, n, i, o);
+            return;
+        }
+        mm_f32p_job J = {out, in, w, i, o};
+        kern_pool_run(mm_f32p_unit, &J, n, mm_chunk_rows(i, 4), o, n <= 4 ? 64 : 48, mm_threads(n, i, o, 4, 80e9));
+        return;
+    }
     if (w->dtype == KERN_F32) {
         mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
         return;

@@ -66,10 +66,13 @@ void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, in
 #ifdef KERN_X86
 void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
-/* the vdpbf16ps code on matrices packed at load (kern_bf16_pack; matmul_bf16p_avx512.c): x the
+/* the vdpbf16ps code on matrices packed at load (kern_bf16_pack; matmul_packed_avx512.c): x the
  * bf16 activations, fma: the widened FMAs in place of vdpbf16ps (the caller sets DAZ | FTZ) */
 void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, int n, int i, int o, int c0, int c1,
                              int fma);
+/* f32 on matrices packed at load (kern_f32_pack): one FMA a line, a fixed chain over the inputs in
+ * order per element */
+void kern_f32p_avx512_range(float *out, const float *x, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 /* AMX-BF16 tiles on packed matrices (the vdpbf16ps code on the others); kern_amx_bf16_ok: the CPU
  * has AMX-BF16 and the kernel lets this process use it */
 void kern_bf16_amx_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);

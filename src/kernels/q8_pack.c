@@ -33,7 +33,9 @@ void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, in
 void kern_wmat_row(float *x, const kern_wmat *w, int64_t r, int64_t i) {
     const int64_t ld = kern_wmat_ld(w, (int)i);
     if (w->dtype == KERN_F32) {
-        memcpy(x, (const float *)w->data + r * ld, sizeof(float) * (size_t)i);
+        if (w->packed)
+            for (int64_t k = 0; k < i; k++) x[k] = kern_f32_at(w, i, r, k);
+        else memcpy(x, (const float *)w->data + r * ld, sizeof(float) * (size_t)i);
         return;
     }
     for (int64_t k = 0; k < i; k++) {
@@ -65,5 +67,21 @@ void kern_bf16_pack(void *dst, const uint16_t *src, int64_t ld, int64_t o, int64
                     if (row) memcpy(&v, row + 2 * p, 4);
                     d[p * 16 + n] = v;
                 }
+            }
+}
+
+size_t kern_f32_packed_bytes(int64_t o, int64_t i) {
+    const int64_t groups = (o + 15) / 16;
+    return (size_t)(groups * (i / 16) * KERN_F32_CHUNK);
+}
+
+void kern_f32_pack(void *dst, const float *src, int64_t ld, int64_t o, int64_t i) {
+    const int64_t nc = i / 16, groups = (o + 15) / 16;
+    float *d = dst; /* input p of row n of a chunk: at p * 16 + n */
+    for (int64_t g = 0; g < groups; g++)
+        for (int64_t c = 0; c < nc; c++, d += KERN_F32_CHUNK / 4)
+            for (int n = 0; n < 16; n++) {
+                const int64_t r = g * 16 + n;
+                for (int p = 0; p < 16; p++) d[p * 16 + n] = r < o ? src[r * ld + c * 16 + p] : 0.0f;
             }
 }

@@ -23,6 +23,12 @@ static float ref_dot_bf16(const float *x, const uint16_t *w, int i) {
     return s;
 }
 
+static float ref_dot_f32_packed(const float *x, const kern_wmat *w, int64_t r, int i) {
+    float s = 0.0f;
+    for (int j = 0; j < i; j++) s += x[j] * kern_f32_at(w, i, r, j);
+    return s;
+}
+
 static float ref_dot_bf16_packed(const float *x, const kern_wmat *w, int64_t r, int i) {
     float s = 0.0f;
     for (int j = 0; j < i; j++) s += kern_bf16_to_f32(kern_f32_to_bf16(x[j])) * kern_bf16_to_f32(kern_bf16_at(w, i, r, j));
@@ -46,7 +52,7 @@ static float ref_dot_q8(const float *x, const kern_wmat *w, int64_t r, int i) {
 
 void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
     const int64_t ld = kern_wmat_ld(w, i);
-    if (w->dtype == KERN_F32 && ld == i) {
+    if (w->dtype == KERN_F32 && ld == i && !w->packed) {
         kern_matmul_ref(out, in, w->data, n, i, o);
         return;
     }
@@ -54,7 +60,8 @@ void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, i
         for (int r = 0; r < o; r++) {
             const float *x = in + (int64_t)t * i;
             out[(int64_t)t * o + r] =
-                w->dtype == KERN_F32    ? ref_dot_f32(x, (const float *)w->data + r * ld, i)
+                w->dtype == KERN_F32 && w->packed ? ref_dot_f32_packed(x, w, r, i)
+                : w->dtype == KERN_F32  ? ref_dot_f32(x, (const float *)w->data + r * ld, i)
                 : w->dtype == KERN_BF16 && w->packed ? ref_dot_bf16_packed(x, w, r, i)
                 : w->dtype == KERN_BF16 ? ref_dot_bf16(x, (const uint16_t *)w->data + r * ld, i)
                                         : ref_dot_q8(x, w, r, i);

@@ -1,8 +1,9 @@
-/* kernels/matmul_bf16p_avx512.c: bf16 weights packed at load (kern_bf16_pack: per 16 rows, 1 KiB
- * chunks of 32 inputs, a 64-byte line = one pair of inputs of the 16 rows) by bf16 activations
- * with AVX512_BF16's vdpbf16ps, on CPUs without AMX (AMD Zen 4 and 5). One line is multiplied by
- * the token's pair of inputs broadcast to every lane: a lane is one output element, adding pair
- * after pair in input order (vdpbf16ps: the odd product, then the even one). No sums across lanes:
+/* kernels/matmul_packed_avx512.c: weights packed at load in groups of 16 rows, 1 KiB chunks whose
+ * 64-byte lines are one step of the 16 rows: bf16 (kern_bf16_pack: a line = one pair of inputs)
+ * by bf16 activations with AVX512_BF16's vdpbf16ps, on CPUs without AMX (AMD Zen 4 and 5), and
+ * f32 (kern_f32_pack: a line = one input) by f32 activations with FMAs. One line is multiplied by
+ * the token's pair (or input) broadcast to every lane: a lane is one output element, adding step
+ * after step in input order (vdpbf16ps: the odd product, then the even one). No sums across lanes:
  * 16 outputs are stored at once, and the tile's weight and activation loads are shared by R x G
  * accumulators (the dot-product form of matmul_bf16_avx512.c needs a load per accumulator and a
  * sum across lanes per element). k blocks save the sums in the output and take them back exactly,
@@ -25,13 +26,20 @@ static inline __attribute__((always_inline)) uint32_t bp_ld32(const void *p) {
     return v;
 }
 
+/* how a line is multiplied: vdpbf16ps, its widened FMAs (bf16), FMAs (f32) */
+#define BP_DP 0
+#define BP_WIDE 1
+#define BP_F32 2
+
 /* y (R token rows, ldy apart; 16 G columns, of the last group only `last`) over nc chunks: x the
- * first token row's first pair (rows xs elements apart), w the first group's first chunk (groups
- * gb bytes apart); acc_in: start from y (the sums of the k blocks before), else from zero */
-static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, int ldy, const uint16_t *x, int64_t xs,
+ * first token row's first step (4 bytes: a bf16 pair or an f32; rows xs steps apart), w the first
+ * group's first chunk (groups gb bytes apart); acc_in: start from y (the sums of the k blocks
+ * before), else from zero */
+static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, int ldy, const char *x, int64_t xs,
                                                                     const uint8_t *w, int64_t gb, int nc, int acc_in,
                                                                     int last, int pf, const int R, const int G,
-                                                                    const int FMA) {
+                                                                    const int OP) {
+    const int FMA = OP == BP_WIDE;
     const __mmask16 lm = (__mmask16)((1u << last) - 1);
     __m512 acc[BP_RMAX][4];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
@@ -41,7 +49,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     for (int c = 0; c < nc; c++) {
         const uint8_t *wc = w + (int64_t)c * KERN_BF16_CHUNK;
-        const uint16_t *xc = x + (int64_t)c * 32;
+        const char *xc = x + (int64_t)c * 64;
         _Pragma("GCC unroll 16") for (int p = 0; p < 16; p++) {
             if (R == 1 || pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
@@ -56,8 +64,11 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
                 }
             }
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i xv = _mm512_set1_epi32((int)bp_ld32(xc + r * xs + 2 * p));
-                if (FMA) {
+                const __m512i xv = _mm512_set1_epi32((int)bp_ld32(xc + (r * xs + p) * 4));
+                if (OP == BP_F32) {
+                    _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+                        acc[r][g] = _mm512_fmadd_ps(_mm512_castsi512_ps(xv), _mm512_castsi512_ps(wv[g]), acc[r][g]);
+                } else if (FMA) {
                     const __m512 xo = _mm512_castsi512_ps(_mm512_and_si512(xv, hi));
                     const __m512 xe = _mm512_castsi512_ps(_mm512_slli_epi32(xv, 16));
                     _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
@@ -78,15 +89,19 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
     }
 }
 
-typedef void (*bp_tile_fn)(float *y, int ldy, const uint16_t *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
+typedef void (*bp_tile_fn)(float *y, int ldy, const char *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
                            int acc_in, int last, int pf);
 #define BP_TILE_F(R, G, F, P)                                                                                   \
-    static BP_AVX512 void P##_##R##x##G(float *y, int ldy, const uint16_t *x, int64_t xs, const uint8_t *w,       \
+    static BP_AVX512 void P##_##R##x##G(float *y, int ldy, const char *x, int64_t xs, const uint8_t *w,           \
                                         int64_t gb, int nc, int acc_in, int last, int pf) {                       \
         bp_tile(y, ldy, x, xs, w, gb, nc, acc_in, last, pf, R, G, F);                                             \
     }
-#define BP_TILE(R, G) BP_TILE_F(R, G, 0, bp)
-#define BPF_TILE(R, G) BP_TILE_F(R, G, 1, bpf)
+#define BP_TILE(R, G) BP_TILE_F(R, G, BP_DP, bp)
+#define BPF_TILE(R, G) BP_TILE_F(R, G, BP_WIDE, bpf)
+#define BPS_TILE(R, G) BP_TILE_F(R, G, BP_F32, bps)
+#define BPS_TILES3(R) BPS_TILE(R, 1) BPS_TILE(R, 2) BPS_TILE(R, 3)
+#define BPS_TILES4(R) BPS_TILES3(R) BPS_TILE(R, 4)
+BPS_TILES4(1) BPS_TILES4(2) BPS_TILES4(3) BPS_TILES4(4) BPS_TILES3(5) BPS_TILES3(6) BPS_TILES3(7) BPS_TILES3(8)
 #define BP_TILES3(R) BP_TILE(R, 1) BP_TILE(R, 2) BP_TILE(R, 3)
 #define BP_TILES4(R) BP_TILES3(R) BP_TILE(R, 4)
 #define BPF_TILES2(R) BPF_TILE(R, 1) BPF_TILE(R, 2)
@@ -109,16 +124,20 @@ typedef struct {
 static const bp_kern bp_dp = {{0, 4, 4, 4, 4, 3, 3, 3, 3},
                               {{NULL}, BP_ROW4(bp, 1), BP_ROW4(bp, 2), BP_ROW4(bp, 3), BP_ROW4(bp, 4), BP_ROW3(bp, 5),
                                BP_ROW3(bp, 6), BP_ROW3(bp, 7), BP_ROW3(bp, 8)}};
+/* f32: as vdpbf16ps's, an FMA a line */
+static const bp_kern bp_f32 = {{0, 4, 4, 4, 4, 3, 3, 3, 3},
+                               {{NULL}, BP_ROW4(bps, 1), BP_ROW4(bps, 2), BP_ROW4(bps, 3), BP_ROW4(bps, 4),
+                                BP_ROW3(bps, 5), BP_ROW3(bps, 6), BP_ROW3(bps, 7), BP_ROW3(bps, 8)}};
 /* the widened FMAs: R x G sums, 2 G widened weights, the pair's two halves */
 static const bp_kern bp_fma = {{0, 4, 2, 2, 2, 2, 2, 2, 2},
                                {{NULL}, BP_ROW4(bpf, 1), BPF_ROW2(2), BPF_ROW2(3), BPF_ROW2(4), BPF_ROW2(5), BPF_ROW2(6),
                                 BPF_ROW2(7), BPF_ROW2(8)}};
 
-/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 64 or 48) */
-void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, int n, int i, int o, int c0, int c1,
-                             int fma) {
-    const bp_kern *K = fma ? &bp_fma : &bp_dp;
-    const int nc = i / 32, g0 = c0 / 16, g1 = (c1 + 15) / 16;
+/* columns [c0, c1) with c0 a multiple of 16 (the pool's ranges are multiples of 64 or 48), for
+ * activations of `steps` 4-byte steps a row */
+static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wmat *w, int n, int steps, int o, int c0,
+                     int c1) {
+    const int nc = steps / 16, g0 = c0 / 16, g1 = (c1 + 15) / 16, i = steps;
     const int64_t gb = (int64_t)nc * KERN_BF16_CHUNK;
     const uint8_t *wd = w->data;
     const int tail = c1 - (g1 - 1) * 16; /* columns of the last group */
@@ -143,11 +162,20 @@ void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, 
                 const int R = n - t < BP_RMAX ? n - t : BP_RMAX, GR = K->gmax[R];
                 for (int g = gs; g < ge; g += GR) {
                     const int gn = ge - g < GR ? ge - g : GR;
-                    K->tiles[R][gn](out + (int64_t)t * o + g * 16, o, x + (int64_t)t * i + k0 * 32, i,
+                    K->tiles[R][gn](out + (int64_t)t * o + g * 16, o, x + ((int64_t)t * i + k0 * 16) * 4, i,
                                     wd + g * gb + (int64_t)k0 * KERN_BF16_CHUNK, gb, kn, k0 > 0,
                                     g + gn == g1 ? tail : 16, t == 0);
                 }
             }
         }
     }
+}
+
+void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, int n, int i, int o, int c0, int c1,
+                             int fma) {
+    bp_range(fma ? &bp_fma : &bp_dp, out, (const char *)x, w, n, i / 2, o, c0, c1);
+}
+
+void kern_f32p_avx512_range(float *out, const float *x, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
+    bp_range(&bp_f32, out, (const char *)x, w, n, i, o, c0, c1);
 }
