@@ -43,14 +43,15 @@ size_t kern_q8_packed_bytes(int64_t o, int64_t i);
 void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, int64_t o, int64_t i);
 /* x (i) = row r of w (i inputs, any dtype or layout) as f32 (the embedding table's lookup) */
 void kern_wmat_row(float *x, const kern_wmat *w, int64_t r, int64_t i);
-/* bf16 weights where the CPU multiplies them on AMX tiles (kern_bf16_packs): packed at load in
- * groups of 16 rows (the last padded with zero rows), each group one stream of its chunks of 32
- * inputs in order; a chunk is 1 KiB, AMX's B layout: pair row p (0..15) holds, for each of the 16
- * rows n, the bf16 of inputs 2p and 2p + 1 (4 bytes at p * 64 + n * 4). */
+/* bf16 weights where the CPU multiplies them on AMX tiles or with vdpbf16ps (kern_bf16_packs):
+ * packed at load in groups of 16 rows (the last padded with zero rows), each group one stream of
+ * its chunks of 32 inputs in order; a chunk is 1 KiB, AMX's B layout: pair row p (0..15) holds, for
+ * each of the 16 rows n, the bf16 of inputs 2p and 2p + 1 (4 bytes at p * 64 + n * 4). */
 #define KERN_BF16_CHUNK 1024
-/* whether bf16 matrices of i inputs are packed on this machine (the bf16 kernels in use take AMX
- * tiles, and i % 32 == 0); the same answer for every matrix of a process (kern_matmul_use changes
- * it: pack after choosing) */
+/* whether bf16 matrices of i inputs are packed on this machine (the bf16 kernels in use are AMX's
+ * or AVX512_BF16's, and i % 32 == 0); the same answer for every matrix of a process
+ * (kern_matmul_use changes it: pack after choosing); kern_f32_packs likewise for f32 (AVX-512,
+ * i % 16 == 0) */
 int kern_bf16_packs(int64_t i);
 size_t kern_bf16_packed_bytes(int64_t o, int64_t i);
 /* dst = the (o, i) bf16 matrix src (row r at src + r * ld) packed */

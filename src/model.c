@@ -61,17 +61,18 @@ static void load_packed(model *m, mfile *f, const char *name, int mine, int64_t 
 }
 
 /* rows [r0, r0+nr) x cols [c0, c0+nc) of name (cols wide), stored as t, into w when mine (else
- * nothing). q8, and bf16 for AMX, go packed into the arena (load_packed). Another tensor laid out
- * plainly in the file is copied into the arena at w (MPILLAMA_WEIGHTS=copy, the default: the
- * rank's own memory, on huge pages; 1.1B f32 decoded 7.8 tok/s copied against 4.5-7.4 in place on
- * an Intel VM, where the page cache's small pages cost a TLB walk through two page tables) or,
- * with MPILLAMA_WEIGHTS=map, used in place: w points into the file's mapping (page cache, shared
- * by the node's ranks; no copy) but for a block of columns (a tp rank's share of wo or w2), which
- * is always copied packed: in place its rows would be read with the whole rows' stride, half a
- * row then a jump (at one sequence, 1.1B bf16 at tp 2 decoded 10-11 tok/s in place against 15-21
- * packed). Otherwise it is read into the arena through HDF5 by the node's owner of this slice.
- * Whether a tensor is laid out plainly depends on the file only, so every rank takes the same
- * path (each path is collective: copies and views open the same datasets in the same order). */
+ * nothing). Tensors the kernels take packed (wmat_packs) go packed into the arena (load_packed).
+ * Another tensor laid out plainly in the file is copied into the arena at w (MPILLAMA_WEIGHTS=copy,
+ * the default: the rank's own memory, on huge pages; 1.1B f32 decoded 7.8 tok/s copied against
+ * 4.5-7.4 in place on an Intel VM, where the page cache's small pages cost a TLB walk through two
+ * page tables) or, with MPILLAMA_WEIGHTS=map, used in place: w points into the file's mapping (page
+ * cache, shared by the node's ranks; no copy) but for a block of columns (a tp rank's share of wo
+ * or w2), which is always copied packed: in place its rows would be read with the whole rows'
+ * stride, half a row then a jump (at one sequence, 1.1B bf16 at tp 2 decoded 10-11 tok/s in place
+ * against 15-21 packed). Otherwise it is read into the arena through HDF5 by the node's owner of
+ * this slice. Whether a tensor is laid out plainly depends on the file only, so every rank takes
+ * the same path (each path is collective: copies and views open the same datasets in the same
+ * order). */
 static void load_part(model *m, mfile *f, const char *name, int mine, int64_t cols, kern_wmat *w, kern_dtype t,
                       int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     kern_dtype stored = mfile_dtype(f, name);

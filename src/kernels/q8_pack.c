@@ -1,6 +1,6 @@
 /* kernels/q8_pack.c: the packed layouts of q8 weights (kernels.h: kern_q8_pack), made once at
- * load and read by every q8 matmul, and of bf16 weights for AMX tiles (kern_bf16_pack); a row of
- * any weight matrix as f32 (kern_wmat_row) */
+ * load and read by every q8 matmul, and of bf16 and f32 weights for the packed kernels
+ * (kern_bf16_pack, kern_f32_pack); a row of any weight matrix as f32 (kern_wmat_row) */
 #include <stdint.h>
 #include <string.h>
 
