@@ -16,8 +16,9 @@ static int wmat_packs(kern_dtype t, int64_t cols) {
            (t == KERN_F32 && kern_f32_packs(cols) && mfile_weights_mode() != MFILE_WEIGHTS_MAP);
 }
 
-/* q8, bf16 and f32 where wmat_packs (of the tensor's whole width) rows [r0, r0+nr) x cols [c0, c0+nc) of name (cols wide) into w, packed for the kernels
- * (kern_q8_pack, kern_bf16_pack; a bf16 share whose width is no multiple of 32 stays plain) by the
+/* q8, bf16 and f32 where wmat_packs (of the tensor's whole width): rows [r0, r0+nr) x cols [c0,
+ * c0+nc) of name (cols wide) into w, packed for the kernels (kern_q8_pack, kern_bf16_pack,
+ * kern_f32_pack; a bf16 or f32 share whose width is no multiple of 32 or 16 stays plain) by the
  * node's owner of this slice, into the arena: these weights always live in the rank's own memory,
  * one copy per node. They are read straight from the file's mapping (one pass, no buffer), or
  * where the tensor is not laid out plainly or the file is not mapped (MPILLAMA_WEIGHTS=hdf5)
@@ -161,13 +162,13 @@ void model_check_file(mfile *f, const model_config *cfg) {
     if (!cfg->tied_classifier) check_shape(f, "output", cfg->vocab_size, dim);
 }
 
-/* bytes that packing q8 and bf16 matrices adds to the rank's weights: each padded to whole groups
- * of 16 rows (at most 15 rows more of each, of at most 2 bytes an input; 7 matrices a layer and 2
+/* bytes that packing matrices adds to the rank's weights: each padded to whole groups of 16 rows
+ * (at most 15 rows more of each, of at most 4 bytes an input: f32; 7 matrices a layer and 2
  * others) */
 static size_t pack_padding(const model_config *cfg, const plan_rank *r) {
     int64_t widest = cfg->dim > r->hidden_local ? cfg->dim : r->hidden_local;
     if (config_q_dim(cfg) > widest) widest = config_q_dim(cfg);
-    return 15 * 2 * (size_t)widest * (7 * (size_t)r->n_layers_local + 2);
+    return 15 * 4 * (size_t)widest * (7 * (size_t)r->n_layers_local + 2);
 }
 
 void model_load(model *m, mfile *f, const model_config *cfg, const plan_grid *g, const dist_ctx *d) {

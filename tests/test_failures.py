@@ -213,11 +213,16 @@ c.write_jsonl(lock_in, [{"custom_id": "K%04d" % i, "prompt": "Once upon a time %
 p = subprocess.Popen([args.mpiexec, "-n", "1", "--oversubscribe", args.mpillama, "generate", "--model", model,
                       "--prompts", lock_in, "--output", lk, "--seed", "5", "--batch", "4"], stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True, env=c.mpi_env(), start_new_session=True)
-wait_lines(lk, 1, p)
-r = gen(1, lk, lin, ["--batch", "4", "--resume"])
-expect(r, 1, "being written by another mpillama run", "a second run on a locked output")
-os.killpg(p.pid, signal.SIGTERM)
-p.communicate(timeout=300)
+try:
+    wait_lines(lk, 1, p)
+    r = gen(1, lk, lin, ["--batch", "4", "--resume"])
+    expect(r, 1, "being written by another mpillama run", "a second run on a locked output")
+finally:  # the long run never outlives the check, whatever it found
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    p.communicate(timeout=300)
 ok("a second run on an output that a run is writing is refused (lock)")
 
 # ---- --resume replaces the output (dropping an error record) by a rename: the new file is locked

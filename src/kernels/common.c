@@ -126,7 +126,8 @@ void kern_swiglu(float *gate, const float *up, int64_t len) {
     for (int64_t at = 0; at < len; at += 1 << 30) {
         const int part = len - at < (1 << 30) ? (int)(len - at) : 1 << 30;
         const swiglu_job J = {gate + at, up + at};
-        kern_pool_run(swiglu_unit, &J, 1, 1, part, 64, kern_pool_threads(part * 4e-9, part, 4096));
+        const double per = kern_rows_get()->swiglu == kern_swiglu_generic ? 4e-9 : 1e-9; /* s an element */
+        kern_pool_run(swiglu_unit, &J, 1, 1, part, 64, kern_pool_threads(part * per, part, 4096));
     }
 }
 

@@ -140,7 +140,15 @@ const char *kern_matmul_impl(void) { return mm_get(KERN_F32)->name; }
 /* the AMX tiles and the AVX-512 vdpbf16ps code take packed matrices */
 static int mm_takes_packed(const mm_impl *m) { return !strcmp(m->name, "amx") || !strcmp(m->name, "avx512"); }
 int kern_bf16_packs(int64_t i) { return i > 0 && i % 32 == 0 && mm_takes_packed(mm_get(KERN_BF16)); }
-int kern_f32_packs(int64_t i) { return i > 0 && i % 16 == 0 && !strcmp(mm_get(KERN_F32)->name, "avx512"); }
+/* the packed tiles are built for AVX512BW and VL too (their masks): f32 packs where those are */
+int kern_f32_packs(int64_t i) {
+#ifdef KERN_X86
+    return i > 0 && i % 16 == 0 && !strcmp(mm_get(KERN_F32)->name, "avx512") && mm_has_avx512bw();
+#else
+    (void)i;
+    return 0;
+#endif
+}
 const char *kern_matmul_impl_w(kern_dtype dt) { return mm_get(dt)->name; }
 
 /* threads worth waking: the work must pay for it (a wake-up costs some 10-50 us) */
@@ -221,7 +229,7 @@ static void mm_f32p_unit(const void *ctx, int t0, int tn, int c0, int c1) {
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
     if (w->dtype == KERN_F32 && w->packed) {
         if (n <= 0 || o <= 0) return;
-        if (strcmp(mm_get(KERN_F32)->name, "avx512") != 0) { /* packed, then another code chosen (tests) */
+        if (!kern_f32_packs(i)) { /* packed, then another code chosen (tests) */
             kern_matmul_w_ref(out, in, w, n, i, o);
             return;
         }
@@ -289,8 +297,8 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         J.act.scale = s;
     }
     const double rate = w->dtype == KERN_BF16 ? 160e9 : 200e9;
-    /* column ranges of whole tiles: packed bf16 takes 4 groups of 16 rows a tile up to 4 token
-     * rows, 3 from 5, q8 2 */
+    /* column ranges of whole tiles (speed only): packed vdpbf16ps takes 4 groups of 16 rows a tile
+     * up to 4 token rows, 3 from 5 (its FMA twin 2, AMX pairs of groups), q8 2 */
     const int align = w->packed ? (n <= 4 ? 64 : 48) : w->dtype == KERN_Q8 ? 32 : 48;
     kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, 2), o, align,
                   mm_threads(n, i, o, (double)kern_dtype_size(w->dtype), rate));

@@ -18,7 +18,19 @@
 #define BP_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 #define BP_RMAX 8         /* token rows a tile */
 #define BP_L2 (512 << 10) /* bytes of weights a block keeps in L2 */
-#define BP_KC 64          /* chunks a k block (2048 inputs) when a group's whole row is longer */
+/* the steps of a chunk fully unrolled, but in sanitizer builds, whose instrumentation of 64 such
+ * tiles took GCC over 10 minutes (a loop of 16 steps there: the same arithmetic) */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_UNDEFINED__)
+#define BP_UNROLL "GCC unroll 1"
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+#define BP_UNROLL "GCC unroll 1"
+#endif
+#endif
+#ifndef BP_UNROLL
+#define BP_UNROLL "GCC unroll 16"
+#endif
+#define BP_KC 64          /* chunks a k block (2048 bf16 or 1024 f32 inputs) when a group's row is longer */
 
 static inline __attribute__((always_inline)) uint32_t bp_ld32(const void *p) {
     uint32_t v;
@@ -50,7 +62,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
     for (int c = 0; c < nc; c++) {
         const uint8_t *wc = w + (int64_t)c * KERN_BF16_CHUNK;
         const char *xc = x + (int64_t)c * 64;
-        _Pragma("GCC unroll 16") for (int p = 0; p < 16; p++) {
+        _Pragma(BP_UNROLL) for (int p = 0; p < 16; p++) {
             if (R == 1 || pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
                     _mm_prefetch((const char *)(wc + g * gb + p * 64 + KERN_PF_AHEAD), _MM_HINT_T0);
