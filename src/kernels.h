@@ -20,7 +20,7 @@ typedef struct {
     const void *data;   /* (o, i): float | uint16_t (bf16 bits) | q8 packed (kern_q8_pack, scales inside) */
     int64_t ld;         /* f32, bf16: elements from one row to the next (0: i, rows packed); a column
                          * block of a wider matrix used in place has the whole row's length. q8: 0 */
-    int packed;         /* bf16: data is kern_bf16_pack's layout, f32: kern_f32_pack's (ld 0) */
+    int packed;         /* bf16, f32: data is kern_pack's layout (ld 0) */
 } kern_wmat;
 
 /* the row stride of w for rows of i elements */
@@ -43,43 +43,22 @@ size_t kern_q8_packed_bytes(int64_t o, int64_t i);
 void kern_q8_pack(void *dst, const int8_t *q, const float *scale, int64_t ld, int64_t o, int64_t i);
 /* x (i) = row r of w (i inputs, any dtype or layout) as f32 (the embedding table's lookup) */
 void kern_wmat_row(float *x, const kern_wmat *w, int64_t r, int64_t i);
-/* bf16 weights where the CPU multiplies them on AMX tiles or with vdpbf16ps (kern_bf16_packs):
- * packed at load in groups of 16 rows (the last padded with zero rows), each group one stream of
- * its chunks of 32 inputs in order; a chunk is 1 KiB, AMX's B layout: pair row p (0..15) holds, for
- * each of the 16 rows n, the bf16 of inputs 2p and 2p + 1 (4 bytes at p * 64 + n * 4). */
-#define KERN_BF16_CHUNK 1024
-/* whether bf16 matrices of i inputs are packed on this machine (the bf16 kernels in use are AMX's
- * or AVX512_BF16's, and i % 32 == 0); the same answer for every matrix of a process
- * (kern_matmul_use changes it: pack after choosing); kern_f32_packs likewise for f32 (AVX-512,
- * i % 16 == 0) */
-int kern_bf16_packs(int64_t i);
-size_t kern_bf16_packed_bytes(int64_t o, int64_t i);
-/* dst = the (o, i) bf16 matrix src (row r at src + r * ld) packed */
-void kern_bf16_pack(void *dst, const uint16_t *src, int64_t ld, int64_t o, int64_t i);
-/* element (r, k) of the packed bf16 matrix w (i inputs) */
-static inline uint16_t kern_bf16_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k) {
-    const uint8_t *c = (const uint8_t *)w->data +
-                       ((r / 16) * (i / 32) + k / 32) * (int64_t)KERN_BF16_CHUNK + (k % 32 / 2) * 64 + (r % 16) * 4;
-    uint16_t h;
-    memcpy(&h, c + (k % 2) * 2, 2);
-    return h;
-}
-
-/* f32 weights where the CPU's f32 kernels take them packed (kern_f32_packs: AVX-512, i % 16 ==
- * 0): groups of 16 rows (the last padded with zero rows), each group one stream of its chunks of
- * 16 inputs in order; a chunk is 1 KiB: line p (0..15) holds input p of the 16 rows (4 bytes at
- * p * 64 + n * 4), one FMA's weights for 16 outputs */
-#define KERN_F32_CHUNK 1024
-int kern_f32_packs(int64_t i);
-size_t kern_f32_packed_bytes(int64_t o, int64_t i);
-/* dst = the (o, i) f32 matrix src (row r at src + r * ld) packed */
-void kern_f32_pack(void *dst, const float *src, int64_t ld, int64_t o, int64_t i);
-static inline float kern_f32_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k) {
-    float v;
-    memcpy(&v, (const uint8_t *)w->data + ((r / 16) * (i / 16) + k / 16) * (int64_t)KERN_F32_CHUNK + (k % 16) * 64 +
-                   (r % 16) * 4, 4);
-    return v;
-}
+/* bf16 and f32 weights where the kernels in use take them packed (kern_packs): packed at load in
+ * groups of 16 rows (the last padded with zero rows), each group one stream of its chunks in input
+ * order; a chunk is 1 KiB, 16 lines of 64 bytes, line p holding step p of the 16 rows (4 bytes at
+ * p * 64 + n * 4): a step is one f32 input (chunks of 16 inputs: one FMA's weights for 16
+ * outputs) or the pair of bf16 inputs 2p and 2p + 1 (chunks of 32: AMX's B layout, one vdpbf16ps's
+ * weights) */
+#define KERN_PACK_CHUNK 1024
+/* whether matrices of type t (bf16, f32) with i inputs are packed on this machine: the kernels in
+ * use take them (bf16: AMX's or AVX512_BF16's; f32: AVX-512's) and a row is whole chunks (i % 32,
+ * i % 16 == 0); the same answer for every matrix of a process (kern_matmul_use changes it: pack
+ * after choosing) */
+int kern_packs(kern_dtype t, int64_t i);
+/* bytes of o rows of i inputs of type t packed (q8: kern_q8_packed_bytes) */
+size_t kern_packed_bytes(kern_dtype t, int64_t o, int64_t i);
+/* dst = the (o, i) bf16 or f32 matrix src (row r at element r * ld) packed */
+void kern_pack(void *dst, const void *src, kern_dtype t, int64_t ld, int64_t o, int64_t i);
 
 /* in one group's block of a packed q8 matrix (blk): lane's int8 q of input kb (0..31), and its scale */
 static inline int8_t kern_q8_blk_q(const uint8_t *blk, int lane, int kb) {

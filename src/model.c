@@ -7,18 +7,16 @@
 #include "trace.h"
 #include "util.h"
 
-/* whether tensors of type t, cols wide, are packed for the kernels: q8 always, bf16 where the
- * kernels take AMX tiles or vdpbf16ps (kern_bf16_packs), f32 where they take AVX-512
- * (kern_f32_packs) but for MPILLAMA_WEIGHTS=map, which uses f32 in place (no copy: the
- * dot-product kernels, slower on batches, their sums rounded in another order) */
+/* whether tensors of type t, cols wide, are packed for the kernels: q8 always, bf16 and f32 where
+ * the kernels take them so (kern_packs) but f32 for MPILLAMA_WEIGHTS=map, which uses it in place
+ * (no copy: the dot-product kernels, slower on batches, their sums rounded in another order) */
 static int wmat_packs(kern_dtype t, int64_t cols) {
-    return t == KERN_Q8 || (t == KERN_BF16 && kern_bf16_packs(cols)) ||
-           (t == KERN_F32 && kern_f32_packs(cols) && mfile_weights_mode() != MFILE_WEIGHTS_MAP);
+    return t == KERN_Q8 || (kern_packs(t, cols) && !(t == KERN_F32 && mfile_weights_mode() == MFILE_WEIGHTS_MAP));
 }
 
 /* q8, bf16 and f32 where wmat_packs (of the tensor's whole width): rows [r0, r0+nr) x cols [c0,
- * c0+nc) of name (cols wide) into w, packed for the kernels (kern_q8_pack, kern_bf16_pack,
- * kern_f32_pack; a bf16 or f32 share whose width is no multiple of 32 or 16 stays plain) by the
+ * c0+nc) of name (cols wide) into w, packed for the kernels (kern_q8_pack, kern_pack; a bf16
+ * or f32 share whose width is no multiple of 32 or 16 stays plain) by the
  * node's owner of this slice, into the arena: these weights always live in the rank's own memory,
  * one copy per node. They are read straight from the file's mapping (one pass, no buffer), or
  * where the tensor is not laid out plainly or the file is not mapped (MPILLAMA_WEIGHTS=hdf5)
@@ -51,8 +49,7 @@ static void load_packed(model *m, mfile *f, const char *name, int mine, int64_t 
     }
     if (own) {
         if (q8) kern_q8_pack((void *)w->data, src, ssrc, ld, nr, nc);
-        else if (w->packed && t == KERN_F32) kern_f32_pack((void *)w->data, src, ld, nr, nc);
-        else if (w->packed) kern_bf16_pack((void *)w->data, src, ld, nr, nc);
+        else if (w->packed) kern_pack((void *)w->data, src, t, ld, nr, nc);
         else /* a share of columns the packed kernels can't take: plain rows */
             for (int64_t r = 0; r < nr; r++)
                 memcpy((char *)w->data + r * nc * (int64_t)es, (const char *)src + r * ld * (int64_t)es, (size_t)nc * es);
@@ -117,10 +114,7 @@ static kern_wmat wmat_alloc(arena *a, kern_dtype t, int64_t rows, int64_t cols, 
     kern_wmat w = {t, NULL, 0, 0};
     size_t n = (size_t)(rows * cols);
     w.packed = t != KERN_Q8 && wmat_packs(t, full) && wmat_packs(t, cols);
-    w.data = arena_alloc(a, t == KERN_Q8               ? kern_q8_packed_bytes(rows, cols)
-                            : w.packed && t == KERN_F32 ? kern_f32_packed_bytes(rows, cols)
-                            : w.packed                  ? kern_bf16_packed_bytes(rows, cols)
-                                                        : n * kern_dtype_size(t));
+    w.data = arena_alloc(a, t == KERN_Q8 || w.packed ? kern_packed_bytes(t, rows, cols) : n * kern_dtype_size(t));
     return w;
 }
 

@@ -146,12 +146,10 @@ int main(int argc, char **argv) {
     float *out = xcalloc((size_t)nmax * omax, sizeof(float));
     size_t wqmax = sizeof(float) * wmax; /* packed layouts pad to whole groups of 16 rows */
     for (int s = 0; s < nshapes; s++) {
-        const size_t q8 = kern_q8_packed_bytes(shapes[s][0], shapes[s][1] / KERN_Q8_BLOCK * KERN_Q8_BLOCK);
-        const size_t bf = kern_bf16_packed_bytes(shapes[s][0], shapes[s][1] / 32 * 32);
-        wqmax = q8 > wqmax ? q8 : wqmax;
-        wqmax = bf > wqmax ? bf : wqmax;
-        const size_t f = kern_f32_packed_bytes(shapes[s][0], shapes[s][1] / 16 * 16);
-        wqmax = f > wqmax ? f : wqmax;
+        for (int t = 0; t < 3; t++) {
+            const size_t b = kern_packed_bytes((kern_dtype)t, shapes[s][0], shapes[s][1]); /* whole chunks */
+            wqmax = b > wqmax ? b : wqmax;
+        }
     }
     void *wq = weights_alloc(wqmax, small);
     float *ws = weights_alloc(sizeof(float) * (wmax / KERN_Q8_BLOCK + 1), small);
@@ -175,20 +173,21 @@ int main(int argc, char **argv) {
             if (dt == KERN_Q8 && i % KERN_Q8_BLOCK) continue;
             kern_wmat m = {dt, w, 0, 0};
             const size_t ow = (size_t)o * i;
-            if (dt == KERN_F32 && kern_f32_packs(i)) { /* packed for AVX-512, as the model does */
-                kern_f32_pack(wq, w, i, o, i);
+            if (dt != KERN_Q8 && kern_packs(dt, i)) { /* packed, as the model does */
+                const void *src = w;
+                uint16_t *h = NULL;
+                if (dt == KERN_BF16) {
+                    h = xmalloc(ow * sizeof(uint16_t));
+                    for (size_t k = 0; k < ow; k++) h[k] = kern_f32_to_bf16(w[k]);
+                    src = h;
+                }
+                kern_pack(wq, src, dt, i, o, i);
+                free(h);
                 m.data = wq;
                 m.packed = 1;
             } else if (dt == KERN_BF16) {
                 for (size_t k = 0; k < ow; k++) ((uint16_t *)wq)[k] = kern_f32_to_bf16(w[k]);
                 m.data = wq;
-                if (kern_bf16_packs(i)) { /* packed for AMX tiles, as the model does */
-                    uint16_t *h = xmalloc(ow * sizeof(uint16_t));
-                    memcpy(h, wq, ow * sizeof(uint16_t));
-                    kern_bf16_pack(wq, h, i, o, i);
-                    free(h);
-                    m.packed = 1;
-                }
             } else if (dt == KERN_Q8) { /* quantised, then packed (its layout for the kernels) */
                 int8_t *q = xmalloc(ow);
                 kern_quantize_q8(q, ws, w, (int64_t)ow);

@@ -160,8 +160,9 @@ expect(gen(1, ref_long, lin, ["--batch", "4"], timeout=600), 0, "", "the uninter
 REF = strip(ref_long)
 
 
-def start(n, outp, extra=()):
-    cmd = [args.mpiexec, "-n", str(n), "--oversubscribe", args.mpillama, "generate", "--model", model, "--prompts", lin,
+def start(n, outp, extra=(), prompts=None):
+    cmd = [args.mpiexec, "-n", str(n), "--oversubscribe", args.mpillama, "generate", "--model", model, "--prompts",
+           prompts or lin,
            "--output", outp, "--seed", "5", "--batch", "4"] + list(extra)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=c.mpi_env(),
                             start_new_session=True)
@@ -210,9 +211,7 @@ lk = os.path.join(W, "locked.jsonl")
 lock_in = os.path.join(W, "lock_prompts.jsonl")
 c.write_jsonl(lock_in, [{"custom_id": "K%04d" % i, "prompt": "Once upon a time %d" % i, "max_tokens": 250,
                          "ignore_eos": True} for i in range(2000)])
-p = subprocess.Popen([args.mpiexec, "-n", "1", "--oversubscribe", args.mpillama, "generate", "--model", model,
-                      "--prompts", lock_in, "--output", lk, "--seed", "5", "--batch", "4"], stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE, text=True, env=c.mpi_env(), start_new_session=True)
+p = start(1, lk, prompts=lock_in)
 try:
     wait_lines(lk, 1, p)
     r = gen(1, lk, lin, ["--batch", "4", "--resume"])

@@ -341,18 +341,18 @@ static kern_wmat wmat_make_ld(kern_dtype dt, const float *w, int o, int i, int l
     kern_wmat m = {dt, NULL, 0, 0};
     const long n = (long)o * ld;
     if (dt == KERN_F32) {
-        m.packed = kern_f32_packs(i); /* packed for AVX-512, as the model does on such a CPU */
-        float *d = xmalloc(m.packed ? kern_f32_packed_bytes(o, i) : sizeof(float) * (size_t)o * i);
-        if (m.packed) kern_f32_pack(d, w, ld, o, i);
+        m.packed = kern_packs(dt, i); /* packed for AVX-512, as the model does on such a CPU */
+        float *d = xmalloc(m.packed ? kern_packed_bytes(dt, o, i) : sizeof(float) * (size_t)o * i);
+        if (m.packed) kern_pack(d, w, dt, ld, o, i);
         else
             for (int r = 0; r < o; r++) memcpy(d + (long)r * i, w + (long)r * ld, sizeof(float) * i);
         m.data = d;
     } else if (dt == KERN_BF16) {
         uint16_t *h = xmalloc(sizeof(uint16_t) * n);
         for (long k = 0; k < n; k++) h[k] = kern_f32_to_bf16(k % ld < i ? w[k] : 0.0f);
-        m.packed = kern_bf16_packs(i); /* packed for AMX, as the model does on such a CPU */
-        uint16_t *d = xmalloc(m.packed ? kern_bf16_packed_bytes(o, i) : sizeof(uint16_t) * (size_t)o * i);
-        if (m.packed) kern_bf16_pack(d, h, ld, o, i);
+        m.packed = kern_packs(dt, i); /* packed for AMX or vdpbf16ps, as the model does on such a CPU */
+        uint16_t *d = xmalloc(m.packed ? kern_packed_bytes(dt, o, i) : sizeof(uint16_t) * (size_t)o * i);
+        if (m.packed) kern_pack(d, h, dt, ld, o, i);
         else
             for (int r = 0; r < o; r++) memcpy(d + (long)r * i, h + (long)r * ld, sizeof(uint16_t) * i);
         m.data = d;

@@ -15,9 +15,10 @@
 typedef struct {
     const char *name;
     kern_f32_range_fn f32;  /* for KERN_F32 */
-    kern_w_range_fn w;      /* for the others */
+    kern_w_range_fn w;      /* for the others, and for f32 packed (kern_pack) */
     int need;               /* KERN_NEED_*: activations the w range reads */
     int (*supported)(void);
+    int (*packs)(void);     /* whether its w range takes packed matrices here (NULL: never) */
 } mm_impl;
 
 static int mm_always(void) { return 1; }
@@ -44,27 +45,28 @@ static int mm_has_amx_bf16(void) { return mm_has_avx512bf16() && kern_amx_bf16_o
 /* per dtype, in order of preference (the default: the first this CPU runs) */
 static const mm_impl mm_f32_impls[] = {
 #ifdef KERN_X86
-    {"avx512", kern_f32_avx512_range, NULL, 0, mm_has_avx512},
-    {"avx2", kern_f32_avx2_range, NULL, 0, mm_has_avx2},
+    /* the packed tiles are built for AVX512BW and VL too (their masks) */
+    {"avx512", kern_f32_avx512_range, kern_f32p_avx512_range, 0, mm_has_avx512, mm_has_avx512bw},
+    {"avx2", kern_f32_avx2_range, NULL, 0, mm_has_avx2, NULL},
 #endif
-    {"generic", kern_f32_generic_range, NULL, 0, mm_always},
-    {NULL, NULL, NULL, 0, NULL},
+    {"generic", kern_f32_generic_range, NULL, 0, mm_always, NULL},
+    {NULL, NULL, NULL, 0, NULL, NULL},
 };
 static const mm_impl mm_bf16_impls[] = {
 #ifdef KERN_X86
-    {"amx", NULL, kern_bf16_amx_range, KERN_NEED_BF16, mm_has_amx_bf16},
-    {"avx512", NULL, kern_bf16_avx512_range, KERN_NEED_BF16, mm_has_avx512bf16},
-    {"avx2", NULL, kern_bf16_avx2_range, KERN_NEED_BF16, mm_has_avx2},
+    {"amx", NULL, kern_bf16_amx_range, KERN_NEED_BF16, mm_has_amx_bf16, mm_always},
+    {"avx512", NULL, kern_bf16_avx512_range, KERN_NEED_BF16, mm_has_avx512bf16, mm_always},
+    {"avx2", NULL, kern_bf16_avx2_range, KERN_NEED_BF16, mm_has_avx2, NULL},
 #endif
-    {"generic", NULL, kern_bf16_generic_range, KERN_NEED_BF16, mm_always},
-    {NULL, NULL, NULL, 0, NULL},
+    {"generic", NULL, kern_bf16_generic_range, KERN_NEED_BF16, mm_always, NULL},
+    {NULL, NULL, NULL, 0, NULL, NULL},
 };
 static const mm_impl mm_q8_impls[] = {
 #ifdef KERN_X86
-    {"avx512", NULL, kern_q8_avx512_range, KERN_NEED_QC, mm_has_avx512vnni},
+    {"avx512", NULL, kern_q8_avx512_range, KERN_NEED_QC, mm_has_avx512vnni, NULL}, /* q8: its own layout */
 #endif
-    {"generic", NULL, kern_q8_generic_range, KERN_NEED_Q, mm_always},
-    {NULL, NULL, NULL, 0, NULL},
+    {"generic", NULL, kern_q8_generic_range, KERN_NEED_Q, mm_always, NULL},
+    {NULL, NULL, NULL, 0, NULL, NULL},
 };
 static const mm_impl *const mm_tables[3] = {mm_f32_impls, mm_bf16_impls, mm_q8_impls};
 static _Atomic(const mm_impl *) mm_cur[3];
@@ -137,17 +139,9 @@ static const mm_impl *mm_get(kern_dtype dt) {
 
 const char *kern_matmul_impl(void) { return mm_get(KERN_F32)->name; }
 
-/* the AMX tiles and the AVX-512 vdpbf16ps code take packed matrices */
-static int mm_takes_packed(const mm_impl *m) { return !strcmp(m->name, "amx") || !strcmp(m->name, "avx512"); }
-int kern_bf16_packs(int64_t i) { return i > 0 && i % 32 == 0 && mm_takes_packed(mm_get(KERN_BF16)); }
-/* the packed tiles are built for AVX512BW and VL too (their masks): f32 packs where those are */
-int kern_f32_packs(int64_t i) {
-#ifdef KERN_X86
-    return i > 0 && i % 16 == 0 && !strcmp(mm_get(KERN_F32)->name, "avx512") && mm_has_avx512bw();
-#else
-    (void)i;
-    return 0;
-#endif
+static int mm_packs(const mm_impl *m) { return m->packs && m->packs(); }
+int kern_packs(kern_dtype t, int64_t i) {
+    return i > 0 && i * (int64_t)kern_dtype_size(t) % 64 == 0 && t != KERN_Q8 && mm_packs(mm_get(t));
 }
 const char *kern_matmul_impl_w(kern_dtype dt) { return mm_get(dt)->name; }
 
@@ -192,7 +186,7 @@ static void mm_f32(float *out, const float *in, const float *w, int64_t ldw, int
 
 void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o) { mm_f32(out, in, w, i, n, i, o); }
 
-/* ---- bf16 and q8 ---- */
+/* ---- bf16, q8, and f32 packed ---- */
 
 typedef struct {
     kern_w_range_fn range;
@@ -205,39 +199,13 @@ typedef struct {
 static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     const mm_w_job *J = ctx;
     const int64_t off = (int64_t)t0 * J->i;
-    kern_act a = {J->act.x ? J->act.x + off : NULL, J->act.q ? J->act.q + off : NULL,
+    kern_act a = {J->act.f + off, J->act.x ? J->act.x + off : NULL, J->act.q ? J->act.q + off : NULL,
                   J->act.qc ? J->act.qc + (int64_t)t0 * KERN_QC_ROW(J->i) : NULL, J->act.scale ? J->act.scale + off / KERN_Q8_BLOCK : NULL};
     J->range(J->out + (int64_t)t0 * J->o, &a, J->w, tn, J->i, J->o, c0, c1);
 }
 
-typedef struct {
-    float *out;
-    const float *in;
-    const kern_wmat *w;
-    int i, o;
-} mm_f32p_job;
-
-static void mm_f32p_unit(const void *ctx, int t0, int tn, int c0, int c1) {
-    const mm_f32p_job *J = ctx;
-#ifdef KERN_X86
-    kern_f32p_avx512_range(J->out + (int64_t)t0 * J->o, J->in + (int64_t)t0 * J->i, J->w, tn, J->i, J->o, c0, c1);
-#else
-    (void)J, (void)t0, (void)tn, (void)c0, (void)c1;
-#endif
-}
-
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
-    if (w->dtype == KERN_F32 && w->packed) {
-        if (n <= 0 || o <= 0) return;
-        if (!kern_f32_packs(i)) { /* packed, then another code chosen (tests) */
-            kern_matmul_w_ref(out, in, w, n, i, o);
-            return;
-        }
-        mm_f32p_job J = {out, in, w, i, o};
-        kern_pool_run(mm_f32p_unit, &J, n, mm_chunk_rows(i, 4), o, n <= 4 ? 64 : 48, mm_threads(n, i, o, 4, 80e9));
-        return;
-    }
-    if (w->dtype == KERN_F32) {
+    if (w->dtype == KERN_F32 && !w->packed) {
         mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
         return;
     }
@@ -247,7 +215,7 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         return;
     }
     const mm_impl *m = mm_get(w->dtype);
-    if (w->packed && !mm_takes_packed(m)) { /* packed, then another code chosen (tests) */
+    if (w->packed && !mm_packs(m)) { /* packed, then another code chosen (tests) */
         kern_matmul_w_ref(out, in, w, n, i, o);
         return;
     }
@@ -264,13 +232,13 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
     if (m->need & KERN_NEED_QC) bytes += (size_t)n * (size_t)KERN_QC_ROW(i);
     const size_t s_at = bytes;
     if (m->need & (KERN_NEED_Q | KERN_NEED_QC)) bytes += sizeof(float) * (size_t)(ni / KERN_Q8_BLOCK);
-    char *room = kern_room(KERN_ROOM_ACT, bytes);
-    if (!room) {
+    char *room = bytes ? kern_room(KERN_ROOM_ACT, bytes) : NULL;
+    if (bytes && !room) {
         /* out of memory for the activations: the reference needs none */
         kern_matmul_w_ref(out, in, w, n, i, o);
         return;
     }
-    mm_w_job J = {m->w, out, {NULL, NULL, NULL, NULL}, w, i, o};
+    mm_w_job J = {m->w, out, {in, NULL, NULL, NULL, NULL}, w, i, o};
     const kern_row_ops *rows = kern_rows_get();
     if (m->need & KERN_NEED_BF16) {
         uint16_t *x = (uint16_t *)(room + x_at);
@@ -296,10 +264,10 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
         }
         J.act.scale = s;
     }
-    const double rate = w->dtype == KERN_BF16 ? 160e9 : 200e9;
+    const double rate = w->dtype == KERN_F32 ? 80e9 : w->dtype == KERN_BF16 ? 160e9 : 200e9;
     /* column ranges of whole tiles (speed only): packed vdpbf16ps takes 4 groups of 16 rows a tile
      * up to 4 token rows, 3 from 5 (its FMA twin 2, AMX pairs of groups), q8 2 */
     const int align = w->packed ? (n <= 4 ? 64 : 48) : w->dtype == KERN_Q8 ? 32 : 48;
-    kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, 2), o, align,
+    kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, w->dtype == KERN_F32 ? 4 : 2), o, align,
                   mm_threads(n, i, o, (double)kern_dtype_size(w->dtype), rate));
 }

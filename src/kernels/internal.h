@@ -39,11 +39,46 @@ void kern_f32_avx512_range(float *out, const float *in, const float *w, int64_t 
           int c1);
 #endif
 
-/* activations prepared once per call for bf16 and q8 weights:
+/* element (r, k) of the packed bf16 or f32 matrix w (i inputs) as f32 */
+static inline float kern_packed_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k) {
+    const int64_t es = (int64_t)kern_dtype_size(w->dtype), b = k * es, steps = i * es / 4; /* 4-byte steps a row */
+    const uint8_t *p = (const uint8_t *)w->data + ((r / 16) * (steps / 16) + b / 64) * (int64_t)KERN_PACK_CHUNK +
+                       (b % 64 / 4) * 64 + (r % 16) * 4 + b % 4;
+    if (es == 4) {
+        float v;
+        memcpy(&v, p, 4);
+        return v;
+    }
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return kern_bf16_to_f32(h);
+}
+
+/* element (r, k) of w (i inputs, any dtype or layout) as f32 (q8: scale x q) */
+static inline float kern_wmat_at(const kern_wmat *w, int64_t i, int64_t r, int64_t k) {
+    if (w->dtype == KERN_Q8) {
+        float s;
+        const int8_t q = kern_q8_at(w, i, r, k, &s);
+        return s * (float)q;
+    }
+    if (w->packed) return kern_packed_at(w, i, r, k);
+    const int64_t at = r * kern_wmat_ld(w, (int)i) + k;
+    return w->dtype == KERN_BF16 ? kern_bf16_to_f32(((const uint16_t *)w->data)[at]) : ((const float *)w->data)[at];
+}
+
+/* 4 bytes at p, whatever their alignment (a broadcast operand) */
+static inline uint32_t kern_ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* activations for the w ranges, prepared once per call for bf16 and q8 weights:
  *   bf16: x (n, i) bf16 bits (the rounded activations)
  *   q8:   q (n, i) int8 (kern_quantize_q8) or qc (q with its corrections, for unsigned x signed
  *         dot products), scale (n, i / 32) */
 typedef struct {
+    const float *f;    /* (n, i) f32: the activations as given */
     const uint16_t *x; /* (n, i) bf16 */
     const int8_t *q;   /* (n, i) */
     const int8_t *qc;  /* (n, KERN_QC_ROW(i)): row t is q's row t (i bytes), then (i / 32) int32
@@ -66,13 +101,13 @@ void kern_q8_generic_range(float *out, const kern_act *a, const kern_wmat *w, in
 #ifdef KERN_X86
 void kern_bf16_avx2_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 void kern_bf16_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
-/* the vdpbf16ps code on matrices packed at load (kern_bf16_pack; matmul_packed_avx512.c): x the
+/* the vdpbf16ps code on matrices packed at load (kern_pack; matmul_packed_avx512.c): x the
  * bf16 activations, fma: the widened FMAs in place of vdpbf16ps (the caller sets DAZ | FTZ) */
 void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, int n, int i, int o, int c0, int c1,
                              int fma);
-/* f32 on matrices packed at load (kern_f32_pack): one FMA a line, a fixed chain over the inputs in
- * order per element */
-void kern_f32p_avx512_range(float *out, const float *x, const kern_wmat *w, int n, int i, int o, int c0, int c1);
+/* f32 on matrices packed at load (kern_pack): one FMA a line, a fixed chain over the inputs in
+ * order per element (a->f) */
+void kern_f32p_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);
 /* AMX-BF16 tiles on packed matrices (the vdpbf16ps code on the others); kern_amx_bf16_ok: the CPU
  * has AMX-BF16 and the kernel lets this process use it */
 void kern_bf16_amx_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1);

@@ -1,5 +1,5 @@
 /* kernels/matmul_bf16_amx.c: bf16 weights on AMX-BF16 tiles (Intel Sapphire Rapids and later),
- * for matrices packed at load (kern_bf16_pack: AMX's B layout, 1 KiB chunks of 32 inputs x 16
+ * for matrices packed at load (kern_pack: AMX's B layout, 1 KiB chunks of 32 inputs x 16
  * rows). One tdpbf16ps adds 32 inputs' products of up to 16 token rows by 16 weight rows to a tile
  * of f32 sums; the chunks go in order, so each output element is one fixed chain (the tile unit's
  * own arithmetic, not vdpbf16ps's) whatever the number of token rows, the tiling or the thread:
@@ -61,14 +61,14 @@ static inline __attribute__((always_inline)) AMXB_T void amxb_block(float *out, 
     if (TR == 2 && TG == 2) _tile_zero(3);
     const char *x1 = (const char *)x + 16 * xs;
     for (int c = 0; c < nc; c++) {
-        const uint8_t *wc = w + (int64_t)c * KERN_BF16_CHUNK;
+        const uint8_t *wc = w + (int64_t)c * KERN_PACK_CHUNK;
         /* one token tile (decode): a tile load that misses stalls the in-order tile unit, and the
          * weights come from memory; with two, prefetching (L2 to L1) measured 10-20% slower, and
          * loading the next chunk's tiles between this chunk's products gained nothing */
         if (TR == 1 && c + AMXB_AHEAD < nc)
             for (int g = 0; g < TG; g++)
-                for (int l = 0; l < KERN_BF16_CHUNK / 64; l++)
-                    _mm_prefetch((const char *)(wc + g * gb + AMXB_AHEAD * KERN_BF16_CHUNK + l * 64), _MM_HINT_T0);
+                for (int l = 0; l < KERN_PACK_CHUNK / 64; l++)
+                    _mm_prefetch((const char *)(wc + g * gb + AMXB_AHEAD * KERN_PACK_CHUNK + l * 64), _MM_HINT_T0);
         _tile_loadd(4, x + (int64_t)c * 32, xs);
         _tile_loadd(6, wc, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -116,7 +116,7 @@ static const amxb_fn amxb_blocks[2][2] = {{amxb_1x1, amxb_1x2}, {amxb_2x1, amxb_
 static AMXB_T void amxb_rows(float *out, const uint16_t *x, const uint8_t *w, int i, int o, int c0, int c1, int t0,
                              int t1, int m) {
     const int nc = i / 32, g0 = c0 / 16, g1 = (c1 + 15) / 16;
-    const int64_t gb = (int64_t)nc * KERN_BF16_CHUNK, xs = (int64_t)i * 2;
+    const int64_t gb = (int64_t)nc * KERN_PACK_CHUNK, xs = (int64_t)i * 2;
     const int tail = c1 - (g1 - 1) * 16;
     amxb_configure(m);
     for (int g = g0; g < g1; g += 2) { /* a pair of groups stays in L2 while the token rows pass */

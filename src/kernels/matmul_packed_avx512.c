@@ -1,7 +1,7 @@
 /* kernels/matmul_packed_avx512.c: weights packed at load in groups of 16 rows, 1 KiB chunks whose
- * 64-byte lines are one step of the 16 rows: bf16 (kern_bf16_pack: a line = one pair of inputs)
+ * 64-byte lines are one step of the 16 rows (kern_pack): bf16 (a line = one pair of inputs)
  * by bf16 activations with AVX512_BF16's vdpbf16ps, on CPUs without AMX (AMD Zen 4 and 5), and
- * f32 (kern_f32_pack: a line = one input) by f32 activations with FMAs. One line is multiplied by
+ * f32 (a line = one input) by f32 activations with FMAs. One line is multiplied by
  * the token's pair (or input) broadcast to every lane: a lane is one output element, adding step
  * after step in input order (vdpbf16ps: the odd product, then the even one). No sums across lanes:
  * 16 outputs are stored at once, and the tile's weight and activation loads are shared by R x G
@@ -32,12 +32,6 @@
 #endif
 #define BP_KC 64          /* chunks a k block (2048 bf16 or 1024 f32 inputs) when a group's row is longer */
 
-static inline __attribute__((always_inline)) uint32_t bp_ld32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* how a line is multiplied: vdpbf16ps, its widened FMAs (bf16), FMAs (f32) */
 #define BP_DP 0
 #define BP_WIDE 1
@@ -60,7 +54,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
     }
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     for (int c = 0; c < nc; c++) {
-        const uint8_t *wc = w + (int64_t)c * KERN_BF16_CHUNK;
+        const uint8_t *wc = w + (int64_t)c * KERN_PACK_CHUNK;
         const char *xc = x + (int64_t)c * 64;
         _Pragma(BP_UNROLL) for (int p = 0; p < 16; p++) {
             if (R == 1 || pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
@@ -76,7 +70,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
                 }
             }
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i xv = _mm512_set1_epi32((int)bp_ld32(xc + (r * xs + p) * 4));
+                const __m512i xv = _mm512_set1_epi32((int)kern_ld32(xc + (r * xs + p) * 4));
                 if (OP == BP_F32) {
                     _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
                         acc[r][g] = _mm512_fmadd_ps(_mm512_castsi512_ps(xv), _mm512_castsi512_ps(wv[g]), acc[r][g]);
@@ -150,7 +144,7 @@ static const bp_kern bp_fma = {{0, 4, 2, 2, 2, 2, 2, 2, 2},
 static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wmat *w, int n, int steps, int o, int c0,
                      int c1) {
     const int nc = steps / 16, g0 = c0 / 16, g1 = (c1 + 15) / 16, i = steps;
-    const int64_t gb = (int64_t)nc * KERN_BF16_CHUNK;
+    const int64_t gb = (int64_t)nc * KERN_PACK_CHUNK;
     const uint8_t *wd = w->data;
     const int tail = c1 - (g1 - 1) * 16; /* columns of the last group */
     if (n <= BP_RMAX) { /* one tile of token rows: the weights stream once */
@@ -164,7 +158,7 @@ static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wma
     /* blocks of groups x k blocks that stay in L2 while every tile of token rows passes over them;
      * the first tile of token rows brings them from memory, prefetching ahead in each stream */
     const int kc = nc > BP_KC + BP_KC / 2 ? BP_KC : nc, G = K->gmax[BP_RMAX];
-    int bw = (int)(BP_L2 / ((int64_t)kc * KERN_BF16_CHUNK)) / G * G;
+    int bw = (int)(BP_L2 / ((int64_t)kc * KERN_PACK_CHUNK)) / G * G;
     if (bw < G) bw = G;
     for (int gs = g0; gs < g1; gs += bw) {
         const int ge = gs + bw < g1 ? gs + bw : g1;
@@ -175,7 +169,7 @@ static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wma
                 for (int g = gs; g < ge; g += GR) {
                     const int gn = ge - g < GR ? ge - g : GR;
                     K->tiles[R][gn](out + (int64_t)t * o + g * 16, o, x + ((int64_t)t * i + k0 * 16) * 4, i,
-                                    wd + g * gb + (int64_t)k0 * KERN_BF16_CHUNK, gb, kn, k0 > 0,
+                                    wd + g * gb + (int64_t)k0 * KERN_PACK_CHUNK, gb, kn, k0 > 0,
                                     g + gn == g1 ? tail : 16, t == 0);
                 }
             }
@@ -188,6 +182,6 @@ void kern_bf16p_avx512_range(float *out, const uint16_t *x, const kern_wmat *w, 
     bp_range(fma ? &bp_fma : &bp_dp, out, (const char *)x, w, n, i / 2, o, c0, c1);
 }
 
-void kern_f32p_avx512_range(float *out, const float *x, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
-    bp_range(&bp_f32, out, (const char *)x, w, n, i, o, c0, c1);
+void kern_f32p_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int n, int i, int o, int c0, int c1) {
+    bp_range(&bp_f32, out, (const char *)a->f, w, n, i, o, c0, c1);
 }

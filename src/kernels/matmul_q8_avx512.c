@@ -16,12 +16,6 @@
 #define Q8_QBYTES (KERN_Q8_ROWS * KERN_Q8_BLOCK) /* a group block's quants; its scales follow */
 #define Q8_L2 (512 << 10)                        /* bytes of weight groups a block keeps in L2 */
 
-static inline __attribute__((always_inline)) int32_t q8_ld32(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* y (R, 16 G; row stride ldy) for R token rows by G groups of weight rows; of the last group only
  * the first `last` columns are stored. x: the first token row of kern_act.qc (rows KERN_QC_ROW(i)
  * bytes apart), xs its scales (rows i / 32 apart); w: the first group, groups gb bytes apart. */
@@ -37,7 +31,7 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
         const uint8_t *wb = w + (int64_t)b * KERN_Q8_GBLOCK;
         __m512i s[6][4];
         _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
-            const __m512i c = _mm512_set1_epi32(q8_ld32(x + r * xr + i + 4 * b));
+            const __m512i c = _mm512_set1_epi32((int32_t)kern_ld32(x + r * xr + i + 4 * b));
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) s[r][g] = c;
         }
         if (R == 1) /* decode: memory latency, not the core, limits the streams (see KERN_PF_AHEAD) */
@@ -47,7 +41,7 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
             __m512i wv[4];
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) wv[g] = _mm512_loadu_si512(wb + g * gb + j * 64);
             _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
-                const __m512i xv = _mm512_set1_epi32(q8_ld32(x + r * xr + b * KERN_Q8_BLOCK + 4 * j));
+                const __m512i xv = _mm512_set1_epi32((int32_t)kern_ld32(x + r * xr + b * KERN_Q8_BLOCK + 4 * j));
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) s[r][g] = _mm512_dpbusd_epi32(s[r][g], wv[g], xv);
             }
         }

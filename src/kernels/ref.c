@@ -16,22 +16,12 @@ void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, 
         for (int r = 0; r < o; r++) out[(int64_t)t * o + r] = ref_dot_f32(in + (int64_t)t * i, w + (int64_t)r * i, i);
 }
 
-/* bf16: activations rounded to bf16, exact products, summed in k order */
-static float ref_dot_bf16(const float *x, const uint16_t *w, int i) {
+/* f32 and bf16 weights in any layout (kern_wmat_at), summed in k order; bf16: the activations
+ * rounded to bf16, exact products */
+static float ref_dot_w(const float *x, const kern_wmat *w, int64_t r, int i) {
+    const int bf16 = w->dtype == KERN_BF16;
     float s = 0.0f;
-    for (int j = 0; j < i; j++) s += kern_bf16_to_f32(kern_f32_to_bf16(x[j])) * kern_bf16_to_f32(w[j]);
-    return s;
-}
-
-static float ref_dot_f32_packed(const float *x, const kern_wmat *w, int64_t r, int i) {
-    float s = 0.0f;
-    for (int j = 0; j < i; j++) s += x[j] * kern_f32_at(w, i, r, j);
-    return s;
-}
-
-static float ref_dot_bf16_packed(const float *x, const kern_wmat *w, int64_t r, int i) {
-    float s = 0.0f;
-    for (int j = 0; j < i; j++) s += kern_bf16_to_f32(kern_f32_to_bf16(x[j])) * kern_bf16_to_f32(kern_bf16_at(w, i, r, j));
+    for (int j = 0; j < i; j++) s += (bf16 ? kern_bf16_to_f32(kern_f32_to_bf16(x[j])) : x[j]) * kern_wmat_at(w, i, r, j);
     return s;
 }
 
@@ -59,12 +49,7 @@ void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, i
     for (int t = 0; t < n; t++)
         for (int r = 0; r < o; r++) {
             const float *x = in + (int64_t)t * i;
-            out[(int64_t)t * o + r] =
-                w->dtype == KERN_F32 && w->packed ? ref_dot_f32_packed(x, w, r, i)
-                : w->dtype == KERN_F32  ? ref_dot_f32(x, (const float *)w->data + r * ld, i)
-                : w->dtype == KERN_BF16 && w->packed ? ref_dot_bf16_packed(x, w, r, i)
-                : w->dtype == KERN_BF16 ? ref_dot_bf16(x, (const uint16_t *)w->data + r * ld, i)
-                                        : ref_dot_q8(x, w, r, i);
+            out[(int64_t)t * o + r] = w->dtype == KERN_Q8 ? ref_dot_q8(x, w, r, i) : ref_dot_w(x, w, r, i);
         }
 }
 
