@@ -14,10 +14,15 @@
  * step time is the slowest stage's and tok/s the pipeline's throughput with enough micro-batches
  * in flight (the runner's steady state). Reported per step (median of the repetitions, the
  * slowest rank): tok/s, GB/s of weights streamed (each rank's matrices once a step; the
- * embedding table is not streamed) and its fraction of the summed read bandwidth, and GFLOP/s of
- * matrix work (2 per weight per token) and its fraction of the summed peak of the weights' type.
- * The last line: decode_bw_fraction (decode B=1) and gemm_fraction (the smaller of decode B=32
- * and prefill 128, the workloads of the issue's targets). */
+ * embedding table is not streamed) and its fraction of the read bandwidth of the same moment
+ * (every step follows a read pass of every rank at once, summed: GB/s_rd; the fraction is the
+ * median of the steps' own), and GFLOP/s of
+ * matrix work (2 per weight per token) and its fraction of the summed peak of the weights' type;
+ * then the matrix work's own share of the step (the time inside kern_matmul_w, activation
+ * preparation included: kern_matmul_seconds) and its rate over that time, against the same peak.
+ * The last line: decode_bw_fraction (decode B=1), gemm_fraction (the whole step's: the smaller of
+ * decode B=32 and prefill 128, the workloads of the issue's targets) and matmul_fraction (the
+ * same two, over the matrix work's own time). */
 #include "bench.h"
 
 #include <getopt.h>
@@ -208,6 +213,13 @@ static bench_share bench_rank_share(const model *m) {
     return s;
 }
 
+/* the smaller of two fractions, of those measured (>= 0); -1 when neither was */
+static double bench_smaller(double a, double b) {
+    if (a < 0) return b;
+    if (b < 0) return a;
+    return a < b ? a : b;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -220,24 +232,46 @@ static void bench_step(model *m, dist_ctx *d, const model_batch *b, float *logit
     if (d->stage == d->pp - 1) model_logits(m, d, b, logits);
 }
 
-/* median seconds of a step (the slowest rank's), after one warm-up, steps until `seconds` */
-static double bench_time(model *m, dist_ctx *d, const model_batch *b, float *logits, double seconds) {
-    double t[64];
+/* a measurement: medians over the steps */
+typedef struct {
+    double step;    /* seconds of a step (the slowest rank's) */
+    double mm;      /* seconds in matrix work (the rank with the most) */
+    double read;    /* GB/s of the read pass just before a step (all ranks at once, summed) */
+    double bw_frac; /* GB/s of weights streamed over that pass's GB/s */
+} bench_meas;
+
+static double bench_median(double *v, int k) {
+    qsort(v, k, sizeof(double), cmp_double);
+    return v[k / 2];
+}
+
+/* after one warm-up, steps until `seconds` (at least 3, at most 64), each just after a pass of
+ * reading memory (rd; NULL: none) that gives the read limit of the same moment: on a shared host
+ * the share of memory bandwidth moves by up to 2x from one second to the next */
+static bench_meas bench_time(model *m, dist_ctx *d, const model_batch *b, float *logits, double seconds,
+                             kern_reader *rd, int threads, double streamed) {
+    double t[64], tm[64], tr[64], tf[64];
     int k = 0;
     bench_step(m, d, b, logits);
     dist_barrier(d);
     const double start = util_now();
     for (;;) {
         dist_barrier(d);
-        const double t0 = util_now();
+        tr[k] = rd ? dist_sum_double(d, kern_reader_pass(rd, threads)) : 0;
+        dist_barrier(d);
+        const double t0 = util_now(), m0 = kern_matmul_seconds();
         bench_step(m, d, b, logits);
-        t[k++] = dist_max_double(d, util_now() - t0);
+        const double dt = util_now() - t0;
+        tm[k] = dist_max_double(d, kern_matmul_seconds() - m0);
+        t[k] = dist_max_double(d, dt);
+        tf[k] = tr[k] > 0 ? streamed / t[k] / 1e9 / tr[k] : 0;
+        k++;
         int more = k < 3 || (k < 64 && util_now() - start < seconds);
         dist_bcast(d, &more, sizeof(more), 0);
         if (!more) break;
     }
-    qsort(t, k, sizeof(double), cmp_double);
-    return t[k / 2];
+    bench_meas r = {bench_median(t, k), bench_median(tm, k), bench_median(tr, k), bench_median(tf, k)};
+    return r;
 }
 
 int bench_main(int argc, char **argv) {
@@ -322,6 +356,10 @@ int bench_main(int argc, char **argv) {
     const double params = (double)dist_sum_int64(&d, sh.matrix_params);
     const double layer_params = (double)dist_sum_int64(&d, sh.layer_params);
     const double limit_flops = peak[wt];
+    /* every step's read limit, from a pass just before it (4x the last-level cache of this machine
+     * and most others: memory's rate, not the cache's); the limits line's read stays the
+     * reference where none could be allocated */
+    kern_reader *rd = kern_reader_init((size_t)128 << 20);
     if (root) {
         printf("# mpillama bench: %s (%d layers, dim %d, hidden %d, heads %d/%d, vocab %d), weights %s (%.2f GB streamed a "
                "step), grid --pp %d --tp %d, %d thread(s) a rank\n", path, cfg.n_layers, cfg.dim, cfg.hidden_dim,
@@ -329,10 +367,10 @@ int bench_main(int argc, char **argv) {
         printf("# kernels: matmul %s, attention %s\n", kern_matmul_impl_w(wt), kern_attention_impl());
         printf("# limits (all ranks at once, summed): read %.1f GB/s; peak f32 %.0f GFLOP/s, bf16 %.0f, int8 %.0f GOP/s\n",
                bw, peak[0], peak[1], peak[2]);
-        printf("%-12s %6s | %9s %9s | %8s %6s | %8s %6s\n", "work", "tokens", "ms/step", "tok/s", "GB/s_w", "%bw",
-               "GFLOP/s", "%peak");
+        printf("%-12s %6s | %9s %9s | %8s %8s %6s | %8s %6s | %5s %8s %6s\n", "work", "tokens", "ms/step", "tok/s",
+               "GB/s_w", "GB/s_rd", "%bw", "GFLOP/s", "%peak", "%mm", "GF/s_mm", "%pk_mm");
     }
-    double decode1_bw = -1, decode32_gemm = -1, prefill128_gemm = -1;
+    double decode1_bw = -1, decode32_gemm = -1, prefill128_gemm = -1, decode32_mm = -1, prefill128_mm = -1;
     for (int phase = 0; phase < 2; phase++) {
         const int nlist = phase == 0 ? o.n_decode : o.n_prefill;
         for (int k = 0; k < nlist; k++) {
@@ -343,30 +381,32 @@ int bench_main(int argc, char **argv) {
                 want[t] = phase == 0 || t == n - 1;
             }
             model_batch b = {n, tok, pos, slot, want};
-            const double s = bench_time(&m, &d, &b, logits, o.seconds);
+            const bench_meas me = bench_time(&m, &d, &b, logits, o.seconds, rd, threads, streamed);
+            const double s = me.step, smm = me.mm;
             const int n_logits = phase == 0 ? n : 1;
             const double flops = 2.0 * (layer_params * n + (params - layer_params) * n_logits);
             const double gbs = streamed / s / 1e9, gf = flops / s / 1e9;
-            const double fbw = bw > 0 ? gbs / bw : 0, fpk = limit_flops > 0 ? gf / limit_flops : 0;
+            const double fbw = rd ? me.bw_frac : bw > 0 ? gbs / bw : 0, fpk = limit_flops > 0 ? gf / limit_flops : 0;
+            const double gfm = smm > 0 ? flops / smm / 1e9 : 0, fpm = limit_flops > 0 ? gfm / limit_flops : 0;
             if (phase == 0 && n == 1) decode1_bw = fbw;
-            if (phase == 0 && n == 32) decode32_gemm = fpk;
-            if (phase == 1 && n == 128) prefill128_gemm = fpk;
+            if (phase == 0 && n == 32) decode32_gemm = fpk, decode32_mm = fpm;
+            if (phase == 1 && n == 128) prefill128_gemm = fpk, prefill128_mm = fpm;
             if (root) {
                 char work[32];
                 snprintf(work, sizeof(work), "%s %d", phase == 0 ? "decode B=" : "prefill", n);
                 if (phase == 0) snprintf(work, sizeof(work), "decode B=%d", n);
-                printf("%-12s %6d | %9.2f %9.1f | %8.1f %6.1f | %8.1f %6.1f\n", work, n, s * 1e3, n / s, gbs,
-                       100 * fbw, gf, 100 * fpk);
+                printf("%-12s %6d | %9.2f %9.1f | %8.1f %8.1f %6.1f | %8.1f %6.1f | %5.1f %8.1f %6.1f\n", work, n,
+                       s * 1e3, n / s, gbs, rd ? me.read : bw, 100 * fbw, gf, 100 * fpk, 100 * smm / s, gfm, 100 * fpm);
                 fflush(stdout);
             }
         }
     }
     if (root) {
-        double g = decode32_gemm >= 0 && prefill128_gemm >= 0 ? (decode32_gemm < prefill128_gemm ? decode32_gemm : prefill128_gemm)
-                   : decode32_gemm >= 0 ? decode32_gemm : prefill128_gemm;
-        printf("decode_bw_fraction=%.3f gemm_fraction=%.3f\n", decode1_bw, g);
+        printf("decode_bw_fraction=%.3f gemm_fraction=%.3f matmul_fraction=%.3f\n", decode1_bw,
+               bench_smaller(decode32_gemm, prefill128_gemm), bench_smaller(decode32_mm, prefill128_mm));
     }
     free(logits), free(tok), free(pos), free(slot), free(want);
+    kern_reader_free(rd);
     model_free(&m);
     mfile_close(f);
     free(path);

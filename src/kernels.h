@@ -123,6 +123,9 @@ void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, 
  *     every implementation (the reference's chain). */
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
 void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
+/* wall seconds the calling thread has spent in kern_matmul and kern_matmul_w since it started
+ * (activation preparation included): a step's matrix work, for benchmarks */
+double kern_matmul_seconds(void);
 /* the implementation in use for f32 weights, e.g. "avx2" (for benchmarks and reports) */
 const char *kern_matmul_impl(void);
 /* ... for weights of type dt, e.g. "avx512bf16" */
@@ -140,6 +143,13 @@ int kern_matmul_use(const char *name);
  * q8: vpdpbusd), 0 where the CPU has none; and the GB/s of reading `bytes` of memory */
 double kern_peak_gops(kern_dtype dt, int threads);
 double kern_read_gbs(size_t bytes, int threads);
+/* a buffer of `bytes` to read again and again: one pass's GB/s on `threads` threads (bench: the
+ * read limit in the same window as each step, on a host whose share of memory moves); NULL when
+ * out of memory */
+typedef struct kern_reader kern_reader;
+kern_reader *kern_reader_init(size_t bytes);
+double kern_reader_pass(kern_reader *r, int threads);
+void kern_reader_free(kern_reader *r);
 /* rotates adjacent pairs (2j, 2j+1) of every head of x (n, n_heads * head_size) in place by
  * angle pos[t] * inv_freq[j] */
 void kern_rope(float *x, const int *pos, const float *inv_freq, int n, int n_heads, int head_size);

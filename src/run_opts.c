@@ -155,7 +155,7 @@ int run_opts_parse(const char *cmd, int argc, char **argv, run_opts *o) {
         case OPT_TOPK: bad = parse_int("--top-k", optarg, 0, &o->sp.top_k); break;
         case OPT_TOPP: bad = parse_float("--top-p", optarg, 1e-6f, 1, &o->sp.top_p); break;
         case OPT_SEED: {
-            int s;
+            int s = 0;
             bad = parse_int("--seed", optarg, 0, &s);
             o->seed = s;
             break;

@@ -123,7 +123,7 @@ static void check_encode_ex(const tokenizer *t, const char *what, const char *te
     int n;
     int *got = encode_all_ex(t, text, bos, flags, &n, ctx);
     ctx->checks++;
-    if (n != n_want || (n > 0 && memcmp(got, want, (size_t)n * sizeof *got) != 0)) {
+    if (n != n_want || (n > 0 && got && want && memcmp(got, want, (size_t)n * sizeof *got) != 0)) {
         ctx->failures++;
         fprintf(stderr, "FAIL: %s: encoding differs\n", what);
         print_escaped("text", text);

@@ -184,7 +184,15 @@ static void mm_f32(float *out, const float *in, const float *w, int64_t ldw, int
     kern_pool_run(mm_f32_unit, &J, n, mm_chunk_rows(i, 4), o, 48, mm_threads(n, i, o, 4, 80e9));
 }
 
-void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o) { mm_f32(out, in, w, i, n, i, o); }
+/* seconds this thread has spent in kern_matmul and kern_matmul_w (bench: matrix work's own rate) */
+static __thread double mm_clock;
+double kern_matmul_seconds(void) { return mm_clock; }
+
+void kern_matmul(float *out, const float *in, const float *w, int n, int i, int o) {
+    const double t0 = kern_now();
+    mm_f32(out, in, w, i, n, i, o);
+    mm_clock += kern_now() - t0;
+}
 
 /* ---- bf16, q8, and f32 packed ---- */
 
@@ -204,7 +212,7 @@ static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     J->range(J->out + (int64_t)t0 * J->o, &a, J->w, tn, J->i, J->o, c0, c1);
 }
 
-void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
+static void mm_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
     if (w->dtype == KERN_F32 && !w->packed) {
         mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
         return;
@@ -270,4 +278,10 @@ void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i
     const int align = w->packed ? (n <= 4 ? 64 : 48) : w->dtype == KERN_Q8 ? 32 : 48;
     kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, w->dtype == KERN_F32 ? 4 : 2), o, align,
                   mm_threads(n, i, o, (double)kern_dtype_size(w->dtype), rate));
+}
+
+void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
+    const double t0 = kern_now();
+    mm_w(out, in, w, n, i, o);
+    mm_clock += kern_now() - t0;
 }
