@@ -272,6 +272,49 @@ static void test_rope_llama3(void) {
 
 /* every implementation's SwiGLU (the AVX-512 code has its own e^x) within a few ulp of the exact
  * value, element by element, over [-110, 110] and the edges (overflow of e^-g, zeros, NaN) */
+/* the row operations' softmax against a double-precision one: lengths of whole vectors, masked
+ * tails and one element; scores spread over e^-100..1 (the tail underflows to 0), a -inf score
+ * (a masked position) gives exactly 0; every row sums to 1 */
+static void test_softmax_rows(void) {
+    const char *impls[] = {"generic", "avx512"};
+    const int lens[] = {1, 5, 16, 17, 128, 301};
+    float x[301], x0[301];
+    for (int k = 0; k < 2; k++) {
+        kern_matmul_use(impls[k]);
+        if (strcmp(kern_attention_impl(), impls[k]) != 0) {
+            printf("SKIP (part): softmax %s: not supported by this CPU\n", impls[k]);
+            continue;
+        }
+        double worst = 0;
+        int bad = 0;
+        for (int li = 0; li < 6; li++) {
+            const int n = lens[li];
+            for (int i = 0; i < n; i++) x0[i] = 20.0f - 120.0f * (float)((i * 37) % n) / n + 0.01f * i;
+            if (n > 3) x0[3] = -INFINITY;
+            memcpy(x, x0, sizeof(float) * n);
+            kern_rows_get()->softmax(x, n);
+            float mx = x0[0]; /* e^ of the difference in f32, as the kernels take it */
+            double sum = 0, got = 0;
+            for (int i = 1; i < n; i++) mx = x0[i] > mx ? x0[i] : mx;
+            for (int i = 0; i < n; i++) sum += exp((double)(x0[i] - mx));
+            for (int i = 0; i < n; i++) {
+                const double want = exp((double)(x0[i] - mx)) / sum;
+                got += x[i];
+                if (want == 0 ? x[i] != 0 : want > 1e-30 && fabs(x[i] - want) > 4e-7 * want) {
+                    if (!bad) printf("  n %d element %d: got %.9g want %.9g\n", n, i, x[i], want);
+                    bad++;
+                }
+                if (want > 1e-30 && fabs(x[i] - want) / want > worst) worst = fabs(x[i] - want) / want;
+            }
+            if (fabs(got - 1) > 1e-5) bad++, printf("  n %d: sums to %.9g\n", n, got);
+        }
+        printf("softmax %-8s lengths 1-301: worst relative error %.2e (bound 4e-7)  %s\n", impls[k], worst,
+               bad ? "FAIL" : "ok");
+        bad ? failures++ : passes++;
+    }
+    kern_matmul_use(NULL);
+}
+
 static void test_swiglu_rows(void) {
     const char *impls[] = {"generic", "avx512"};
     enum { N = 20011 };
@@ -324,6 +367,7 @@ static void test_misc(void) {
     kern_swiglu(g, u, 3);
     compare("swiglu", g, sw, 3, 1e-12);
     test_swiglu_rows();
+    test_softmax_rows();
     float l[4] = {1, 2, 3, 4};
     float lsm = kern_log_softmax_at(l, 4, 2);
     float want_l = 3 - logf(expf(1) + expf(2) + expf(3) + expf(4));

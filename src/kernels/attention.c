@@ -1,7 +1,8 @@
 /* kernels/attention.c: grouped-query attention over the KV cache (f32 or bf16), in the kernels'
  * thread pool. A unit is one token by a range of KV heads: the query heads of a KV head read its
  * keys and values together. Each (token, head) output is one fixed computation (scores in
- * position order, kern_softmax, values summed in position order), whatever the unit or thread. */
+ * position order, the row operations' softmax, values summed in position order), whatever the
+ * unit or thread. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -73,7 +74,7 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
             if (g < g0 || g >= g1) continue;
             const float *qh = J->q + ((int64_t)t * d->n_heads + h) * hs;
             ops->scores(a, qh, kb + (int64_t)g * hs * es, kvd, dt, hs, len, scale);
-            kern_softmax(a, len);
+            ops->softmax(a, len);
             ops->mix(J->out + ((int64_t)t * d->n_heads + h) * hs, a, vb + (int64_t)g * hs * es, kvd, dt, hs, len);
         }
     }

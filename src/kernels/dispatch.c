@@ -83,11 +83,11 @@ static const mm_impl *mm_find(int dt, const char *name) {
 static const kern_row_ops mm_row_impls[] = {
 #ifdef KERN_X86
     {"avx512", kern_attn_scores_avx512, kern_attn_mix_avx512, kern_bf16_rows_avx512, kern_q8_rows_avx512,
-     kern_q8_corrections_avx512, kern_swiglu_avx512},
+     kern_q8_corrections_avx512, kern_swiglu_avx512, kern_softmax_avx512},
 #endif
     {"generic", kern_attn_scores_generic, kern_attn_mix_generic, kern_bf16_rows_generic, kern_quantize_q8,
-     kern_q8_corrections_generic, kern_swiglu_generic},
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+     kern_q8_corrections_generic, kern_swiglu_generic, kern_softmax},
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 static int mm_rows_supported(const kern_row_ops *a) {
 #ifdef KERN_X86

@@ -191,6 +191,9 @@ typedef struct {
     void (*q8_corr)(int32_t *c, const int8_t *q, int i);
     /* gate (n) = silu(gate) x up (kern_swiglu's rows: the AVX-512 code's own e^x, within 2 ulp of expf) */
     void (*swiglu)(float *gate, const float *up, int64_t n);
+    /* x (n) = softmax(x) (kern_softmax's steps: the maximum, e^(x - max), their sum, a division;
+     * the AVX-512 code's own e^x and a sum by lanes) */
+    void (*softmax)(float *x, int n);
 } kern_row_ops;
 #ifdef KERN_X86
 float kern_attn_dot_avx512(const float *q, const void *row, kern_dtype dt, int hs);
@@ -202,6 +205,7 @@ void kern_bf16_rows_avx512(uint16_t *dst, const float *src, int64_t n);
 void kern_q8_rows_avx512(int8_t *q, float *scale, const float *x, int64_t n);
 void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i);
 void kern_swiglu_avx512(float *gate, const float *up, int64_t n);
+void kern_softmax_avx512(float *x, int n);
 #endif
 float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs);
 void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs);

@@ -95,3 +95,28 @@ PR_AVX512 void kern_swiglu_avx512(float *gate, const float *up, int64_t n) {
         _mm512_mask_storeu_ps(gate + k, m, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u));
     }
 }
+
+/* kern_softmax's steps on 16 lanes: the maximum (exact in any order), e^(x - max) by pr_exp, the
+ * lanes' sums (position p in lane p % 16, in position order) added by _mm512_reduce_add_ps, then a
+ * division; one row is one call, so an element's value never depends on the batch or the thread */
+PR_AVX512 void kern_softmax_avx512(float *x, int n) {
+    if (n <= 0) return;
+    __m512 mv = _mm512_set1_ps(x[0]);
+    for (int k = 0; k < n; k += 16) {
+        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        mv = _mm512_mask_max_ps(mv, m, mv, _mm512_maskz_loadu_ps(m, x + k));
+    }
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    __m512 sv = _mm512_setzero_ps();
+    for (int k = 0; k < n; k += 16) {
+        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        const __m512 e = pr_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + k), mx));
+        _mm512_mask_storeu_ps(x + k, m, e);
+        sv = _mm512_mask_add_ps(sv, m, sv, e);
+    }
+    const __m512 s = _mm512_set1_ps(_mm512_reduce_add_ps(sv));
+    for (int k = 0; k < n; k += 16) {
+        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        _mm512_mask_storeu_ps(x + k, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), s));
+    }
+}
