@@ -701,6 +701,8 @@ int main(void) {
         test_attention(4, 4, 1, 0, 0, 64, 128, 4, kvt, 0);  /* MHA, larger heads */
         test_attention(32, 8, 4, 0, 0, 64, 300, 2, kvt, 0); /* the 1.1B shape */
         test_attention(8, 2, 4, 0, 0, 100, 64, 2, kvt, 0);  /* a head size that is no multiple of 16 */
+        test_attention(16, 2, 8, 0, 0, 128, 70, 2, kvt, 0); /* head size 128, 8 query heads a KV head */
+        test_attention(12, 2, 6, 0, 0, 64, 40, 2, kvt, 0);  /* 6 a KV head: a partial group of 4 */
         test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt, 4);    /* sliding window (Mistral) */
         test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt, 1);    /* a window of the token alone */
     }

@@ -25,7 +25,7 @@ static inline float attn_load(const void *row, kern_dtype dt, int k) {
 }
 
 /* portable: 8 lanes summed by a fixed tree */
-float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs) {
+static float attn_dot(const float *q, const void *row, kern_dtype dt, int hs) {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int j = 0;
     for (; j + 8 <= hs; j += 8)
@@ -34,21 +34,29 @@ float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int 
     return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
 }
 
-void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs) {
+static void attn_axpy(float *o, float w, const void *row, kern_dtype dt, int hs) {
     for (int j = 0; j < hs; j++) o[j] += w * attn_load(row, dt, j);
 }
 
-void kern_attn_scores_generic(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs,
-                              int len, float scale) {
+void kern_attn_scores_generic(float *a, int64_t lda, const float *q, int nq, const void *rows, int64_t stride,
+                              kern_dtype dt, int hs, int len, float scale) {
     const size_t es = kern_dtype_size(dt);
-    for (int p = 0; p < len; p++) a[p] = kern_attn_dot_generic(q, (const char *)rows + p * stride * es, dt, hs) * scale;
+    for (int h = 0; h < nq; h++)
+        for (int p = 0; p < len; p++)
+            a[h * lda + p] = attn_dot(q + (int64_t)h * hs, (const char *)rows + p * stride * es, dt, hs) * scale;
 }
 
-void kern_attn_mix_generic(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len) {
+void kern_attn_mix_generic(float *o, const float *a, int64_t lda, int nq, const void *rows, int64_t stride,
+                           kern_dtype dt, int hs, int len) {
     const size_t es = kern_dtype_size(dt);
-    for (int j = 0; j < hs; j++) o[j] = 0.0f;
-    for (int p = 0; p < len; p++) kern_attn_axpy_generic(o, a[p], (const char *)rows + p * stride * es, dt, hs);
+    for (int h = 0; h < nq; h++) {
+        float *oh = o + (int64_t)h * hs;
+        for (int j = 0; j < hs; j++) oh[j] = 0.0f;
+        for (int p = 0; p < len; p++) attn_axpy(oh, a[h * lda + p], (const char *)rows + p * stride * es, dt, hs);
+    }
 }
+
+#define ATTN_GROUP 8 /* query heads of one KV head a call (the scores' room) */
 
 static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
     const attn_job *J = ctx;
@@ -58,7 +66,7 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
     const size_t es = kern_dtype_size(dt);
     const kern_row_ops *ops = kern_rows_get();
     const float scale = 1.0f / sqrtf((float)hs);
-    float *a = kern_room(KERN_ROOM_ATT, sizeof(float) * (size_t)d->seq_len);
+    float *a = kern_room(KERN_ROOM_ATT, sizeof(float) * (size_t)d->seq_len * ATTN_GROUP);
     if (!a) {
         fprintf(stderr, "mpillama: out of memory for attention scores (%d positions)\n", d->seq_len);
         abort();
@@ -69,13 +77,15 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
         const int len = J->pos[t] + 1 - p0;
         const char *kb = (const char *)J->kc + ((int64_t)J->slot[t] * d->seq_len + p0) * kvd * es;
         const char *vb = (const char *)J->vc + ((int64_t)J->slot[t] * d->seq_len + p0) * kvd * es;
-        for (int h = 0; h < d->n_heads; h++) {
+        /* heads h..e-1 share KV head g (up to ATTN_GROUP a call) */
+        for (int h = 0, e; h < d->n_heads; h = e) {
             const int g = (d->head0 + h) / d->kv_mul - d->kv_head0;
+            for (e = h + 1; e < d->n_heads && e - h < ATTN_GROUP && (d->head0 + e) / d->kv_mul - d->kv_head0 == g;) e++;
             if (g < g0 || g >= g1) continue;
-            const float *qh = J->q + ((int64_t)t * d->n_heads + h) * hs;
-            ops->scores(a, qh, kb + (int64_t)g * hs * es, kvd, dt, hs, len, scale);
-            ops->softmax(a, len);
-            ops->mix(J->out + ((int64_t)t * d->n_heads + h) * hs, a, vb + (int64_t)g * hs * es, kvd, dt, hs, len);
+            const int64_t at = ((int64_t)t * d->n_heads + h) * hs;
+            ops->scores(a, len, J->q + at, e - h, kb + (int64_t)g * hs * es, kvd, dt, hs, len, scale);
+            for (int k = 0; k < e - h; k++) ops->softmax(a + (int64_t)k * len, len);
+            ops->mix(J->out + at, a, len, e - h, vb + (int64_t)g * hs * es, kvd, dt, hs, len);
         }
     }
 }

@@ -22,7 +22,9 @@
  * the out-of-order window alone keeps too few lines in flight (bench_matmul --cold, n 1, medians
  * of 5 alternated runs, GB/s: 2048x8192 25.2 against 19.4 without, 2048x2048 22.5 / 19.5,
  * 32000x2048 32.0 / 26.4; 8 KiB ahead did worse; bf16 gained nothing and goes without) */
+#ifndef KERN_PF_AHEAD
 #define KERN_PF_AHEAD 4096
+#endif
 
 /* ---- matmul implementations ----
  * A range function computes out[:, c0:c1] (row stride o) for n token rows; the input rows (row
@@ -181,11 +183,15 @@ void kern_w_drive(const kern_w_kern *K, float *out, const void *x, const kern_wm
  * (kern_quantize_q8); q8_corr: c (i / 32) = -128 x the sum of each block of 32 of q (i) */
 typedef struct {
     const char *name;
-    /* a (len) = scale x q (hs) . row p, rows `stride` elements apart (dot, row by row) */
-    void (*scores)(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs, int len,
-                   float scale);
-    /* o (hs) = the sum of a[p] x row p over p < len, from zero in position order (axpy, row by row) */
-    void (*mix)(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len);
+    /* for nq query heads that share a KV head (q: nq rows of hs): a[h][p] (rows lda apart, len) =
+     * scale x q[h] . row p, rows `stride` elements apart (a dot product's order of the
+     * implementation, the same for every position, head and group) */
+    void (*scores)(float *a, int64_t lda, const float *q, int nq, const void *rows, int64_t stride, kern_dtype dt,
+                   int hs, int len, float scale);
+    /* o[h] (nq rows of hs) = the sum of a[h][p] x row p over p < len, each element from zero in
+     * position order */
+    void (*mix)(float *o, const float *a, int64_t lda, int nq, const void *rows, int64_t stride, kern_dtype dt, int hs,
+                int len);
     void (*bf16_rows)(uint16_t *dst, const float *src, int64_t n);
     void (*q8_rows)(int8_t *q, float *scale, const float *x, int64_t n);
     void (*q8_corr)(int32_t *c, const int8_t *q, int i);
@@ -196,22 +202,20 @@ typedef struct {
     void (*softmax)(float *x, int n);
 } kern_row_ops;
 #ifdef KERN_X86
-float kern_attn_dot_avx512(const float *q, const void *row, kern_dtype dt, int hs);
-void kern_attn_axpy_avx512(float *o, float w, const void *row, kern_dtype dt, int hs);
-void kern_attn_scores_avx512(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs,
-                             int len, float scale);
-void kern_attn_mix_avx512(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len);
+void kern_attn_scores_avx512(float *a, int64_t lda, const float *q, int nq, const void *rows, int64_t stride,
+                             kern_dtype dt, int hs, int len, float scale);
+void kern_attn_mix_avx512(float *o, const float *a, int64_t lda, int nq, const void *rows, int64_t stride,
+                          kern_dtype dt, int hs, int len);
 void kern_bf16_rows_avx512(uint16_t *dst, const float *src, int64_t n);
 void kern_q8_rows_avx512(int8_t *q, float *scale, const float *x, int64_t n);
 void kern_q8_corrections_avx512(int32_t *c, const int8_t *q, int i);
 void kern_swiglu_avx512(float *gate, const float *up, int64_t n);
 void kern_softmax_avx512(float *x, int n);
 #endif
-float kern_attn_dot_generic(const float *q, const void *row, kern_dtype dt, int hs);
-void kern_attn_axpy_generic(float *o, float w, const void *row, kern_dtype dt, int hs);
-void kern_attn_scores_generic(float *a, const float *q, const void *rows, int64_t stride, kern_dtype dt, int hs,
-                              int len, float scale);
-void kern_attn_mix_generic(float *o, const float *a, const void *rows, int64_t stride, kern_dtype dt, int hs, int len);
+void kern_attn_scores_generic(float *a, int64_t lda, const float *q, int nq, const void *rows, int64_t stride,
+                              kern_dtype dt, int hs, int len, float scale);
+void kern_attn_mix_generic(float *o, const float *a, int64_t lda, int nq, const void *rows, int64_t stride,
+                           kern_dtype dt, int hs, int len);
 void kern_bf16_rows_generic(uint16_t *dst, const float *src, int64_t n);
 void kern_swiglu_generic(float *gate, const float *up, int64_t n);
 void kern_q8_corrections_generic(int32_t *c, const int8_t *q, int i);
