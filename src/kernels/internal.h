@@ -22,8 +22,13 @@
  * the out-of-order window alone keeps too few lines in flight (bench_matmul --cold, n 1, medians
  * of 5 alternated runs, GB/s: 2048x8192 25.2 against 19.4 without, 2048x2048 22.5 / 19.5,
  * 32000x2048 32.0 / 26.4; 8 KiB ahead did worse; bf16 gained nothing and goes without) */
+/* (both settable with -D to try others: on 2026-12-02's Zen 4, 2 and 8 KiB ahead, and the T1 and
+ * NTA hints, streamed no faster in 4-5 alternated rounds of bench_matmul --cold, n 1) */
 #ifndef KERN_PF_AHEAD
 #define KERN_PF_AHEAD 4096
+#endif
+#ifndef KERN_PF_HINT
+#define KERN_PF_HINT _MM_HINT_T0
 #endif
 
 /* ---- matmul implementations ----

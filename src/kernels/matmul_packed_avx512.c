@@ -59,7 +59,7 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
         _Pragma(BP_UNROLL) for (int p = 0; p < 16; p++) {
             if (R == 1 || pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
-                    _mm_prefetch((const char *)(wc + g * gb + p * 64 + KERN_PF_AHEAD), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(wc + g * gb + p * 64 + KERN_PF_AHEAD), KERN_PF_HINT);
             __m512i wv[4];
             __m512 wo[4], we[4];
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {

@@ -36,7 +36,7 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
         }
         if (R == 1) /* decode: memory latency, not the core, limits the streams (see KERN_PF_AHEAD) */
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) _Pragma("GCC unroll 9") for (int l = 0; l < 9; l++)
-                _mm_prefetch((const char *)(wb + g * gb + l * 64 + KERN_PF_AHEAD), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wb + g * gb + l * 64 + KERN_PF_AHEAD), KERN_PF_HINT);
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             __m512i wv[4];
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) wv[g] = _mm512_loadu_si512(wb + g * gb + j * 64);
