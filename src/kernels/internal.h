@@ -18,12 +18,12 @@
  * the 6-8 rows before): 32000x2048 f32 29.4 / 27.2 / 31.9, bf16 33.4 / 26.2 / 30.4, q8 28.3 /
  * 19.1 / 18-26; 2048x8192 f32 31.9 / 39.7, bf16 42.7 / 49.3. */
 #define KERN_LONG_ROW (16 << 10)
-/* q8 decode prefetches its weights this many bytes ahead: a 64-byte step is ~20 instructions, so
- * the out-of-order window alone keeps too few lines in flight (bench_matmul --cold, n 1, medians
- * of 5 alternated runs, GB/s: 2048x8192 25.2 against 19.4 without, 2048x2048 22.5 / 19.5,
- * 32000x2048 32.0 / 26.4; 8 KiB ahead did worse; bf16 gained nothing and goes without) */
-/* (both settable with -D to try others: on 2026-12-02's Zen 4, 2 and 8 KiB ahead, and the T1 and
- * NTA hints, streamed no faster in 4-5 alternated rounds of bench_matmul --cold, n 1) */
+/* decode (one token row) in the q8 and packed kernels prefetches its weights this many bytes
+ * ahead in each stream: the out-of-order window alone keeps too few lines in flight (q8,
+ * bench_matmul --cold, n 1, medians of 5 alternated runs, GB/s: 2048x8192 25.2 against 19.4
+ * without, 2048x2048 22.5 / 19.5, 32000x2048 32.0 / 26.4; 8 KiB ahead did worse). Distance and
+ * hint are settable with -D to try others: on 2026-12-02's Zen 4, 2 and 8 KiB ahead and the T1 and
+ * NTA hints streamed no faster (4-5 alternated rounds, every type). */
 #ifndef KERN_PF_AHEAD
 #define KERN_PF_AHEAD 4096
 #endif
