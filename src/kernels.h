@@ -123,6 +123,13 @@ void kern_matmul_ref(float *out, const float *in, const float *w, int n, int i, 
  *     every implementation (the reference's chain). */
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
 void kern_matmul_w_ref(float *out, const float *in, const kern_wmat *w, int n, int i, int o);
+/* out[k] (n, o[k]) = in (n, i) @ w[k]^T for k < count (at most KERN_MATMUL_MULTI): kern_matmul_w
+ * of each, bit for bit, but the activations prepared once and one run of the thread pool over all
+ * the outputs where the matrices share a type and layout (the q, k and v projections; gate and
+ * up) */
+#define KERN_MATMUL_MULTI 3
+void kern_matmul_w_multi(int count, float *const out[], const kern_wmat *const w[], const int o[], const float *in,
+                         int n, int i);
 /* wall seconds the calling thread has spent in kern_matmul and kern_matmul_w since it started
  * (activation preparation included): a step's matrix work, for benchmarks */
 double kern_matmul_seconds(void);

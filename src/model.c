@@ -384,9 +384,12 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         dist_progress(d); /* the previous micro-batch's send moves on while this one computes */
         double t0 = trace_now();
         kern_rmsnorm(m->xb, m->x, L->attention_norm, n, dim, c->norm_eps);
-        kern_matmul_w(m->q, m->xb, &L->wq, n, dim, qd);
-        kern_matmul_w(m->k, m->xb, &L->wk, n, dim, kvd);
-        kern_matmul_w(m->v, m->xb, &L->wv, n, dim, kvd);
+        {
+            float *const out[3] = {m->q, m->k, m->v};
+            const kern_wmat *const w[3] = {&L->wq, &L->wk, &L->wv};
+            const int o[3] = {qd, kvd, kvd};
+            kern_matmul_w_multi(3, out, w, o, m->xb, n, dim);
+        }
         if (L->bq) {
             kern_add_bias(m->q, L->bq, n, qd);
             kern_add_bias(m->k, L->bk, n, kvd);
@@ -413,8 +416,12 @@ void model_layers(model *m, dist_ctx *d, const model_batch *b) {
         t0 = trace_now();
         kern_add(m->x, m->xb, (int64_t)n * dim);
         kern_rmsnorm(m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps);
-        kern_matmul_w(m->hb, m->xb, &L->w1, n, dim, hl);
-        kern_matmul_w(m->hb2, m->xb, &L->w3, n, dim, hl);
+        {
+            float *const out[2] = {m->hb, m->hb2};
+            const kern_wmat *const w[2] = {&L->w1, &L->w3};
+            const int o[2] = {hl, hl};
+            kern_matmul_w_multi(2, out, w, o, m->xb, n, dim);
+        }
         kern_swiglu(m->hb, m->hb2, (int64_t)n * hl);
         kern_matmul_w(m->xb, m->hb, &L->w2, n, hl, dim);
         trace_end(TN_FFN, TRACE_COMPUTE, t0, gl);

@@ -441,6 +441,38 @@ static void test_matmul_w(kern_dtype dt, int n, int i, int o) {
     free(x), free(w), free(a), free(b), free(f);
 }
 
+/* kern_matmul_w_multi gives each matrix kern_matmul_w's bits: outputs of 48, 16 and o3 columns (the
+ * pool's units span two matrices), and of 20 first (no multiple of 16: one at a time) */
+static void test_multi_w(kern_dtype dt, int n, int i, int o3) {
+    const int os[2][3] = {{48, 16, o3}, {20, 48, o3}};
+    for (int v = 0; v < 2; v++) {
+        kern_wmat m[3];
+        float *x = xmalloc(sizeof(float) * (size_t)n * i), *outs[3], *one[3];
+        fill(x, (long)n * i);
+        int same = 1;
+        for (int k = 0; k < 3; k++) {
+            float *w = xmalloc(sizeof(float) * (size_t)os[v][k] * i);
+            fill(w, (long)os[v][k] * i);
+            for (long e = 0; e < (long)os[v][k] * i; e++) w[e] *= 1.0f + k; /* three different matrices */
+            m[k] = wmat_make(dt, w, os[v][k], i);
+            free(w);
+            outs[k] = xmalloc(sizeof(float) * (size_t)n * os[v][k]), one[k] = xmalloc(sizeof(float) * (size_t)n * os[v][k]);
+            kern_matmul_w(one[k], x, &m[k], n, i, os[v][k]);
+        }
+        const kern_wmat *const ws[3] = {&m[0], &m[1], &m[2]};
+        kern_matmul_w_multi(3, outs, ws, os[v], x, n, i);
+        for (int k = 0; k < 3; k++) {
+            if (memcmp(outs[k], one[k], sizeof(float) * (size_t)n * os[v][k]) != 0) same = 0;
+            wmat_free(&m[k]);
+            free(outs[k]), free(one[k]);
+        }
+        free(x);
+        printf("matmul_w_multi %s %s n=%d in=%d out=%d+%d+%d == one by one %s\n", kern_dtype_name(dt),
+               kern_matmul_impl_w(dt), n, i, os[v][0], os[v][1], os[v][2], same ? "ok" : "FAIL");
+        same ? passes++ : failures++;
+    }
+}
+
 /* a column block [c0, c0 + i) of a wider (o, I) matrix used in place (w.ld = I, as a tp rank's
  * share of wo or w2 in the file's mapping; q8: packed from the wider matrix) gives the same bits
  * as the block copied out packed, and matches the twin on the strided matrix */
@@ -636,6 +668,8 @@ static void test_dtype(kern_dtype dt) {
         test_matmul_w(dt, 5, 4096, 99);
         test_matmul_w(dt, 300, 1024, 1100);
         if (dt == KERN_BF16) test_matmul_w(dt, 5, 4093, 99); /* a partial last vector */
+        test_multi_w(dt, 1, 256, 172);
+        test_multi_w(dt, 37, 512, 1000);
         test_strided_w(dt, 1, 256, 96, 512, 256);
         test_strided_w(dt, 21, 512, 200, 1536, 512);
         test_invariance_w(dt, 1024, 1024, ns, 6, 1, 2);

@@ -87,8 +87,7 @@ static inline __attribute__((always_inline)) AT_AVX512 void at_scores(float *a, 
                 const void *row = (const char *)rows + (int64_t)(p0 + pp) * stride * es;
                 __m512 kv[8];
                 _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) kv[v] = at_load(row, dt, 16 * v, 0xffff);
-                _Pragma("GCC unroll 4") for (int h = 0; h < AT_HB; h++) {
-                    if (h >= nh) break;
+                _Pragma("GCC unroll 4") for (int h = 0; h < AT_HB; h++) if (h < nh) {
                     const float *qh = qg + h * 16 * NV;
                     __m512 t = _mm512_mul_ps(_mm512_loadu_ps(qh), kv[0]);
                     _Pragma("GCC unroll 8") for (int v = 1; v < NV; v++) t = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * v), kv[v], t);
@@ -116,8 +115,7 @@ static inline __attribute__((always_inline)) AT_AVX512 void at_mix(float *o, con
             const void *row = (const char *)rows + (int64_t)p * stride * es;
             __m512 kv[8];
             _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) kv[v] = at_load(row, dt, 16 * v, 0xffff);
-            _Pragma("GCC unroll 4") for (int h = 0; h < HM / NV; h++) {
-                if (h >= nh) break;
+            _Pragma("GCC unroll 4") for (int h = 0; h < HM / NV; h++) if (h < nh) {
                 const __m512 wv = _mm512_set1_ps(a[(h0 + h) * lda + p]);
                 _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[h * NV + v] = _mm512_fmadd_ps(wv, kv[v], acc[h * NV + v]);
             }

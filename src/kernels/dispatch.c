@@ -196,12 +196,15 @@ void kern_matmul(float *out, const float *in, const float *w, int n, int i, int 
 
 /* ---- bf16, q8, and f32 packed ---- */
 
+/* up to KERN_MATMUL_MULTI matrices on one input: their outputs' columns one range [0, sum of o)
+ * that the pool cuts; a unit that spans two matrices computes its part of each */
 typedef struct {
     kern_w_range_fn range;
-    float *out;
     kern_act act;
-    const kern_wmat *w;
-    int i, o;
+    int i, count;
+    float *out[KERN_MATMUL_MULTI];
+    const kern_wmat *w[KERN_MATMUL_MULTI];
+    int o[KERN_MATMUL_MULTI], at[KERN_MATMUL_MULTI]; /* columns; the first one in the joint range */
 } mm_w_job;
 
 static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
@@ -209,25 +212,18 @@ static void mm_w_unit(const void *ctx, int t0, int tn, int c0, int c1) {
     const int64_t off = (int64_t)t0 * J->i;
     kern_act a = {J->act.f + off, J->act.x ? J->act.x + off : NULL, J->act.q ? J->act.q + off : NULL,
                   J->act.qc ? J->act.qc + (int64_t)t0 * KERN_QC_ROW(J->i) : NULL, J->act.scale ? J->act.scale + off / KERN_Q8_BLOCK : NULL};
-    J->range(J->out + (int64_t)t0 * J->o, &a, J->w, tn, J->i, J->o, c0, c1);
+    for (int k = 0; k < J->count; k++) {
+        const int lo = c0 > J->at[k] ? c0 : J->at[k], hi = c1 < J->at[k] + J->o[k] ? c1 : J->at[k] + J->o[k];
+        if (lo < hi) J->range(J->out[k] + (int64_t)t0 * J->o[k], &a, J->w[k], tn, J->i, J->o[k], lo - J->at[k], hi - J->at[k]);
+    }
 }
 
-static void mm_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
-    if (w->dtype == KERN_F32 && !w->packed) {
-        mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
-        return;
-    }
-    if (n <= 0 || o <= 0) return;
-    if (i <= 0) {
-        memset(out, 0, sizeof(float) * n * (size_t)o);
-        return;
-    }
-    const mm_impl *m = mm_get(w->dtype);
-    if (w->packed && !mm_packs(m)) { /* packed, then another code chosen (tests) */
-        kern_matmul_w_ref(out, in, w, n, i, o);
-        return;
-    }
-    if (w->dtype == KERN_BF16) (void)kern_bf16_fma_faster(); /* measured here, not by the threads */
+/* the matrices of the same type and layout, w[0]'s, on the implementation m (w[0] not plain f32);
+ * every output's columns but the last's a multiple of 16 (the tiles' groups) */
+static void mm_w(const mm_impl *m, int count, float *const out[], const kern_wmat *const w[], const int o[],
+                 const float *in, int n, int i) {
+    const kern_dtype dt = w[0]->dtype;
+    if (dt == KERN_BF16) (void)kern_bf16_fma_faster(); /* measured here, not by the threads */
     const int64_t ni = (int64_t)n * i;
     /* the prepared activations, in the calling thread's room: bf16 x | int8 q | qc | scales */
     size_t bytes = 0;
@@ -243,10 +239,12 @@ static void mm_w(float *out, const float *in, const kern_wmat *w, int n, int i, 
     char *room = bytes ? kern_room(KERN_ROOM_ACT, bytes) : NULL;
     if (bytes && !room) {
         /* out of memory for the activations: the reference needs none */
-        kern_matmul_w_ref(out, in, w, n, i, o);
+        for (int k = 0; k < count; k++) kern_matmul_w_ref(out[k], in, w[k], n, i, o[k]);
         return;
     }
-    mm_w_job J = {m->w, out, {in, NULL, NULL, NULL, NULL}, w, i, o};
+    mm_w_job J = {m->w, {in, NULL, NULL, NULL, NULL}, i, count, {NULL}, {NULL}, {0}, {0}};
+    int total = 0;
+    for (int k = 0; k < count; k++) J.out[k] = out[k], J.w[k] = w[k], J.o[k] = o[k], J.at[k] = total, total += o[k];
     const kern_row_ops *rows = kern_rows_get();
     if (m->need & KERN_NEED_BF16) {
         uint16_t *x = (uint16_t *)(room + x_at);
@@ -272,16 +270,53 @@ static void mm_w(float *out, const float *in, const kern_wmat *w, int n, int i, 
         }
         J.act.scale = s;
     }
-    const double rate = w->dtype == KERN_F32 ? 80e9 : w->dtype == KERN_BF16 ? 160e9 : 200e9;
+    const double rate = dt == KERN_F32 ? 80e9 : dt == KERN_BF16 ? 160e9 : 200e9;
     /* column ranges of whole tiles (speed only): packed vdpbf16ps takes 4 groups of 16 rows a tile
      * up to 4 token rows, 3 from 5 (its FMA twin 2, AMX pairs of groups), q8 2 */
-    const int align = w->packed ? (n <= 4 ? 64 : 48) : w->dtype == KERN_Q8 ? 32 : 48;
-    kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, w->dtype == KERN_F32 ? 4 : 2), o, align,
-                  mm_threads(n, i, o, (double)kern_dtype_size(w->dtype), rate));
+    const int align = w[0]->packed ? (n <= 4 ? 64 : 48) : dt == KERN_Q8 ? 32 : 48;
+    kern_pool_run(mm_w_unit, &J, n, mm_chunk_rows(i, dt == KERN_F32 ? 4 : 2), total, align,
+                  mm_threads(n, i, total, (double)kern_dtype_size(dt), rate));
+}
+
+/* one matrix, any type and layout */
+static void mm_one(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
+    if (w->dtype == KERN_F32 && !w->packed) {
+        mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
+        return;
+    }
+    if (n <= 0 || o <= 0) return;
+    if (i <= 0) {
+        memset(out, 0, sizeof(float) * n * (size_t)o);
+        return;
+    }
+    const mm_impl *m = mm_get(w->dtype);
+    if (w->packed && !mm_packs(m)) { /* packed, then another code chosen (tests) */
+        kern_matmul_w_ref(out, in, w, n, i, o);
+        return;
+    }
+    mm_w(m, 1, &out, &w, &o, in, n, i);
 }
 
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
     const double t0 = kern_now();
-    mm_w(out, in, w, n, i, o);
+    mm_one(out, in, w, n, i, o);
+    mm_clock += kern_now() - t0;
+}
+
+void kern_matmul_w_multi(int count, float *const out[], const kern_wmat *const w[], const int o[], const float *in,
+                         int n, int i) {
+    const double t0 = kern_now();
+    /* together where they share a type, a layout and an implementation that takes them (the
+     * results are the same either way: every element one chain) */
+    int together = count >= 1 && count <= KERN_MATMUL_MULTI && n > 0 && i > 0 &&
+                   !(w[0]->dtype == KERN_F32 && !w[0]->packed);
+    const mm_impl *m = together ? mm_get(w[0]->dtype) : NULL;
+    if (m && w[0]->packed && !mm_packs(m)) together = 0;
+    for (int k = 0; together && k < count; k++)
+        if (w[k]->dtype != w[0]->dtype || w[k]->packed != w[0]->packed || o[k] <= 0 || (k < count - 1 && o[k] % 16))
+            together = 0;
+    if (together) mm_w(m, count, out, w, o, in, n, i);
+    else
+        for (int k = 0; k < count; k++) mm_one(out[k], in, w[k], n, i, o[k]);
     mm_clock += kern_now() - t0;
 }
