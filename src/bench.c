@@ -360,6 +360,10 @@ int bench_main(int argc, char **argv) {
      * and most others: memory's rate, not the cache's); the limits line's read stays the
      * reference where none could be allocated */
     kern_reader *rd = kern_reader_init((size_t)128 << 20);
+    if (dist_sum_int64(&d, rd != NULL) != d.world_size) { /* every rank reads, or none (the same collectives) */
+        kern_reader_free(rd);
+        rd = NULL;
+    }
     if (root) {
         printf("# mpillama bench: %s (%d layers, dim %d, hidden %d, heads %d/%d, vocab %d), weights %s (%.2f GB streamed a "
                "step), grid --pp %d --tp %d, %d thread(s) a rank\n", path, cfg.n_layers, cfg.dim, cfg.hidden_dim,

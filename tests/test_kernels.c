@@ -270,8 +270,6 @@ static void test_rope_llama3(void) {
     }
 }
 
-/* every implementation's SwiGLU (the AVX-512 code has its own e^x) within a few ulp of the exact
- * value, element by element, over [-110, 110] and the edges (overflow of e^-g, zeros, NaN) */
 /* the row operations' softmax against a double-precision one: lengths of whole vectors, masked
  * tails and one element; scores spread over e^-100..1 (the tail underflows to 0), a -inf score
  * (a masked position) gives exactly 0; every row sums to 1 */
@@ -315,6 +313,8 @@ static void test_softmax_rows(void) {
     kern_matmul_use(NULL);
 }
 
+/* every implementation's SwiGLU (the AVX-512 code has its own e^x) within a few ulp of the exact
+ * value, element by element, over [-110, 110] and the edges (overflow of e^-g, zeros, NaN) */
 static void test_swiglu_rows(void) {
     const char *impls[] = {"generic", "avx512"};
     enum { N = 20011 };
@@ -737,6 +737,9 @@ int main(void) {
         test_attention(8, 2, 4, 0, 0, 100, 64, 2, kvt, 0);  /* a head size that is no multiple of 16 */
         test_attention(16, 2, 8, 0, 0, 128, 70, 2, kvt, 0); /* head size 128, 8 query heads a KV head */
         test_attention(12, 2, 6, 0, 0, 64, 40, 2, kvt, 0);  /* 6 a KV head: a partial group of 4 */
+        test_attention(6, 2, 4, 2, 0, 64, 32, 2, kvt, 0);   /* a tp rank's share (heads 2-7) at head size 64;
+                                                               position 31: 32 scores, two whole vectors */
+        test_attention(24, 2, 12, 0, 0, 64, 48, 2, kvt, 0); /* 12 a KV head: groups of 8 and 4 */
         test_attention(8, 4, 2, 0, 0, 8, 32, 3, kvt, 4);    /* sliding window (Mistral) */
         test_attention(2, 1, 2, 4, 2, 8, 32, 2, kvt, 1);    /* a window of the token alone */
     }

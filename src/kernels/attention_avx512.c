@@ -7,7 +7,7 @@
  *   slot, block, length or group it falls in.
  *   mix: a head's output stays in registers while the value rows are added, each lane's FMAs in
  *   position order from zero (the same sums as row by row).
- * Head sizes that are no multiple of 16 (or over 128) go head by head, row by row. */
+ * Other head sizes than 64 and 128 go head by head, row by row. */
 #include <stdint.h>
 
 #include "internal.h"
