@@ -66,7 +66,11 @@ static void bench_usage(FILE *out) {
             "  --prefill LIST   prompt lengths prefilled in one step (default 16,128)\n"
             "  --context P      the decode tokens' position (default 128)\n"
             "  --pp P --tp T    the grid (default: tp over the ranks)\n"
-            "  --time S         seconds per measurement, at least 3 steps (default 1)\n");
+            "  --time S         seconds per measurement, at least 3 steps (default 1)\n"
+            "  columns: GB/s_w weights streamed, GB/s_rd a read pass just before each step, %%bw their\n"
+            "  ratio; GFLOP/s and %%peak over the step; %%mm the matrix work's share of the step, GF/s_mm\n"
+            "  and %%pk_mm over its own time. Last line: decode_bw_fraction (B=1), gemm_fraction and\n"
+            "  matmul_fraction (the smaller of B=32 and prefill 128, over the step / the matrix work)\n");
 }
 
 static int parse_ints(const char *s, int *v, int max) {
@@ -236,6 +240,7 @@ static void bench_step(model *m, dist_ctx *d, const model_batch *b, float *logit
 typedef struct {
     double step;    /* seconds of a step (the slowest rank's) */
     double mm;      /* seconds in matrix work (the rank with the most) */
+    double mm_frac; /* that over the step's seconds */
     double read;    /* GB/s of the read pass just before a step (all ranks at once, summed) */
     double bw_frac; /* GB/s of weights streamed over that pass's GB/s */
 } bench_meas;
@@ -250,7 +255,7 @@ static double bench_median(double *v, int k) {
  * the share of memory bandwidth moves by up to 2x from one second to the next */
 static bench_meas bench_time(model *m, dist_ctx *d, const model_batch *b, float *logits, double seconds,
                              kern_reader *rd, int threads, double streamed) {
-    double t[64], tm[64], tr[64], tf[64];
+    double t[64], tm[64], tr[64], tf[64], tq[64];
     int k = 0;
     bench_step(m, d, b, logits);
     dist_barrier(d);
@@ -265,12 +270,13 @@ static bench_meas bench_time(model *m, dist_ctx *d, const model_batch *b, float 
         tm[k] = dist_max_double(d, kern_matmul_seconds() - m0);
         t[k] = dist_max_double(d, dt);
         tf[k] = tr[k] > 0 ? streamed / t[k] / 1e9 / tr[k] : 0;
+        tq[k] = t[k] > 0 ? tm[k] / t[k] : 0;
         k++;
         int more = k < 3 || (k < 64 && util_now() - start < seconds);
         dist_bcast(d, &more, sizeof(more), 0);
         if (!more) break;
     }
-    bench_meas r = {bench_median(t, k), bench_median(tm, k), bench_median(tr, k), bench_median(tf, k)};
+    bench_meas r = {bench_median(t, k), bench_median(tm, k), bench_median(tq, k), bench_median(tr, k), bench_median(tf, k)};
     return r;
 }
 
@@ -400,7 +406,7 @@ int bench_main(int argc, char **argv) {
                 snprintf(work, sizeof(work), "%s %d", phase == 0 ? "decode B=" : "prefill", n);
                 if (phase == 0) snprintf(work, sizeof(work), "decode B=%d", n);
                 printf("%-12s %6d | %9.2f %9.1f | %8.1f %8.1f %6.1f | %8.1f %6.1f | %5.1f %8.1f %6.1f\n", work, n,
-                       s * 1e3, n / s, gbs, rd ? me.read : bw, 100 * fbw, gf, 100 * fpk, 100 * smm / s, gfm, 100 * fpm);
+                       s * 1e3, n / s, gbs, rd ? me.read : bw, 100 * fbw, gf, 100 * fpk, 100 * me.mm_frac, gfm, 100 * fpm);
                 fflush(stdout);
             }
         }
