@@ -16,8 +16,8 @@
  * slowest rank): tok/s, GB/s of weights streamed (each rank's matrices once a step; the
  * embedding table is not streamed) and its fraction of the read bandwidth of the same moment
  * (every step follows a read pass of every rank at once, summed: GB/s_rd; the fraction is the
- * median of the steps' own), and GFLOP/s of
- * matrix work (2 per weight per token) and its fraction of the summed peak of the weights' type;
+ * median of the steps' own), and GFLOP/s of matrix work (2 per weight per token) and its
+ * fraction of the summed peak of the weights' type;
  * then the matrix work's own share of the step (the time inside kern_matmul_w, activation
  * preparation included: kern_matmul_seconds) and its rate over that time, against the same peak.
  * The last line: decode_bw_fraction (decode B=1), gemm_fraction (the whole step's: the smaller of
@@ -251,10 +251,11 @@ static double bench_median(double *v, int k) {
 }
 
 /* after one warm-up, steps until `seconds` (at least 3, at most 64), each just after a pass of
- * reading memory (rd; NULL: none) that gives the read limit of the same moment: on a shared host
- * the share of memory bandwidth moves by up to 2x from one second to the next */
+ * reading memory (rd) that gives the read limit of the same moment: on a shared host the share
+ * of memory bandwidth moves by up to 2x from one second to the next (rd NULL: the limit bw
+ * measured at the start) */
 static bench_meas bench_time(model *m, dist_ctx *d, const model_batch *b, float *logits, double seconds,
-                             kern_reader *rd, int threads, double streamed) {
+                             kern_reader *rd, double bw, int threads, double streamed) {
     double t[64], tm[64], tr[64], tf[64], tq[64];
     int k = 0;
     bench_step(m, d, b, logits);
@@ -262,7 +263,7 @@ static bench_meas bench_time(model *m, dist_ctx *d, const model_batch *b, float 
     const double start = util_now();
     for (;;) {
         dist_barrier(d);
-        tr[k] = rd ? dist_sum_double(d, kern_reader_pass(rd, threads)) : 0;
+        tr[k] = rd ? dist_sum_double(d, kern_reader_pass(rd, threads)) : bw;
         dist_barrier(d);
         const double t0 = util_now(), m0 = kern_matmul_seconds();
         bench_step(m, d, b, logits);
@@ -363,8 +364,8 @@ int bench_main(int argc, char **argv) {
     const double layer_params = (double)dist_sum_int64(&d, sh.layer_params);
     const double limit_flops = peak[wt];
     /* every step's read limit, from a pass just before it (4x the last-level cache of this machine
-     * and most others: memory's rate, not the cache's); the limits line's read stays the
-     * reference where none could be allocated */
+     * and most others: memory's rate, not the cache's); where none could be allocated, the limits
+     * line's read */
     kern_reader *rd = kern_reader_init((size_t)128 << 20);
     if (dist_sum_int64(&d, rd != NULL) != d.world_size) { /* every rank reads, or none (the same collectives) */
         kern_reader_free(rd);
@@ -391,22 +392,21 @@ int bench_main(int argc, char **argv) {
                 want[t] = phase == 0 || t == n - 1;
             }
             model_batch b = {n, tok, pos, slot, want};
-            const bench_meas me = bench_time(&m, &d, &b, logits, o.seconds, rd, threads, streamed);
+            const bench_meas me = bench_time(&m, &d, &b, logits, o.seconds, rd, bw, threads, streamed);
             const double s = me.step, smm = me.mm;
             const int n_logits = phase == 0 ? n : 1;
             const double flops = 2.0 * (layer_params * n + (params - layer_params) * n_logits);
             const double gbs = streamed / s / 1e9, gf = flops / s / 1e9;
-            const double fbw = rd ? me.bw_frac : bw > 0 ? gbs / bw : 0, fpk = limit_flops > 0 ? gf / limit_flops : 0;
+            const double fbw = me.bw_frac, fpk = limit_flops > 0 ? gf / limit_flops : 0;
             const double gfm = smm > 0 ? flops / smm / 1e9 : 0, fpm = limit_flops > 0 ? gfm / limit_flops : 0;
             if (phase == 0 && n == 1) decode1_bw = fbw;
             if (phase == 0 && n == 32) decode32_gemm = fpk, decode32_mm = fpm;
             if (phase == 1 && n == 128) prefill128_gemm = fpk, prefill128_mm = fpm;
             if (root) {
                 char work[32];
-                snprintf(work, sizeof(work), "%s %d", phase == 0 ? "decode B=" : "prefill", n);
-                if (phase == 0) snprintf(work, sizeof(work), "decode B=%d", n);
+                snprintf(work, sizeof(work), phase == 0 ? "decode B=%d" : "prefill %d", n);
                 printf("%-12s %6d | %9.2f %9.1f | %8.1f %8.1f %6.1f | %8.1f %6.1f | %5.1f %8.1f %6.1f\n", work, n,
-                       s * 1e3, n / s, gbs, rd ? me.read : bw, 100 * fbw, gf, 100 * fpk, 100 * me.mm_frac, gfm, 100 * fpm);
+                       s * 1e3, n / s, gbs, me.read, 100 * fbw, gf, 100 * fpk, 100 * me.mm_frac, gfm, 100 * fpm);
                 fflush(stdout);
             }
         }

@@ -80,7 +80,8 @@ static void attn_unit(const void *ctx, int t0, int tn, int g0, int g1) {
         /* heads h..e-1 share KV head g (up to ATTN_GROUP a call) */
         for (int h = 0, e; h < d->n_heads; h = e) {
             const int g = (d->head0 + h) / d->kv_mul - d->kv_head0;
-            for (e = h + 1; e < d->n_heads && e - h < ATTN_GROUP && (d->head0 + e) / d->kv_mul - d->kv_head0 == g;) e++;
+            e = h + 1;
+            while (e < d->n_heads && e - h < ATTN_GROUP && (d->head0 + e) / d->kv_mul - d->kv_head0 == g) e++;
             if (g < g0 || g >= g1) continue;
             const int64_t at = ((int64_t)t * d->n_heads + h) * hs;
             ops->scores(a, len, J->q + at, e - h, kb + (int64_t)g * hs * es, kvd, dt, hs, len, scale);

@@ -33,7 +33,7 @@ static AT_AVX512 float at_dot(const float *q, const void *row, kern_dtype dt, in
         b = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), at_load(row, dt, j + 16, 0xffff), b);
     }
     for (; j < hs; j += 16) {
-        const __mmask16 m = hs - j >= 16 ? 0xffff : (__mmask16)((1u << (hs - j)) - 1);
+        const __mmask16 m = kern_tail16(hs - j);
         a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + j), at_load(row, dt, j, m), a);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
@@ -42,7 +42,7 @@ static AT_AVX512 float at_dot(const float *q, const void *row, kern_dtype dt, in
 static AT_AVX512 void at_axpy(float *o, float w, const void *row, kern_dtype dt, int hs) {
     const __m512 wv = _mm512_set1_ps(w);
     for (int j = 0; j < hs; j += 16) {
-        const __mmask16 m = hs - j >= 16 ? 0xffff : (__mmask16)((1u << (hs - j)) - 1);
+        const __mmask16 m = kern_tail16(hs - j);
         _mm512_mask_storeu_ps(o + j, m, _mm512_fmadd_ps(wv, at_load(row, dt, j, m), _mm512_maskz_loadu_ps(m, o + j)));
     }
 }
@@ -94,8 +94,8 @@ static inline __attribute__((always_inline)) AT_AVX512 void at_scores(float *a, 
                     buf[h][AT_SLOT[pp]] = t;
                 }
             }
-            const __mmask16 m = np == 16 ? 0xffff : (__mmask16)((1u << np) - 1);
-            for (int h = 0; h < nh; h++) _mm512_mask_storeu_ps(a + (h0 + h) * lda + p0, m, _mm512_mul_ps(at_sum16(buf[h]), sv));
+            for (int h = 0; h < nh; h++)
+                _mm512_mask_storeu_ps(a + (h0 + h) * lda + p0, kern_tail16(np), _mm512_mul_ps(at_sum16(buf[h]), sv));
         }
     }
 }

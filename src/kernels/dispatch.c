@@ -278,44 +278,38 @@ static void mm_w(const mm_impl *m, int count, float *const out[], const kern_wma
                   mm_threads(n, i, total, (double)kern_dtype_size(dt), rate));
 }
 
+/* the implementation whose w range takes w (n x i by o), or NULL where mm_one's own cases do:
+ * plain f32 (mm_f32), nothing to compute, or packed for an implementation chosen since (tests) */
+static const mm_impl *mm_w_impl(const kern_wmat *w, int n, int i, int o) {
+    if ((w->dtype == KERN_F32 && !w->packed) || n <= 0 || i <= 0 || o <= 0) return NULL;
+    const mm_impl *m = mm_get(w->dtype);
+    return w->packed && !mm_packs(m) ? NULL : m;
+}
+
 /* one matrix, any type and layout */
 static void mm_one(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
-    if (w->dtype == KERN_F32 && !w->packed) {
-        mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
-        return;
-    }
-    if (n <= 0 || o <= 0) return;
-    if (i <= 0) {
-        memset(out, 0, sizeof(float) * n * (size_t)o);
-        return;
-    }
-    const mm_impl *m = mm_get(w->dtype);
-    if (w->packed && !mm_packs(m)) { /* packed, then another code chosen (tests) */
-        kern_matmul_w_ref(out, in, w, n, i, o);
-        return;
-    }
-    mm_w(m, 1, &out, &w, &o, in, n, i);
+    const mm_impl *m = mm_w_impl(w, n, i, o);
+    if (m) mm_w(m, 1, &out, &w, &o, in, n, i);
+    else if (w->dtype == KERN_F32 && !w->packed) mm_f32(out, in, w->data, kern_wmat_ld(w, i), n, i, o);
+    else if (n <= 0 || o <= 0) return;
+    else if (i <= 0) memset(out, 0, sizeof(float) * n * (size_t)o);
+    else kern_matmul_w_ref(out, in, w, n, i, o); /* packed, then another code chosen (tests) */
 }
 
 void kern_matmul_w(float *out, const float *in, const kern_wmat *w, int n, int i, int o) {
-    const double t0 = kern_now();
-    mm_one(out, in, w, n, i, o);
-    mm_clock += kern_now() - t0;
+    kern_matmul_w_multi(1, &out, &w, &o, in, n, i);
 }
 
 void kern_matmul_w_multi(int count, float *const out[], const kern_wmat *const w[], const int o[], const float *in,
                          int n, int i) {
     const double t0 = kern_now();
-    /* together where they share a type, a layout and an implementation that takes them (the
-     * results are the same either way: every element one chain) */
-    int together = count >= 1 && count <= KERN_MATMUL_MULTI && n > 0 && i > 0 &&
-                   !(w[0]->dtype == KERN_F32 && !w[0]->packed);
-    const mm_impl *m = together ? mm_get(w[0]->dtype) : NULL;
-    if (m && w[0]->packed && !mm_packs(m)) together = 0;
-    for (int k = 0; together && k < count; k++)
-        if (w[k]->dtype != w[0]->dtype || w[k]->packed != w[0]->packed || o[k] <= 0 || (k < count - 1 && o[k] % 16))
-            together = 0;
-    if (together) mm_w(m, count, out, w, o, in, n, i);
+    /* together where they share a type, a layout and an implementation that takes them, and the
+     * outputs but the last are whole groups of 16 (the results are the same either way: every
+     * element one chain) */
+    const mm_impl *m = count >= 1 && count <= KERN_MATMUL_MULTI ? mm_w_impl(w[0], n, i, o[0]) : NULL;
+    for (int k = 1; m && k < count; k++)
+        if (w[k]->dtype != w[0]->dtype || w[k]->packed != w[0]->packed || o[k] <= 0 || o[k - 1] % 16) m = NULL;
+    if (m) mm_w(m, count, out, w, o, in, n, i);
     else
         for (int k = 0; k < count; k++) mm_one(out[k], in, w[k], n, i, o[k]);
     mm_clock += kern_now() - t0;

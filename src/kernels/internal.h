@@ -73,6 +73,9 @@ static inline float kern_wmat_at(const kern_wmat *w, int64_t i, int64_t r, int64
     return w->dtype == KERN_BF16 ? kern_bf16_to_f32(((const uint16_t *)w->data)[at]) : ((const float *)w->data)[at];
 }
 
+/* the mask of a 16-lane vector's first min(left, 16) lanes (a row's last, partial vector) */
+static inline uint16_t kern_tail16(int64_t left) { return left >= 16 ? 0xffff : (uint16_t)((1u << left) - 1); }
+
 /* 4 bytes at p, whatever their alignment (a broadcast operand) */
 static inline uint32_t kern_ld32(const void *p) {
     uint32_t v;

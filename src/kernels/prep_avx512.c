@@ -26,7 +26,7 @@ PR_AVX512 void kern_bf16_rows_avx512(uint16_t *dst, const float *src, int64_t n)
     for (; k + 16 <= n; k += 16)
         _mm256_storeu_si256((__m256i *)(dst + k), pr_bf16(_mm512_loadu_si512(src + k)));
     if (k < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+        const __mmask16 m = kern_tail16(n - k);
         _mm256_mask_storeu_epi16(dst + k, m, pr_bf16(_mm512_maskz_loadu_epi32(m, src + k)));
     }
 }
@@ -89,7 +89,7 @@ static inline __attribute__((always_inline)) PR_AVX512 __m512 pr_exp(__m512 y) {
  * value never depends on where a range of the pool's cut falls */
 PR_AVX512 void kern_swiglu_avx512(float *gate, const float *up, int64_t n) {
     for (int64_t k = 0; k < n; k += 16) {
-        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        const __mmask16 m = kern_tail16(n - k);
         const __m512 g = _mm512_maskz_loadu_ps(m, gate + k), u = _mm512_maskz_loadu_ps(m, up + k);
         const __m512 e = pr_exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
         _mm512_mask_storeu_ps(gate + k, m, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u));
@@ -103,20 +103,20 @@ PR_AVX512 void kern_softmax_avx512(float *x, int n) {
     if (n <= 0) return;
     __m512 mv = _mm512_set1_ps(x[0]);
     for (int k = 0; k < n; k += 16) {
-        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        const __mmask16 m = kern_tail16(n - k);
         mv = _mm512_mask_max_ps(mv, m, mv, _mm512_maskz_loadu_ps(m, x + k));
     }
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
     __m512 sv = _mm512_setzero_ps();
     for (int k = 0; k < n; k += 16) {
-        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        const __mmask16 m = kern_tail16(n - k);
         const __m512 e = pr_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + k), mx));
         _mm512_mask_storeu_ps(x + k, m, e);
         sv = _mm512_mask_add_ps(sv, m, sv, e);
     }
     const __m512 s = _mm512_set1_ps(_mm512_reduce_add_ps(sv));
     for (int k = 0; k < n; k += 16) {
-        const __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        const __mmask16 m = kern_tail16(n - k);
         _mm512_mask_storeu_ps(x + k, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), s));
     }
 }
