@@ -99,6 +99,18 @@ static int top_p_keep(const sampler_candidate *c, int keep, const sampler_params
     return keep;
 }
 
+/* one of the keep candidates (keep > 0), each as likely as its probability among them */
+static int draw_kept(const sampler_candidate *c, int keep, uint64_t *rng) {
+    float total = 0.0f;
+    for (int i = 0; i < keep; i++) total += c[i].prob;
+    float r = sampler_random(rng) * total, cum = 0.0f;
+    for (int i = 0; i < keep; i++) {
+        cum += c[i].prob;
+        if (r < cum) return c[i].index;
+    }
+    return c[keep - 1].index;
+}
+
 int sampler_filter(float *logits, int n, const sampler_params *p, sampler_candidate *c) {
     for (int i = 0; i < n; i++) logits[i] /= p->temperature;
     kern_softmax(logits, n);
@@ -132,14 +144,7 @@ int sampler_sample(float *logits, int n, const sampler_params *p, uint64_t *rng,
     if (sampler_is_greedy(p)) return best;
     const int keep = sampler_filter(logits, n, p, c);
     if (keep <= 0) return SAMPLER_NON_FINITE;
-    float total = 0.0f;
-    for (int i = 0; i < keep; i++) total += c[i].prob;
-    float r = sampler_random(rng) * total, cum = 0.0f;
-    for (int i = 0; i < keep; i++) {
-        cum += c[i].prob;
-        if (r < cum) return c[i].index;
-    }
-    return c[keep - 1].index;
+    return draw_kept(c, keep, rng);
 }
 
 /* ------------------------------------------------------------------ vocab-parallel pieces */
@@ -224,12 +229,5 @@ int sampler_draw(sampler_candidate *c, int n, const sampler_params *p, uint64_t 
     qsort(c, (size_t)keep, sizeof(*c), cmp_candidate);
     if (p->top_k > 0 && p->top_k < keep) keep = p->top_k;
     keep = top_p_keep(c, keep, p);
-    float total = 0.0f;
-    for (int i = 0; i < keep; i++) total += c[i].prob;
-    float r = sampler_random(rng) * total, cum = 0.0f;
-    for (int i = 0; i < keep; i++) {
-        cum += c[i].prob;
-        if (r < cum) return c[i].index;
-    }
-    return c[keep - 1].index;
+    return draw_kept(c, keep, rng);
 }
