@@ -346,10 +346,7 @@ void convert_hf_read_config(const char *path, model_config *cfg, int shape_only)
 
 void convert_hf_parse_config(const char *text, size_t len, const char *path, model_config *cfg,
                              int shape_only) {
-    char jwhy[256];
-    cJSON *root = json_parse_strict(text, len, jwhy, sizeof jwhy);
-    if (!root) die("'%s': %s", path, jwhy);
-    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
+    cJSON *root = json_object_or_die(text, len, path);
     cfg_json c = {path, root};
 
     const cJSON *mt = cfg_item(root, "model_type");
@@ -591,12 +588,7 @@ static void st_sort(st_set *s) {
 
 /* model.safetensors.index.json: {"weight_map": {tensor: shard file}} */
 static void st_open_index(st_set *s, const char *dir, const char *index_path) {
-    size_t len;
-    char *text = util_read_file(index_path, &len);
-    char why[256];
-    cJSON *root = json_parse_strict(text, len, why, sizeof why);
-    if (!root) die("'%s': %s", index_path, why);
-    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", index_path);
+    cJSON *root = json_read_object(index_path);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map)) die("'%s': missing field 'weight_map'", index_path);
     const cJSON *e;
@@ -619,7 +611,6 @@ static void st_open_index(st_set *s, const char *dir, const char *index_path) {
         free(p);
     }
     cJSON_Delete(root);
-    free(text);
 }
 
 static void st_close(st_set *s) {

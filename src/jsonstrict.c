@@ -106,3 +106,19 @@ int json_get_int(const cJSON *item, int64_t lo, int64_t hi, int64_t *out) {
 int json_is_finite_number(const cJSON *item) {
     return cJSON_IsNumber(item) && isfinite(item->valuedouble);
 }
+
+cJSON *json_object_or_die(const char *text, size_t len, const char *path) {
+    char why[256];
+    cJSON *root = json_parse_strict(text, len, why, sizeof why);
+    if (!root) die("'%s': %s", path, why);
+    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
+    return root;
+}
+
+cJSON *json_read_object(const char *path) {
+    size_t len;
+    char *text = util_read_file(path, &len);
+    cJSON *root = json_object_or_die(text, len, path);
+    free(text);
+    return root;
+}

@@ -14,6 +14,12 @@
  * JSON (at byte 12)", "trailing data after the JSON value (at byte 30)" or "duplicate key 'x'". */
 cJSON *json_parse_strict(const char *text, size_t len, char *why, size_t why_cap);
 
+/* json_parse_strict's tree of text[0..len), which must be a JSON object; else die()s with
+ * "'path': why" (the file's name first, as every input error). The caller frees the tree */
+cJSON *json_object_or_die(const char *text, size_t len, const char *path);
+/* the same for the whole of file path (util_read_file's errors included) */
+cJSON *json_read_object(const char *path);
+
 /* 1 with *out set when item is a JSON number holding an integer in [lo, hi] (no fraction, not
  * NaN or infinite); 0 otherwise */
 int json_get_int(const cJSON *item, int64_t lo, int64_t hi, int64_t *out);

@@ -696,13 +696,7 @@ static int hf_post_bos(const cJSON *root, const piece_list *p) {
 }
 
 int tok_load_hf_json(mfile_tokenizer *out, const char *path, char *why, size_t why_cap) {
-    size_t size;
-    char *text = util_read_file(path, &size);
-    char jwhy[256];
-    cJSON *root = json_parse_strict(text, size, jwhy, sizeof jwhy);
-    free(text);
-    if (!root) die("'%s': %s", path, jwhy);
-    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
+    cJSON *root = json_read_object(path);
     int ok = 0;
     hf_pretok pre = {0};
     piece_list p = {0};
@@ -953,13 +947,7 @@ static const char *config_token(const cJSON *root, const char *key) {
 int tok_apply_hf_config(mfile_tokenizer *t, const char *path) {
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
-    size_t size;
-    char *text = util_read_file(path, &size);
-    char jwhy[256];
-    cJSON *root = json_parse_strict(text, size, jwhy, sizeof jwhy);
-    free(text);
-    if (!root) die("'%s': %s", path, jwhy);
-    if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
+    cJSON *root = json_read_object(path);
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
     const char *jinja = cJSON_IsString(ct) ? ct->valuestring : NULL;
     if (cJSON_IsArray(ct)) { /* [{"name": ..., "template": ...}]: the default one */
