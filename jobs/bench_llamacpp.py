@@ -14,9 +14,11 @@ per-block scale rounded from f32 to f16, as Q8_0 stores it). The vocabulary is a
 
 Per round and type: ours (`mpillama bench --decode 1,32 --prefill 128`), then llama.cpp's
 (`llama-batched-bench -npp 128 -ntg N -npl 1,32 -pps`: S_TG at 1 and 32 sequences, decoding at
-positions 128 on, like ours; `llama-bench -p 128 -n 0`: prefill). Prints tok/s, the median of
-the rounds (their range in brackets), and ours / llama.cpp. Run it with Debian's /usr/bin/python3
-(numpy, h5py). Prints numbers; asserts nothing."""
+positions 128 on, like ours; `llama-bench -p 128 -n 0`: prefill), both with --threads threads.
+Prints tok/s, the median of the rounds (their range in brackets), and ours / llama.cpp. Llama
+models only (no biases, q/k norms or sliding window; head size dim / heads); RoPE scaling is not
+written (it costs the same). Run it with Debian's /usr/bin/python3 (python3-numpy, python3-h5py,
+and for gguf-py python3-yaml and python3-sentencepiece). Prints numbers; asserts nothing."""
 import argparse
 import csv
 import io
@@ -46,9 +48,13 @@ for tool in ("llama-batched-bench", "llama-bench"):
 if not os.path.isdir(os.path.join(a.llama_cpp, "gguf-py")):
     sys.exit(f"bench_llamacpp: no gguf-py in '{a.llama_cpp}'")
 sys.path.insert(0, os.path.join(a.llama_cpp, "gguf-py"))
-import gguf  # noqa: E402
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
+try:
+    import gguf  # noqa: E402
+    import h5py  # noqa: E402
+    import numpy as np  # noqa: E402
+except ImportError as e:
+    sys.exit(f"bench_llamacpp: {e} (Debian: python3-numpy python3-h5py python3-yaml python3-sentencepiece; "
+             "run with /usr/bin/python3)")
 
 os.makedirs(a.work, exist_ok=True)
 
@@ -62,6 +68,11 @@ def write_gguf(src, dst):
     f = h5py.File(src, "r")
     dim, hid, nl, nh, nkv, hs, V = (int(attr(f, k)) for k in ("dim", "hidden_dim", "n_layers", "n_heads",
                                                               "n_kv_heads", "head_size", "vocab_size"))
+    unsupported = [k for k in ("attn_qkv_bias", "attn_qk_norm", "sliding_window") if k in f.attrs and attr(f, k)]
+    if hs * nh != dim:
+        unsupported.append(f"head_size {hs} != dim / n_heads")
+    if unsupported:
+        sys.exit(f"bench_llamacpp: '{src}' has {', '.join(unsupported)}: this script writes plain Llama GGUF only")
     if V < 259:
         sys.exit(f"bench_llamacpp: '{src}' has a vocabulary of {V}; the placeholder needs 259 or more")
     w = gguf.GGUFWriter(dst, "llama")
@@ -124,15 +135,17 @@ def write_gguf(src, dst):
     w.close()
 
 
-def run(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd, env=None):
+    """the command's standard output (its errors end the script, with the tail of what it said)"""
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"bench_llamacpp: {' '.join(cmd)} failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
-    return p.stdout + p.stderr
+    return p.stdout
 
 
 def ours(model):
-    out = run([a.mpillama, "bench", "--model", model, "--decode", "1,32", "--prefill", "128", "--time", a.time])
+    out = run([a.mpillama, "bench", "--model", model, "--decode", "1,32", "--prefill", "128", "--time", a.time],
+              env=dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads)))  # bench's threads a rank
     got = {}
     for line in out.splitlines():
         m = re.match(r"(decode B=1|decode B=32|prefill 128)\s+\d+\s*\|\s*[\d.]+\s+([\d.]+)\s*\|", line)
@@ -144,7 +157,8 @@ def ours(model):
 
 
 def theirs(g):
-    out = run([os.path.join(BIN, "llama-batched-bench"), "-m", g, "-t", str(a.threads), "-c", "4096", "-b", "2048",
+    ctx = max(4096, 128 + 32 * a.ntg)  # -pps: the prompt once, then ntg tokens for each of 32 sequences
+    out = run([os.path.join(BIN, "llama-batched-bench"), "-m", g, "-t", str(a.threads), "-c", str(ctx), "-b", "2048",
                "-ub", "512", "-npp", "128", "-ntg", str(a.ntg), "-npl", "1,32", "-pps"])
     tg = {}
     for line in out.splitlines():  # | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | ...
@@ -159,9 +173,12 @@ def theirs(g):
 
 
 models = {}
+name = os.path.basename(os.path.normpath(a.shape))  # a shape's name, or a config.json's (or its folder's)
+if name == "config.json":
+    name = os.path.basename(os.path.dirname(os.path.abspath(a.shape))) or "config"
 for t in a.dtypes.split(","):
-    h5 = os.path.join(a.work, f"{a.shape}-{t}.h5")
-    g = os.path.join(a.work, f"{a.shape}-{t}.gguf")
+    h5 = os.path.join(a.work, f"{name}-{t}.h5")
+    g = os.path.join(a.work, f"{name}-{t}.gguf")
     if not os.path.exists(h5):
         print(f"# synth {a.shape} {t} -> {h5}", flush=True)
         run([a.mpillama, "synth", "--shape", a.shape, "--dtype", t, "-o", h5])

@@ -107,18 +107,22 @@ int json_is_finite_number(const cJSON *item) {
     return cJSON_IsNumber(item) && isfinite(item->valuedouble);
 }
 
-cJSON *json_object_or_die(const char *text, size_t len, const char *path) {
-    char why[256];
-    cJSON *root = json_parse_strict(text, len, why, sizeof why);
+/* root (NULL: why says what is wrong) as a JSON object, else die()s naming path */
+static cJSON *object_or_die(cJSON *root, const char *why, const char *path) {
     if (!root) die("'%s': %s", path, why);
     if (!cJSON_IsObject(root)) die("'%s': not a JSON object", path);
     return root;
 }
 
+cJSON *json_object_or_die(const char *text, size_t len, const char *path) {
+    char why[256];
+    return object_or_die(json_parse_strict(text, len, why, sizeof why), why, path);
+}
+
 cJSON *json_read_object(const char *path) {
     size_t len;
-    char *text = util_read_file(path, &len);
-    cJSON *root = json_object_or_die(text, len, path);
-    free(text);
-    return root;
+    char *text = util_read_file(path, &len), why[256];
+    cJSON *root = json_parse_strict(text, len, why, sizeof why);
+    free(text); /* before any die(): the fuzzers' die() returns */
+    return object_or_die(root, why, path);
 }
