@@ -678,6 +678,10 @@ static void test_dtype(kern_dtype dt) {
             test_invariance_w(dt, 2048, 8192, ns, 6, 1, 2);
             test_invariance_w(dt, 200, 12289 / KERN_Q8_BLOCK * KERN_Q8_BLOCK, ns, 6, 2, 1); /* rows past L2: k block by k block */
             test_invariance_w(dt, 300, 1056, ns, 6, 1, 2); /* a last single q8 block (1056 = 16 x 64 + 32) */
+            /* batches of 9 to 64 rows, a partial last k block, 7 and 8 tiles of token rows, one row in
+             * the last (BP_PAIRS_N / Q8_PAIRS_N; q8 at 64 rows past Q8_XL2) */
+            const int ns_batch[] = {57, 64, 13};
+            test_invariance_w(dt, 300, 5632, ns_batch, 3, 1, 2);
         }
     }
     kern_matmul_use(NULL);

@@ -30,8 +30,8 @@
 #ifndef BP_UNROLL
 #define BP_UNROLL "GCC unroll 16"
 #endif
-/* Decode batches (9 to BP_PAIRS_N token rows whose k block of activations stays in L2, BP_XL2
- * bytes) go G groups x one k block after another, every tile of token rows over them while the
+/* Batches of 9 to BP_PAIRS_N token rows (decode, or a short prefill chunk) whose k block of
+ * activations stays in L2 (BP_XL2 bytes) go G groups x one k block after another, every tile of token rows over them while the
  * tiles prefetch the next ones into L2: the weights' read from memory overlaps the arithmetic
  * instead of holding up a first pass of its own (as q8's pairs, matmul_q8_avx512.c) */
 #define BP_PAIRS_N 64
@@ -50,7 +50,8 @@
 static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, int ldy, const char *x, int64_t xs,
                                                                     const uint8_t *w, int64_t gb, int nc, int acc_in,
                                                                     int last, int pf, const uint8_t *nx, int ngn,
-                                                                    int nl, const int R, const int G, const int OP) {
+                                                                    int nl, int nn, const int R, const int G,
+                                                                    const int OP) {
     const int FMA = OP == BP_WIDE;
     const __mmask16 lm = (__mmask16)((1u << last) - 1);
     __m512 acc[BP_RMAX][4];
@@ -62,11 +63,13 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
     for (int c = 0; c < nc; c++) {
         const uint8_t *wc = w + (int64_t)c * KERN_PACK_CHUNK;
         const char *xc = x + (int64_t)c * 64;
-        /* nl lines a chunk of each of the ngn groups the next tiles take, from nx on, into L2 (bp_pairs) */
+        /* nl lines a chunk, of the nn from nx on of each of the ngn groups that the next tiles take,
+         * into L2 (BP_PAIRS_N) */
         for (int g = 0; g < ngn; g++)
-            for (int l = 0; l < nl; l++) _mm_prefetch((const char *)(nx + g * gb + ((int64_t)c * nl + l) * 64), _MM_HINT_T1);
+            for (int l = 0; l < nl && c * nl + l < nn; l++)
+                _mm_prefetch((const char *)(nx + g * gb + ((int64_t)c * nl + l) * 64), _MM_HINT_T1);
         _Pragma(BP_UNROLL) for (int p = 0; p < 16; p++) {
-            if (R == 1 || pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
+            if (pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
                     _mm_prefetch((const char *)(wc + g * gb + p * 64 + KERN_PF_AHEAD), KERN_PF_HINT);
             __m512i wv[4];
@@ -105,12 +108,12 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
 }
 
 typedef void (*bp_tile_fn)(float *y, int ldy, const char *x, int64_t xs, const uint8_t *w, int64_t gb, int nc,
-                           int acc_in, int last, int pf, const uint8_t *nx, int ngn, int nl);
+                           int acc_in, int last, int pf, const uint8_t *nx, int ngn, int nl, int nn);
 #define BP_TILE_F(R, G, F, P)                                                                                   \
     static BP_AVX512 void P##_##R##x##G(float *y, int ldy, const char *x, int64_t xs, const uint8_t *w,           \
                                         int64_t gb, int nc, int acc_in, int last, int pf, const uint8_t *nx,      \
-                                        int ngn, int nl) {                                                        \
-        bp_tile(y, ldy, x, xs, w, gb, nc, acc_in, last, pf, nx, ngn, nl, R, G, F);                                \
+                                        int ngn, int nl, int nn) {                                                \
+        bp_tile(y, ldy, x, xs, w, gb, nc, acc_in, last, pf, nx, ngn, nl, nn, R, G, F);                            \
     }
 #define BP_TILE(R, G) BP_TILE_F(R, G, BP_DP, bp)
 #define BPF_TILE(R, G) BP_TILE_F(R, G, BP_WIDE, bpf)
@@ -161,12 +164,12 @@ static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wma
         const int G = K->gmax[n];
         for (int g = g0; g < g1; g += G) {
             const int gn = g1 - g < G ? g1 - g : G;
-            K->tiles[n][gn](out + g * 16, o, x, i, wd + g * gb, gb, nc, 0, g + gn == g1 ? tail : 16, 1, NULL, 0, 0);
+            K->tiles[n][gn](out + g * 16, o, x, i, wd + g * gb, gb, nc, 0, g + gn == g1 ? tail : 16, 1, NULL, 0, 0, 0);
         }
         return;
     }
     const int kc = nc > BP_KC + BP_KC / 2 ? BP_KC : nc, G = K->gmax[BP_RMAX];
-    if (n <= BP_PAIRS_N && (int64_t)n * kc * 64 <= BP_XL2) { /* a decode batch: see BP_PAIRS_N */
+    if (n <= BP_PAIRS_N && (int64_t)n * kc * 64 <= BP_XL2) { /* BP_PAIRS_N (the second test: for other BP_KC) */
         const int T = (n + BP_RMAX - 1) / BP_RMAX;
         for (int g = g0; g < g1; g += G) {
             const int gn = g1 - g < G ? g1 - g : G;
@@ -177,6 +180,7 @@ static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wma
                 if (k0 + kn < nc) nx = wd + g * gb + (int64_t)(k0 + kn) * KERN_PACK_CHUNK, ngn = gn, nkn = nc - k0 - kn;
                 else if (g + gn < g1) nx = wd + (g + gn) * gb, ngn = g1 - g - gn < G ? g1 - g - gn : G, nkn = nc;
                 if (nkn > kc) nkn = kc;
+                /* tile k takes lines [k kn nl, (k + 1) kn nl) of each group's nkn chunks */
                 const int nl = ngn ? (nkn * 16 + T * kn - 1) / (T * kn) : 0;
                 for (int t = 0, k = 0; t < n; t += BP_RMAX, k++) {
                     const int R = n - t < BP_RMAX ? n - t : BP_RMAX, GR = K->gmax[R];
@@ -186,7 +190,7 @@ static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wma
                                         wd + gg * gb + (int64_t)k0 * KERN_PACK_CHUNK, gb, kn, k0 > 0,
                                         gg + gm == g1 ? tail : 16, g == g0 && k0 == 0 && t == 0, /* (nothing before) */
                                         nx ? nx + (int64_t)k * kn * nl * 64 : NULL,
-                                        gg == g ? ngn : 0, nl);
+                                        gg == g ? ngn : 0, nl, nkn * 16 - k * kn * nl);
                     }
                 }
             }
@@ -207,7 +211,7 @@ static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wma
                     const int gn = ge - g < GR ? ge - g : GR;
                     K->tiles[R][gn](out + (int64_t)t * o + g * 16, o, x + ((int64_t)t * i + k0 * 16) * 4, i,
                                     wd + g * gb + (int64_t)k0 * KERN_PACK_CHUNK, gb, kn, k0 > 0,
-                                    g + gn == g1 ? tail : 16, t == 0, NULL, 0, 0);
+                                    g + gn == g1 ? tail : 16, t == 0, NULL, 0, 0, 0);
                 }
             }
         }
