@@ -30,6 +30,17 @@
 #ifndef KERN_PF_HINT
 #define KERN_PF_HINT _MM_HINT_T0
 #endif
+#ifdef KERN_X86
+#include <immintrin.h>
+/* Batches of a few tiles of token rows (the q8 and packed kernels' Q8_PAIRS_N / BP_PAIRS_N) bring
+ * the next tiles' weights into L2 while these compute, each tile a share, `count` lines a step:
+ * lines [at, at + count) of the region from p on, none at or past its end-th. Always inlined: a
+ * call that GCC declines to inline (the tiles are large) is one without effects to its eyes, and
+ * it drops it (seen: every prefetch gone, q8 decode 32 10% slower). */
+static inline __attribute__((always_inline)) void kern_prefetch_l2(const uint8_t *p, int64_t at, int count, int64_t end) {
+    for (int l = 0; l < count && at + l < end; l++) _mm_prefetch((const char *)(p + (at + l) * 64), _MM_HINT_T1);
+}
+#endif
 
 /* ---- matmul implementations ----
  * A range function computes out[:, c0:c1] (row stride o) for n token rows; the input rows (row

@@ -31,9 +31,10 @@
 #define BP_UNROLL "GCC unroll 16"
 #endif
 /* Batches of 9 to BP_PAIRS_N token rows (decode, or a short prefill chunk) whose k block of
- * activations stays in L2 (BP_XL2 bytes) go G groups x one k block after another, every tile of token rows over them while the
- * tiles prefetch the next ones into L2: the weights' read from memory overlaps the arithmetic
- * instead of holding up a first pass of its own (as q8's pairs, matmul_q8_avx512.c) */
+ * activations stays in L2 (BP_XL2 bytes) go G groups x one k block after another, every tile of
+ * token rows over them while the tiles prefetch the next ones into L2 (kern_prefetch_l2): the
+ * weights' read from memory overlaps the arithmetic instead of holding up a first pass of its own
+ * (as q8's pairs, matmul_q8_avx512.c) */
 #define BP_PAIRS_N 64
 #define BP_XL2 (384 << 10)
 #define BP_KC 64          /* chunks a k block (2048 bf16 or 1024 f32 inputs) when a group's row is longer */
@@ -63,11 +64,8 @@ static inline __attribute__((always_inline)) BP_AVX512 void bp_tile(float *y, in
     for (int c = 0; c < nc; c++) {
         const uint8_t *wc = w + (int64_t)c * KERN_PACK_CHUNK;
         const char *xc = x + (int64_t)c * 64;
-        /* nl lines a chunk, of the nn from nx on of each of the ngn groups that the next tiles take,
-         * into L2 (BP_PAIRS_N) */
-        for (int g = 0; g < ngn; g++)
-            for (int l = 0; l < nl && c * nl + l < nn; l++)
-                _mm_prefetch((const char *)(nx + g * gb + ((int64_t)c * nl + l) * 64), _MM_HINT_T1);
+        /* the next tiles' (BP_PAIRS_N): nl lines a chunk of each of their ngn groups, nn from nx on */
+        for (int g = 0; g < ngn; g++) kern_prefetch_l2(nx + g * gb, (int64_t)c * nl, nl, nn);
         _Pragma(BP_UNROLL) for (int p = 0; p < 16; p++) {
             if (pf) /* the weights' first pass from memory: latency limits the streams (KERN_PF_AHEAD) */
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
@@ -132,7 +130,7 @@ BPF_TILE(1, 3) BPF_TILE(1, 4)
 #define BPF_ROW2(R) {NULL, bpf_##R##x1, bpf_##R##x2}
 
 typedef struct {
-    int gmax[BP_RMAX + 1]; /* groups a tile of R token rows */
+    int gmax[BP_RMAX + 1]; /* groups a tile of R token rows (none fewer than gmax[BP_RMAX]: bp_range) */
     bp_tile_fn tiles[BP_RMAX + 1][5];
 } bp_kern;
 
@@ -182,16 +180,13 @@ static void bp_range(const bp_kern *K, float *out, const char *x, const kern_wma
                 if (nkn > kc) nkn = kc;
                 /* tile k takes lines [k kn nl, (k + 1) kn nl) of each group's nkn chunks */
                 const int nl = ngn ? (nkn * 16 + T * kn - 1) / (T * kn) : 0;
+                /* one tile a row of tiles: G (the 8-row tiles' groups) is every table's fewest */
                 for (int t = 0, k = 0; t < n; t += BP_RMAX, k++) {
-                    const int R = n - t < BP_RMAX ? n - t : BP_RMAX, GR = K->gmax[R];
-                    for (int gg = g; gg < g + gn; gg += GR) {
-                        const int gm = g + gn - gg < GR ? g + gn - gg : GR;
-                        K->tiles[R][gm](out + (int64_t)t * o + gg * 16, o, x + ((int64_t)t * i + k0 * 16) * 4, i,
-                                        wd + gg * gb + (int64_t)k0 * KERN_PACK_CHUNK, gb, kn, k0 > 0,
-                                        gg + gm == g1 ? tail : 16, g == g0 && k0 == 0 && t == 0, /* (nothing before) */
-                                        nx ? nx + (int64_t)k * kn * nl * 64 : NULL,
-                                        gg == g ? ngn : 0, nl, nkn * 16 - k * kn * nl);
-                    }
+                    const int R = n - t < BP_RMAX ? n - t : BP_RMAX;
+                    K->tiles[R][gn](out + (int64_t)t * o + g * 16, o, x + ((int64_t)t * i + k0 * 16) * 4, i,
+                                    wd + g * gb + (int64_t)k0 * KERN_PACK_CHUNK, gb, kn, k0 > 0,
+                                    g + gn == g1 ? tail : 16, g == g0 && k0 == 0 && t == 0, /* (nothing before) */
+                                    nx ? nx + (int64_t)k * kn * nl * 64 : NULL, ngn, nl, nkn * 16 - k * kn * nl);
                 }
             }
         }

@@ -16,9 +16,10 @@
 #define Q8_QBYTES (KERN_Q8_ROWS * KERN_Q8_BLOCK) /* a group block's quants; its scales follow */
 #define Q8_L2 (512 << 10)                        /* bytes of weight groups a block keeps in L2 */
 /* Batches of 7 to Q8_PAIRS_N token rows (decode, or a short prefill chunk) whose activations stay
- * in L2 (Q8_XL2 bytes, and two pairs of groups beside them in Q8_L2 + Q8_XL2) go pair of groups after pair, every tile of token rows over one pair, while the tiles prefetch the next pair
- * into L2, so that the weights' read from memory overlaps the arithmetic instead of holding up a
- * first pass of its own. bench_matmul --cold q8 n 32, alternated runs (medians of 5): 16384x2048
+ * in L2 (Q8_XL2 bytes, and two pairs of groups beside them in Q8_L2 + Q8_XL2) go pair of groups
+ * after pair, every tile of token rows over one pair, while the tiles prefetch the next pair into
+ * L2 (kern_prefetch_l2), so that the weights' read from memory overlaps the arithmetic instead of
+ * holding up a first pass of its own. bench_matmul --cold q8 n 32, alternated runs (medians of 5): 16384x2048
  * 3.43 against 3.79 ms, 2048x8192 1.78 against 1.87; 2048x2048 tied (a pool unit is 2 pairs there);
  * n 128 tied or slower, so prefill keeps the L2 blocks below. */
 #define Q8_PAIRS_N 64
@@ -43,9 +44,7 @@ static inline __attribute__((always_inline)) Q8_AVX512 void q8_tile(float *y, in
             const __m512i c = _mm512_set1_epi32((int32_t)kern_ld32(x + r * xr + i + 4 * b));
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) s[r][g] = c;
         }
-        /* pfb lines a block of the pfn from pf on that the next tiles take, into L2 (Q8_PAIRS_N) */
-        for (int l = 0; l < pfb && (int64_t)b * pfb + l < pfn; l++)
-            _mm_prefetch((const char *)(pf + ((int64_t)b * pfb + l) * 64), _MM_HINT_T1);
+        kern_prefetch_l2(pf, (int64_t)b * pfb, pfb, pfn); /* the next tiles' (Q8_PAIRS_N) */
         if (R == 1) /* decode: memory latency, not the core, limits the streams (see KERN_PF_AHEAD) */
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) _Pragma("GCC unroll 9") for (int l = 0; l < 9; l++)
                 _mm_prefetch((const char *)(wb + g * gb + l * 64 + KERN_PF_AHEAD), KERN_PF_HINT);
@@ -117,12 +116,12 @@ void kern_q8_avx512_range(float *out, const kern_act *a, const kern_wmat *w, int
         return;
     }
     if (n <= Q8_PAIRS_N && (int64_t)n * xr <= Q8_XL2 && 4 * gb + (int64_t)n * xr <= Q8_L2 + Q8_XL2) { /* Q8_PAIRS_N */
+        const int tiles = (n + Q8_RMAX - 1) / Q8_RMAX;
         for (int g = g0; g < g1; g += 2) {
             const int gn = g1 - g < 2 ? g1 - g : 2, nn = g1 - g - gn < 2 ? g1 - g - gn : 2;
-            const int tiles = (n + Q8_RMAX - 1) / Q8_RMAX;
             const int64_t lines = nn * gb / 64; /* the next pair's, tile k taking [k nb pfb, (k + 1) nb pfb) */
             const int pfb = (int)((lines + (int64_t)tiles * nb - 1) / ((int64_t)tiles * nb));
-            const uint8_t *next = wd + (g + gn) * gb; /* (the last tiles may prefetch past it: no fault) */
+            const uint8_t *next = wd + (g + gn) * gb;
             for (int t = 0, k = 0; t < n; t += Q8_RMAX, k++) {
                 const int R = n - t < Q8_RMAX ? n - t : Q8_RMAX;
                 q8_tiles[R][gn](out + (int64_t)t * o + g * KERN_Q8_ROWS, o, a->qc + t * xr, a->scale + (int64_t)t * nb,
